@@ -1,0 +1,22 @@
+//! The core of burn-peft: the one trait every method implements ([`Tuner`]), the wrapper that
+//! carries named adapters on any layer ([`Tuned`]), the model walk that reaches them by path
+//! ([`Adaptable`], [`PeftModel`]), strict HF-peft-style targeting, trainability and typed errors.
+//!
+//! See `docs/architecture.md` for how a tensor flows from a user's layer through these pieces.
+#![warn(missing_docs)]
+
+mod error;
+mod layer;
+mod model;
+mod params;
+pub mod targeting;
+mod tuned;
+mod tuner;
+
+pub use error::{PeftError, Result};
+pub use layer::{Layer, LayerKind, linear_features};
+pub use model::{Adaptable, PeftModel, TunedLayerInfo, TunedVisitor, join_path};
+pub use params::{ParamInfo, TrainMode, TrainableReport, all_finite, list_params, set_trainable};
+pub use targeting::{TargetMatcher, TargetModules, Targeting};
+pub use tuned::{AdapterSlots, Tuned};
+pub use tuner::{Combination, MethodConfig, Site, Tuner, TunerForward};

@@ -1,0 +1,223 @@
+//! Parameters by path: which ones train, how many there are, and whether they are finite.
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+
+use crate::targeting::name_matches;
+
+/// The container type Burn's derive reports for a [`crate::Tuned`] struct.
+const TUNED_CONTAINER: &str = "Struct:Tuned";
+/// The field of [`crate::Tuned`] that holds adapter parameters.
+const ADAPTERS_FIELD: &str = "adapters";
+
+/// Tracks the module path during a Burn visit or map, and whether it lies inside adapters.
+#[derive(Default)]
+struct PathStack {
+    names: Vec<String>,
+    adapter_depth: Option<usize>,
+}
+
+impl PathStack {
+    fn enter(&mut self, name: &str, container: &str) {
+        if self.adapter_depth.is_none() && name == ADAPTERS_FIELD && container == TUNED_CONTAINER {
+            self.adapter_depth = Some(self.names.len());
+        }
+        self.names.push(name.to_string());
+    }
+
+    fn exit(&mut self) {
+        self.names.pop();
+        if self.adapter_depth.is_some_and(|d| d >= self.names.len()) {
+            self.adapter_depth = None;
+        }
+    }
+
+    fn path(&self) -> String {
+        self.names.join(".")
+    }
+
+    fn in_adapter(&self) -> bool {
+        self.adapter_depth.is_some()
+    }
+
+    /// Every ancestor module path of the current parameter, innermost first.
+    fn module_paths(&self) -> impl Iterator<Item = String> + '_ {
+        (1..self.names.len()).rev().map(|n| self.names[..n].join("."))
+    }
+}
+
+/// One floating-point parameter of a model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamInfo {
+    /// Full path, such as `layers.0.attn.q.base.weight`.
+    pub path: String,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// Whether it belongs to an adapter.
+    pub is_adapter: bool,
+}
+
+impl ParamInfo {
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+struct ListParams {
+    stack: PathStack,
+    out: Vec<ParamInfo>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for ListParams {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.stack.enter(name, container_type);
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.stack.exit();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        self.out.push(ParamInfo {
+            path: self.stack.path(),
+            shape: param.shape().dims::<D>().to_vec(),
+            is_adapter: self.stack.in_adapter(),
+        });
+    }
+}
+
+/// Every floating-point parameter of `module`, with its path.
+pub fn list_params<B: Backend, M: Module<B>>(module: &M) -> Vec<ParamInfo> {
+    let mut v = ListParams { stack: PathStack::default(), out: Vec::new() };
+    module.visit(&mut v);
+    v.out
+}
+
+/// What trains: adapters (plus named modules saved in full), or everything.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TrainMode {
+    /// Only adapter parameters, plus every parameter under a module matching one of
+    /// `modules_to_save` (exactly or as a `.`-suffix, like target names).
+    Adapters {
+        /// Modules trained and saved in full, such as a classifier head.
+        modules_to_save: Vec<String>,
+    },
+    /// Full fine-tuning: every parameter trains. The baseline.
+    Full,
+}
+
+impl TrainMode {
+    /// Adapters only.
+    pub fn adapters() -> Self {
+        Self::Adapters { modules_to_save: Vec::new() }
+    }
+
+    /// Adapters plus the named modules.
+    pub fn adapters_and<S: AsRef<str>>(modules_to_save: &[S]) -> Self {
+        Self::Adapters { modules_to_save: modules_to_save.iter().map(|s| s.as_ref().to_string()).collect() }
+    }
+
+    fn trains(&self, stack: &PathStack) -> bool {
+        match self {
+            Self::Full => true,
+            Self::Adapters { modules_to_save } => {
+                stack.in_adapter()
+                    || stack
+                        .module_paths()
+                        .any(|p| modules_to_save.iter().any(|m| name_matches(m, &p)))
+            }
+        }
+    }
+
+    /// Whether the parameter `info` trains under this mode.
+    pub fn trains_param(&self, info: &ParamInfo) -> bool {
+        let mut stack = PathStack::default();
+        let segments: Vec<&str> = info.path.split('.').collect();
+        for s in &segments {
+            stack.names.push(s.to_string());
+        }
+        if info.is_adapter {
+            stack.adapter_depth = Some(0);
+        }
+        self.trains(&stack)
+    }
+}
+
+struct Freeze<'a> {
+    stack: PathStack,
+    mode: &'a TrainMode,
+}
+
+impl<B: Backend> ModuleMapper<B> for Freeze<'_> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.stack.enter(name, container_type);
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.stack.exit();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let trains = self.mode.trains(&self.stack);
+        let (id, tensor, mapper) = param.consume();
+        Param::from_mapped_value(id, tensor.set_require_grad(trains), mapper)
+    }
+}
+
+/// Sets which parameters of `model` receive gradients (and so optimizer state).
+pub fn set_trainable<B: Backend, M: Module<B>>(model: M, mode: &TrainMode) -> M {
+    let mut freeze = Freeze { stack: PathStack::default(), mode };
+    model.map(&mut freeze)
+}
+
+/// Trainable and total parameter counts, like HF peft's `print_trainable_parameters`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrainableReport {
+    /// Parameters that train.
+    pub trainable: usize,
+    /// All parameters.
+    pub total: usize,
+}
+
+impl TrainableReport {
+    /// Counts the parameters of `model` that train under `mode`.
+    pub fn new<B: Backend, M: Module<B>>(model: &M, mode: &TrainMode) -> Self {
+        let params = list_params(model);
+        Self {
+            trainable: params.iter().filter(|p| mode.trains_param(p)).map(ParamInfo::numel).sum(),
+            total: params.iter().map(ParamInfo::numel).sum(),
+        }
+    }
+
+    /// Trainable share in percent.
+    pub fn percent(&self) -> f64 {
+        if self.total == 0 { 0.0 } else { 100.0 * self.trainable as f64 / self.total as f64 }
+    }
+}
+
+impl core::fmt::Display for TrainableReport {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "trainable params: {} || all params: {} || trainable%: {:.4}",
+            self.trainable,
+            self.total,
+            self.percent()
+        )
+    }
+}
+
+struct Finite(bool);
+
+impl<B: Backend> ModuleVisitor<B> for Finite {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if self.0 {
+            self.0 = param.val().is_finite().all().into_data().iter::<bool>().all(|b| b);
+        }
+    }
+}
+
+/// Whether every floating-point parameter of `module` is finite (no NaN, no infinity).
+pub fn all_finite<B: Backend, M: Module<B>>(module: &M) -> bool {
+    let mut v = Finite(true);
+    module.visit(&mut v);
+    v.0
+}

@@ -1,0 +1,206 @@
+//! [`Tuned`]: a layer wrapped with any number of named adapters of one method.
+
+use core::marker::PhantomData;
+
+use burn::module::Module;
+use burn::tensor::backend::Backend;
+
+use crate::{Layer, PeftError, Result, Tuner, TunerForward, all_finite};
+
+/// Per-adapter state that is not a tensor.
+#[derive(Clone, Debug, Default)]
+pub struct AdapterSlots {
+    names: Vec<String>,
+    active: Vec<bool>,
+    merged: Vec<bool>,
+    disabled: bool,
+}
+
+/// A base layer `L` with named adapters of type `T`.
+///
+/// With no adapter, or with adapters disabled, the forward pass is exactly `base.forward(x)`.
+/// The base is frozen when wrapped; only the adapters' parameters train.
+#[derive(Module, Debug)]
+pub struct Tuned<B: Backend, L: Module<B>, T: Module<B>> {
+    /// The wrapped layer, with its pretrained weights.
+    pub base: L,
+    /// The adapters, in the order they were added.
+    pub adapters: Vec<T>,
+    #[module(skip)]
+    slots: AdapterSlots,
+    phantom: PhantomData<B>,
+}
+
+impl<B: Backend, L: Module<B>, T: Module<B>> Tuned<B, L, T> {
+    /// Wraps `base`, freezing its parameters. The weights are taken as they are.
+    pub fn new(base: L) -> Self {
+        Self { base: base.no_grad(), adapters: Vec::new(), slots: AdapterSlots::default(), phantom: PhantomData }
+    }
+
+    /// Adds an adapter under `name` and activates it.
+    pub fn add_adapter(&mut self, name: &str, adapter: T) -> Result<()> {
+        if self.slots.names.iter().any(|n| n == name) {
+            return Err(PeftError::DuplicateAdapter { name: name.into(), path: String::new() });
+        }
+        self.slots.names.push(name.to_string());
+        self.slots.active.push(true);
+        self.slots.merged.push(false);
+        self.adapters.push(adapter);
+        Ok(())
+    }
+
+    /// Builder form of [`add_adapter`](Self::add_adapter).
+    pub fn with_adapter(mut self, name: &str, adapter: T) -> Result<Self> {
+        self.add_adapter(name, adapter)?;
+        Ok(self)
+    }
+
+    /// The adapter names, in order.
+    pub fn adapter_names(&self) -> &[String] {
+        &self.slots.names
+    }
+
+    /// The adapter called `name`.
+    pub fn adapter(&self, name: &str) -> Option<&T> {
+        self.index(name).map(|i| &self.adapters[i])
+    }
+
+    /// Mutable access to the adapter called `name`.
+    pub fn adapter_mut(&mut self, name: &str) -> Option<&mut T> {
+        self.index(name).map(|i| &mut self.adapters[i])
+    }
+
+    fn index(&self, name: &str) -> Option<usize> {
+        self.slots.names.iter().position(|n| n == name)
+    }
+
+    fn unknown(&self, name: &str) -> PeftError {
+        PeftError::UnknownAdapter { name: name.into(), known: self.slots.names.clone() }
+    }
+
+    /// Makes exactly the named adapters active; names this layer does not have are ignored.
+    pub fn set_active(&mut self, names: &[&str]) {
+        for (i, n) in self.slots.names.iter().enumerate() {
+            self.slots.active[i] = names.contains(&n.as_str());
+        }
+    }
+
+    /// Whether the adapter called `name` is active.
+    pub fn is_active(&self, name: &str) -> bool {
+        self.index(name).is_some_and(|i| self.slots.active[i])
+    }
+
+    /// Turns every adapter off (`enabled = false`) or back on, keeping which ones are active.
+    pub fn set_enabled(&mut self, enabled: bool) -> Result<()> {
+        if !enabled && let Some(i) = self.slots.merged.iter().position(|m| *m) {
+            return Err(PeftError::Merged(self.slots.names[i].clone()));
+        }
+        self.slots.disabled = !enabled;
+        Ok(())
+    }
+
+    /// Whether adapters are enabled.
+    pub fn is_enabled(&self) -> bool {
+        !self.slots.disabled
+    }
+
+    /// Removes the adapter called `name`.
+    pub fn delete_adapter(&mut self, name: &str) -> Result<T> {
+        let i = self.index(name).ok_or_else(|| self.unknown(name))?;
+        if self.slots.merged[i] {
+            return Err(PeftError::Merged(name.into()));
+        }
+        self.slots.names.remove(i);
+        self.slots.active.remove(i);
+        self.slots.merged.remove(i);
+        Ok(self.adapters.remove(i))
+    }
+
+    /// Indices of the adapters that take part in the forward pass.
+    fn live(&self) -> Vec<usize> {
+        if self.slots.disabled {
+            return Vec::new();
+        }
+        (0..self.adapters.len()).filter(|&i| self.slots.active[i] && !self.slots.merged[i]).collect()
+    }
+
+    /// Forward pass: the base layer with every live adapter applied in order.
+    ///
+    /// Shapes are those of the base layer (for [`burn::nn::Linear`], `[..., d_in] -> [..., d_out]`).
+    pub fn forward<I: Clone>(&self, input: I) -> L::Output
+    where
+        L: Layer<B, I>,
+        T: TunerForward<B, L, I>,
+    {
+        let live = self.live();
+        if live.is_empty() {
+            return self.base.forward_base(input);
+        }
+        let input = live.iter().fold(input, |x, &i| self.adapters[i].pre(&self.base, x));
+        let output = self.base.forward_base(input.clone());
+        live.iter().fold(output, |h, &i| self.adapters[i].post(&self.base, &input, h))
+    }
+}
+
+impl<B: Backend, L: Module<B>, T: Tuner<B, L>> Tuned<B, L, T> {
+    /// Folds every active, unmerged adapter into the base weights.
+    ///
+    /// With `safe`, a merge that would produce NaN or infinite weights is refused and the layer is
+    /// left as it was.
+    pub fn merge(&mut self, path: &str, safe: bool) -> Result<()> {
+        let mut base = self.base.clone();
+        let mut adapters = self.adapters.clone();
+        let mut merged = self.slots.merged.clone();
+        for i in 0..adapters.len() {
+            if !self.slots.active[i] || merged[i] {
+                continue;
+            }
+            base = adapters[i].merge(base, path)?;
+            if safe && !all_finite(&base) {
+                return Err(PeftError::NonFinite { path: path.into(), adapter: self.slots.names[i].clone() });
+            }
+            merged[i] = true;
+        }
+        self.base = base;
+        self.adapters = adapters;
+        self.slots.merged = merged;
+        Ok(())
+    }
+
+    /// Takes every merged adapter back out of the base weights, last merged first.
+    pub fn unmerge(&mut self, path: &str) -> Result<()> {
+        let mut base = self.base.clone();
+        for i in (0..self.adapters.len()).rev() {
+            if self.slots.merged[i] {
+                base = self.adapters[i].unmerge(base, path)?;
+            }
+        }
+        self.base = base;
+        self.slots.merged.iter_mut().for_each(|m| *m = false);
+        Ok(())
+    }
+
+    /// Whether any adapter is merged into the base.
+    pub fn is_merged(&self) -> bool {
+        self.slots.merged.iter().any(|m| *m)
+    }
+
+    /// Merges every active adapter and returns the bare base layer.
+    pub fn merge_and_unload(mut self, path: &str, safe: bool) -> Result<L> {
+        self.merge(path, safe)?;
+        Ok(self.base)
+    }
+}
+
+impl<B, L, T, I> Layer<B, I> for Tuned<B, L, T>
+where
+    B: Backend,
+    I: Clone,
+    L: Layer<B, I>,
+    T: TunerForward<B, L, I>,
+{
+    type Output = L::Output;
+    fn forward_base(&self, input: I) -> L::Output {
+        self.forward(input)
+    }
+}

@@ -1,0 +1,111 @@
+//! LoRA for 2-D convolutions: `A` is a convolution with the base kernel, `B` a 1×1 convolution.
+
+use std::any::Any;
+
+use burn::module::{Module, Param, ParamId};
+use burn::nn::conv::Conv2d;
+use burn::nn::{Dropout, DropoutConfig, PaddingConfig2d};
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use peft_core::{PeftError, Result, Site, Tuner, TunerForward};
+
+use crate::init::{kaiming_uniform_a_sqrt5, normal};
+use crate::{LoraConfig, LoraInit};
+
+/// LoRA on a [`Conv2d`]: `A [r, c_in, kh, kw]` (the base's stride, padding and dilation),
+/// `B [c_out, r, 1, 1]`, as HF peft's `lora_A`/`lora_B` conv weights.
+#[derive(Module, Debug)]
+pub struct LoraConv2d<B: Backend> {
+    /// Down convolution `[r, c_in, kh, kw]`.
+    pub a: Param<Tensor<B, 4>>,
+    /// Up 1×1 convolution `[c_out, r, 1, 1]`.
+    pub b: Param<Tensor<B, 4>>,
+    /// Dropout on the adapter input.
+    pub dropout: Dropout,
+    /// `alpha/r` or `alpha/sqrt(r)`.
+    pub scaling: f64,
+}
+
+impl<B: Backend> LoraConv2d<B> {
+    /// `s·(B ∘ A)` as a dense kernel `[c_out, c_in, kh, kw]`, for merging only.
+    pub fn delta_weight(&self) -> Tensor<B, 4> {
+        let [r, c_in, kh, kw] = self.a.dims();
+        let [c_out, ..] = self.b.dims();
+        let a = self.a.val().reshape([r, c_in * kh * kw]);
+        let b = self.b.val().reshape([c_out, r]);
+        b.matmul(a).mul_scalar(self.scaling).reshape([c_out, c_in, kh, kw])
+    }
+
+    fn conv(weight: Tensor<B, 4>, like: &Conv2d<B>, one_by_one: bool) -> Conv2d<B> {
+        let [_, _, kh, kw] = weight.dims();
+        Conv2d {
+            weight: Param::initialized(ParamId::new(), weight),
+            bias: None,
+            stride: if one_by_one { [1, 1] } else { like.stride },
+            kernel_size: [kh, kw],
+            dilation: if one_by_one { [1, 1] } else { like.dilation },
+            groups: 1,
+            padding: if one_by_one { PaddingConfig2d::Valid } else { like.padding.clone() },
+        }
+    }
+}
+
+impl<B: Backend> Tuner<B, Conv2d<B>> for LoraConv2d<B> {
+    const SITE: Site = Site::Weight;
+
+    fn accepts(config: &dyn Any) -> bool {
+        config.is::<LoraConfig>()
+    }
+
+    fn from_config(config: &dyn Any, base: &mut Conv2d<B>, path: &str) -> Option<Result<Self>> {
+        let config = config.downcast_ref::<LoraConfig>()?;
+        let build = || -> Result<Self> {
+            let (r, scaling) = config.rank_and_scaling(path)?;
+            if base.groups != 1 {
+                return Err(PeftError::Unsupported(format!("LoRA on grouped convolution `{path}`")));
+            }
+            if config.use_dora || config.bias || config.init == LoraInit::Pissa {
+                return Err(PeftError::Unsupported(format!("DoRA, LoRA bias and PiSSA on convolution `{path}`")));
+            }
+            let [c_out, c_in, kh, kw] = base.weight.dims();
+            let fan_in = c_in * kh * kw;
+            let max = fan_in.min(c_out);
+            if r > max {
+                return Err(PeftError::RankTooLarge { path: path.into(), rank: r, max });
+            }
+            let device = base.weight.device();
+            let a = match config.init {
+                LoraInit::Gaussian => normal([r, c_in, kh, kw], 1.0 / r as f64, &device),
+                _ => kaiming_uniform_a_sqrt5([r, c_in, kh, kw], fan_in, &device),
+            };
+            Ok(Self {
+                a: Param::initialized(ParamId::new(), a.require_grad()),
+                b: Param::initialized(ParamId::new(), Tensor::zeros([c_out, r, 1, 1], &device).require_grad()),
+                dropout: DropoutConfig::new(config.dropout).init(),
+                scaling,
+            })
+        };
+        Some(build())
+    }
+
+    fn merge(&mut self, mut base: Conv2d<B>, _path: &str) -> Result<Conv2d<B>> {
+        let merged = base.weight.val() + self.delta_weight();
+        base.weight = Param::initialized(base.weight.id, merged.detach().set_require_grad(false));
+        Ok(base)
+    }
+
+    fn unmerge(&mut self, mut base: Conv2d<B>, _path: &str) -> Result<Conv2d<B>> {
+        let original = base.weight.val() - self.delta_weight();
+        base.weight = Param::initialized(base.weight.id, original.detach().set_require_grad(false));
+        Ok(base)
+    }
+}
+
+impl<B: Backend> TunerForward<B, Conv2d<B>, Tensor<B, 4>> for LoraConv2d<B> {
+    /// `h + s·B(A(dropout(x)))`; `x: [batch, c_in, h, w]`, `h: [batch, c_out, h', w']`.
+    fn post(&self, base: &Conv2d<B>, input: &Tensor<B, 4>, output: Tensor<B, 4>) -> Tensor<B, 4> {
+        let x = self.dropout.forward(input.clone());
+        let down = Self::conv(self.a.val(), base, false).forward(x);
+        output + Self::conv(self.b.val(), base, true).forward(down).mul_scalar(self.scaling)
+    }
+}

@@ -1,0 +1,33 @@
+//! The LoRA family for burn-peft: LoRA, rsLoRA, DoRA and PiSSA on `Linear`, `Embedding` and
+//! `Conv2d`; IA3; merging, weighted combination, and LoRA on any unmodified module by path.
+#![warn(missing_docs)]
+
+mod combine;
+mod config;
+mod conv;
+mod ia3;
+pub mod init;
+mod lora;
+mod path;
+mod svd;
+
+use burn::nn::conv::Conv2d;
+use burn::nn::{Embedding, Linear};
+use peft_core::Tuned;
+
+pub use combine::combine;
+pub use config::{Ia3Config, LoraConfig, LoraInit};
+pub use conv::LoraConv2d;
+pub use ia3::Ia3;
+pub use lora::{Lora, broadcast_last, check_shape};
+pub use path::PathLora;
+pub use svd::svd;
+
+/// A `Linear` carrying named LoRA (or DoRA) adapters.
+pub type LoraLinear<B> = Tuned<B, Linear<B>, Lora<B>>;
+/// An `Embedding` carrying named LoRA adapters.
+pub type LoraEmbedding<B> = Tuned<B, Embedding<B>, Lora<B>>;
+/// A `Conv2d` carrying named LoRA adapters.
+pub type LoraConv<B> = Tuned<B, Conv2d<B>, LoraConv2d<B>>;
+/// A `Linear` carrying named IA3 adapters.
+pub type Ia3Linear<B> = Tuned<B, Linear<B>, Ia3<B>>;

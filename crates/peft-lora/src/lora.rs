@@ -1,0 +1,270 @@
+//! The LoRA adapter for dense layers and embeddings, with DoRA.
+
+use std::any::Any;
+
+use burn::module::{Module, Param, ParamId};
+use burn::nn::{Dropout, DropoutConfig, Embedding, Linear};
+use burn::tensor::backend::Backend;
+use burn::tensor::module::{embedding, linear};
+use burn::tensor::{Int, Tensor};
+use peft_core::{Combination, PeftError, Result, Site, Tuner, TunerForward};
+
+use crate::init::{kaiming_uniform_a_sqrt5, normal, pissa};
+use crate::{LoraConfig, LoraInit};
+
+/// A low-rank update `s·A·B` (Burn layout: `A [d_in, r]`, `B [r, d_out]`).
+///
+/// HF peft stores the transposes, `lora_A.weight [r, d_in]` and `lora_B.weight [d_out, r]`;
+/// for embeddings `lora_embedding_A [r, vocab]` and `lora_embedding_B [dim, r]`.
+#[derive(Module, Debug)]
+pub struct Lora<B: Backend> {
+    /// Down-projection `[d_in, r]` (embeddings: `[vocab, r]`).
+    pub a: Param<Tensor<B, 2>>,
+    /// Up-projection `[r, d_out]`.
+    pub b: Param<Tensor<B, 2>>,
+    /// Optional bias of the LoRA branch `[d_out]`.
+    pub bias: Option<Param<Tensor<B, 1>>>,
+    /// DoRA magnitude `[d_out]`.
+    pub magnitude: Option<Param<Tensor<B, 1>>>,
+    /// Dropout on the adapter input.
+    pub dropout: Dropout,
+    /// `alpha/r`, or `alpha/sqrt(r)` with rsLoRA.
+    pub scaling: f64,
+    /// DoRA: the weight norm at merge time, needed to unmerge.
+    #[module(skip)]
+    merged_norm: Option<Tensor<B, 1>>,
+}
+
+fn param<B: Backend, const D: usize>(t: Tensor<B, D>) -> Param<Tensor<B, D>> {
+    Param::initialized(ParamId::new(), t.require_grad())
+}
+
+impl<B: Backend> Lora<B> {
+    /// Builds an adapter from explicit factors (Burn layout).
+    pub fn from_factors(a: Tensor<B, 2>, b: Tensor<B, 2>, scaling: f64) -> Result<Self> {
+        let [_, r] = a.dims();
+        let [rb, _] = b.dims();
+        if r != rb {
+            return Err(PeftError::ShapeMismatch { name: "lora B".into(), expected: vec![r, b.dims()[1]], actual: b.dims().to_vec() });
+        }
+        Ok(Self {
+            a: param(a),
+            b: param(b),
+            bias: None,
+            magnitude: None,
+            dropout: DropoutConfig::new(0.0).init(),
+            scaling,
+            merged_norm: None,
+        })
+    }
+
+    /// The rank.
+    pub fn rank(&self) -> usize {
+        self.a.dims()[1]
+    }
+
+    /// `s·A·B`, `[d_in, d_out]`: the dense update, for merging only.
+    pub fn delta_weight(&self) -> Tensor<B, 2> {
+        self.a.val().matmul(self.b.val()).mul_scalar(self.scaling)
+    }
+
+    /// `s·(x·A)·B (+ bias)` computed on the activation side: `[..., d_in] -> [..., d_out]`.
+    fn low_rank<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        self.up(linear(x, self.a.val(), None))
+    }
+
+    /// `s·h·B (+ bias)`: `[..., r] -> [..., d_out]`.
+    fn up<const D: usize>(&self, h: Tensor<B, D>) -> Tensor<B, D> {
+        let h = linear(h, self.b.val(), None).mul_scalar(self.scaling);
+        match &self.bias {
+            Some(bias) => h + broadcast_last(bias.val()),
+            None => h,
+        }
+    }
+
+    /// DoRA's per-output norm of `W + s·A·B` (W `[d_in, d_out]`), detached: `[d_out]`.
+    fn weight_norm(&self, weight: Tensor<B, 2>) -> Tensor<B, 1> {
+        let w = weight + self.delta_weight().detach();
+        w.square().sum_dim(0).sqrt().squeeze_dim(0).detach()
+    }
+
+    /// Replaces the factors' values, keeping parameter ids (checks shapes).
+    pub fn load_factors(mut self, a: Tensor<B, 2>, b: Tensor<B, 2>) -> Result<Self> {
+        check_shape("lora A", &self.a.dims(), &a.dims())?;
+        check_shape("lora B", &self.b.dims(), &b.dims())?;
+        self.a = Param::initialized(self.a.id, a.require_grad());
+        self.b = Param::initialized(self.b.id, b.require_grad());
+        Ok(self)
+    }
+}
+
+/// Checks that `actual` equals `expected`, naming the tensor otherwise.
+pub fn check_shape(name: &str, expected: &[usize], actual: &[usize]) -> Result<()> {
+    if expected != actual {
+        return Err(PeftError::ShapeMismatch { name: name.into(), expected: expected.to_vec(), actual: actual.to_vec() });
+    }
+    Ok(())
+}
+
+/// Reshapes a `[d]` vector to `[1, ..., 1, d]` to broadcast over the last dimension.
+pub fn broadcast_last<B: Backend, const D: usize>(v: Tensor<B, 1>) -> Tensor<B, D> {
+    let mut dims = [1usize; D];
+    dims[D - 1] = v.dims()[0];
+    v.reshape(dims)
+}
+
+fn check_rank(path: &str, r: usize, dims: [usize; 2]) -> Result<()> {
+    let max = dims[0].min(dims[1]);
+    if r > max {
+        return Err(PeftError::RankTooLarge { path: path.into(), rank: r, max });
+    }
+    Ok(())
+}
+
+fn build<B: Backend>(config: &LoraConfig, weight: Tensor<B, 2>, path: &str, embedding: bool) -> Result<(Lora<B>, Option<Tensor<B, 2>>)> {
+    let (r, scaling) = config.rank_and_scaling(path)?;
+    let [d_in, d_out] = weight.dims();
+    check_rank(path, r, [d_in, d_out])?;
+    let device = weight.device();
+    let mut residual = None;
+    let (a, b) = match (config.init, embedding) {
+        (LoraInit::Pissa, _) => {
+            let (a, b, res) = pissa(weight.clone(), r, scaling, path)?;
+            residual = Some(res);
+            (a, b)
+        }
+        (_, true) => (Tensor::zeros([d_in, r], &device), normal([r, d_out], 1.0, &device)),
+        (LoraInit::Default, false) => (kaiming_uniform_a_sqrt5([d_in, r], d_in, &device), Tensor::zeros([r, d_out], &device)),
+        (LoraInit::Gaussian, false) => (normal([d_in, r], 1.0 / r as f64, &device), Tensor::zeros([r, d_out], &device)),
+    };
+    let mut lora = Lora::from_factors(a, b, scaling)?;
+    lora.dropout = DropoutConfig::new(config.dropout).init();
+    if config.bias {
+        lora.bias = Some(param(Tensor::zeros([d_out], &device)));
+    }
+    if config.use_dora {
+        if embedding {
+            return Err(PeftError::Unsupported(format!("DoRA on embedding `{path}` is not supported")));
+        }
+        let base = residual.clone().unwrap_or(weight);
+        lora.magnitude = Some(param(lora.weight_norm(base)));
+    }
+    Ok((lora, residual))
+}
+
+/// Replaces a frozen 2-D parameter's value, keeping its id and leaving it frozen.
+fn replace<B: Backend, const D: usize>(p: &Param<Tensor<B, D>>, value: Tensor<B, D>) -> Param<Tensor<B, D>> {
+    Param::initialized(p.id, value.detach().set_require_grad(false))
+}
+
+impl<B: Backend> Tuner<B, Linear<B>> for Lora<B> {
+    const SITE: Site = Site::Weight;
+
+    fn accepts(config: &dyn Any) -> bool {
+        LoraConfig::from_any(config).is_some()
+    }
+
+    fn from_config(config: &dyn Any, base: &mut Linear<B>, path: &str) -> Option<Result<Self>> {
+        let config = LoraConfig::from_any(config)?;
+        Some(build(config, base.weight.val(), path, false).map(|(lora, residual)| {
+            // PiSSA moves the principal part out of the frozen weight into the adapter.
+            if let Some(residual) = residual {
+                base.weight = replace(&base.weight, residual);
+            }
+            lora
+        }))
+    }
+
+    fn merge(&mut self, mut base: Linear<B>, path: &str) -> Result<Linear<B>> {
+        let weight = base.weight.val();
+        let merged = match &self.magnitude {
+            None => weight + self.delta_weight(),
+            Some(m) => {
+                let norm = self.weight_norm(weight.clone());
+                let factor = m.val() / norm.clone();
+                self.merged_norm = Some(norm);
+                (weight + self.delta_weight()) * factor.unsqueeze_dim(0)
+            }
+        };
+        base.weight = replace(&base.weight, merged);
+        if let Some(lb) = &self.bias {
+            let Some(bias) = &base.bias else {
+                return Err(PeftError::Unsupported(format!("cannot merge a LoRA bias into `{path}`, which has no bias")));
+            };
+            base.bias = Some(replace(bias, bias.val() + lb.val()));
+        }
+        Ok(base)
+    }
+
+    fn unmerge(&mut self, mut base: Linear<B>, _path: &str) -> Result<Linear<B>> {
+        let weight = base.weight.val();
+        let original = match (&self.magnitude, self.merged_norm.take()) {
+            (Some(m), Some(norm)) => weight / (m.val() / norm).unsqueeze_dim(0) - self.delta_weight(),
+            _ => weight - self.delta_weight(),
+        };
+        base.weight = replace(&base.weight, original);
+        if let (Some(lb), Some(bias)) = (&self.bias, &base.bias) {
+            base.bias = Some(replace(bias, bias.val() - lb.val()));
+        }
+        Ok(base)
+    }
+
+    fn combine(parts: &[(&Self, f64)], how: Combination) -> Result<Self> {
+        crate::combine::combine(parts, how)
+    }
+}
+
+impl<B: Backend, const D: usize> TunerForward<B, Linear<B>, Tensor<B, D>> for Lora<B> {
+    /// `h + s·B(A(dropout(x)))`, or DoRA's `h + (m/‖W+sBA‖ − 1)·(x·W) + m/‖W+sBA‖·s·B(A(x))`.
+    /// `x: [..., d_in]`, `h: [..., d_out]`.
+    fn post(&self, base: &Linear<B>, input: &Tensor<B, D>, output: Tensor<B, D>) -> Tensor<B, D> {
+        let x = self.dropout.forward(input.clone());
+        match &self.magnitude {
+            None => output + self.low_rank(x),
+            Some(m) => {
+                let weight = base.weight.val();
+                let scale = broadcast_last::<B, D>(m.val() / self.weight_norm(weight.clone()));
+                let base_no_bias = linear(x.clone(), weight, None);
+                let lora = self.low_rank(x);
+                output + (scale.clone() - 1.0) * base_no_bias + scale * lora
+            }
+        }
+    }
+}
+
+impl<B: Backend> Tuner<B, Embedding<B>> for Lora<B> {
+    const SITE: Site = Site::Weight;
+
+    fn accepts(config: &dyn Any) -> bool {
+        LoraConfig::from_any(config).is_some()
+    }
+
+    fn from_config(config: &dyn Any, base: &mut Embedding<B>, path: &str) -> Option<Result<Self>> {
+        let config = LoraConfig::from_any(config)?;
+        if config.init == LoraInit::Pissa {
+            return Some(Err(PeftError::Unsupported(format!("PiSSA on embedding `{path}` is not supported"))));
+        }
+        Some(build(config, base.weight.val(), path, true).map(|(lora, _)| lora))
+    }
+
+    fn merge(&mut self, mut base: Embedding<B>, _path: &str) -> Result<Embedding<B>> {
+        base.weight = replace(&base.weight, base.weight.val() + self.delta_weight());
+        Ok(base)
+    }
+
+    fn unmerge(&mut self, mut base: Embedding<B>, _path: &str) -> Result<Embedding<B>> {
+        base.weight = replace(&base.weight, base.weight.val() - self.delta_weight());
+        Ok(base)
+    }
+
+    fn combine(parts: &[(&Self, f64)], how: Combination) -> Result<Self> {
+        crate::combine::combine(parts, how)
+    }
+}
+
+impl<B: Backend> TunerForward<B, Embedding<B>, Tensor<B, 2, Int>> for Lora<B> {
+    /// `h + s·embedding(A, ids)·B`; `ids: [batch, seq]`, `h: [batch, seq, dim]`.
+    fn post(&self, _base: &Embedding<B>, input: &Tensor<B, 2, Int>, output: Tensor<B, 3>) -> Tensor<B, 3> {
+        output + self.up(embedding(self.a.val(), input.clone()))
+    }
+}
