@@ -8,7 +8,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{Embedding, Linear};
 use burn::tensor::backend::Backend;
 
-use crate::{LayerKind, MethodConfig, PeftError, Result, TargetMatcher, Tuned, Tuner};
+use crate::{Combination, LayerKind, MethodConfig, PeftError, Result, TargetMatcher, Tuned, Tuner};
 
 /// Something that may contain [`Tuned`] layers: a layer, a block, a whole model.
 ///
@@ -130,7 +130,7 @@ impl<B: Backend> TunedVisitor<B> for Collect<'_> {
             self.out.push(TunedLayerInfo {
                 path: path.into(),
                 kind: layer.kind(),
-                adapters: layer.adapter_names().to_vec(),
+                adapters: layer.names().to_vec(),
             });
         }
     }
@@ -211,7 +211,7 @@ impl<B: Backend> LayerOp<B> for SetEnabled {
 struct Delete<'a>(&'a str);
 impl<B: Backend> LayerOp<B> for Delete<'_> {
     fn apply<L: Adaptable<B>, T: Tuner<B, L>>(&mut self, _: &str, layer: &mut Tuned<B, L, T>) -> Result<()> {
-        if layer.adapter_names().iter().any(|n| n == self.0) {
+        if layer.names().iter().any(|n| n == self.0) {
             layer.delete_adapter(self.0)?;
         }
         Ok(())
@@ -229,6 +229,27 @@ struct Unmerge;
 impl<B: Backend> LayerOp<B> for Unmerge {
     fn apply<L: Adaptable<B>, T: Tuner<B, L>>(&mut self, path: &str, layer: &mut Tuned<B, L, T>) -> Result<()> {
         layer.unmerge(path)
+    }
+}
+
+struct Combine<'a> {
+    parts: &'a [(&'a str, f64)],
+    name: &'a str,
+    how: Combination,
+}
+impl<B: Backend> LayerOp<B> for Combine<'_> {
+    fn apply<L: Adaptable<B>, T: Tuner<B, L>>(&mut self, path: &str, layer: &mut Tuned<B, L, T>) -> Result<()> {
+        let present: Vec<(&T, f64)> = self.parts.iter().filter_map(|(n, w)| layer.adapter(n).map(|a| (a, *w))).collect();
+        if present.is_empty() {
+            return Ok(());
+        }
+        if present.len() != self.parts.len() {
+            return Err(PeftError::Unsupported(format!("`{path}` carries only some of the adapters to combine")));
+        }
+        let combined = T::combine(&present, self.how)?;
+        layer.add_adapter(self.name, combined).map_err(|_| PeftError::DuplicateAdapter { name: self.name.into(), path: path.into() })?;
+        layer.set_active(&[self.name]);
+        Ok(())
     }
 }
 
@@ -312,6 +333,19 @@ pub trait PeftModel<B: Backend>: Adaptable<B> + Sized {
     fn merge_adapters(&mut self, safe: bool) -> Result<()> {
         let mut model = self.clone();
         for_each(&mut model, Merge(safe))?;
+        *self = model;
+        Ok(())
+    }
+
+    /// Adds adapter `name`, the weighted combination of the adapters `parts`, on every layer that
+    /// carries them, and makes it the active one.
+    fn add_weighted_adapter(&mut self, parts: &[(&str, f64)], name: &str, how: Combination) -> Result<()> {
+        let known = self.adapter_names();
+        if let Some((missing, _)) = parts.iter().find(|(n, _)| !known.iter().any(|k| k == n)) {
+            return Err(PeftError::UnknownAdapter { name: missing.to_string(), known });
+        }
+        let mut model = self.clone();
+        for_each(&mut model, Combine { parts, name, how })?;
         *self = model;
         Ok(())
     }

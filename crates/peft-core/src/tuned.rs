@@ -56,7 +56,7 @@ impl<B: Backend, L: Module<B>, T: Module<B>> Tuned<B, L, T> {
     }
 
     /// The adapter names, in order.
-    pub fn adapter_names(&self) -> &[String] {
+    pub fn names(&self) -> &[String] {
         &self.slots.names
     }
 
