@@ -20,6 +20,11 @@ pub trait Adaptable<B: Backend>: Module<B> + burn::module::ModuleDisplay {
         LayerKind::Other
     }
 
+    /// The width of the layer's output, when it has one (used by adapters that need it).
+    fn output_features(&self) -> Option<usize> {
+        None
+    }
+
     /// Calls `visitor` on every [`Tuned`] layer below `self`, `path` being `self`'s module path.
     fn visit_tuned<V: TunedVisitor<B>>(&mut self, path: &str, visitor: &mut V) {
         let _ = (path, visitor);
@@ -40,6 +45,9 @@ pub fn join_path(parent: &str, child: &str) -> String {
 impl<B: Backend> Adaptable<B> for Linear<B> {
     fn kind(&self) -> LayerKind {
         LayerKind::Linear
+    }
+    fn output_features(&self) -> Option<usize> {
+        Some(self.weight.dims()[1])
     }
 }
 
@@ -76,6 +84,10 @@ impl<B: Backend, L: Adaptable<B>, T: Tuner<B, L>> Adaptable<B> for Tuned<B, L, T
         self.base.kind()
     }
 
+    fn output_features(&self) -> Option<usize> {
+        self.base.output_features()
+    }
+
     /// Visits this layer, then any wrapper nested inside it under the same path.
     fn visit_tuned<V: TunedVisitor<B>>(&mut self, path: &str, visitor: &mut V) {
         visitor.visit(path, self);
@@ -88,9 +100,21 @@ impl<B: Backend, L: Adaptable<B>, T: Tuner<B, L>> Adaptable<B> for Tuned<B, L, T
 ///
 /// ```ignore
 /// peft_core::adaptable!(Block { attention, feed_forward });
+/// // A sub-layer that bottleneck adapters wrap also says which field gives its output width:
+/// peft_core::adaptable!(FeedForward { up, down }, output = down);
 /// ```
 #[macro_export]
 macro_rules! adaptable {
+    ($name:ident { $($field:ident),* $(,)? }, output = $out:ident) => {
+        impl<B: burn::tensor::backend::Backend> $crate::Adaptable<B> for $name<B> {
+            fn output_features(&self) -> Option<usize> {
+                $crate::Adaptable::<B>::output_features(&self.$out)
+            }
+            fn visit_tuned<V: $crate::TunedVisitor<B>>(&mut self, path: &str, visitor: &mut V) {
+                $( $crate::Adaptable::<B>::visit_tuned(&mut self.$field, &$crate::join_path(path, stringify!($field)), visitor); )*
+            }
+        }
+    };
     ($name:ident { $($field:ident),* $(,)? }) => {
         impl<B: burn::tensor::backend::Backend> $crate::Adaptable<B> for $name<B> {
             fn visit_tuned<V: $crate::TunedVisitor<B>>(&mut self, path: &str, visitor: &mut V) {

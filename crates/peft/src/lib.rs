@@ -1,1 +1,53 @@
-//! peft
+//! burn-peft: parameter-efficient fine-tuning for [Burn](https://burn.dev).
+//!
+//! One trait ([`Tuner`]) carries every method; [`Tuned`] wraps a layer of your model with named
+//! adapters; [`PeftModel`] adds, activates, disables, merges and deletes them across the model.
+//!
+//! - [`lora`]: LoRA, rsLoRA, DoRA, PiSSA and IA3 on `Linear`, `Embedding` and `Conv2d`, and LoRA
+//!   on any unmodified module by parameter path.
+//! - [`adapter`]: bottleneck adapters (Pfeiffer, Houlsby, parallel).
+//! - [`ptuning`]: prefix tuning at attention keys and values.
+//! - [`quant`]: 4-bit code tables (quantized bases are on the way).
+//! - [`models`]: reference models written as a user would, and a synthetic task.
+//!
+//! ```
+//! use burn::backend::NdArray;
+//! use burn::nn::LinearConfig;
+//! use peft::prelude::*;
+//!
+//! #[derive(burn::module::Module, Debug)]
+//! struct Mlp<B: burn::tensor::backend::Backend> {
+//!     up: LoraLinear<B>,
+//!     down: LoraLinear<B>,
+//! }
+//! peft::adaptable!(Mlp { up, down });
+//!
+//! let device = Default::default();
+//! let mut model = Mlp::<NdArray> {
+//!     up: Tuned::new(LinearConfig::new(16, 32).init(&device)),
+//!     down: Tuned::new(LinearConfig::new(32, 4).init(&device)),
+//! };
+//! let attached = model.add_adapter("task", &LoraConfig::new(Targeting::names(&["up", "down"])).with_r(4)).unwrap();
+//! assert_eq!(attached, ["up", "down"]);
+//! let report = TrainableReport::new(&model, &TrainMode::adapters());
+//! assert_eq!(report.trainable, 4 * (16 + 32) + 4 * (32 + 4));
+//! ```
+#![warn(missing_docs)]
+
+pub use peft_adapter as adapter;
+pub use peft_core as core;
+pub use peft_core::{Adaptable, PeftError, PeftModel, Result, TrainMode, TrainableReport, Tuned, Tuner, TunerForward, adaptable};
+pub use peft_lora as lora;
+pub use peft_models as models;
+pub use peft_ptuning as ptuning;
+pub use peft_quant as quant;
+
+/// The names most programs need.
+pub mod prelude {
+    pub use peft_adapter::{AdaptedSublayer, Bottleneck, BottleneckConfig};
+    pub use peft_core::{
+        Adaptable, Combination, PeftError, PeftModel, TargetModules, Targeting, TrainMode, TrainableReport, Tuned, set_trainable,
+    };
+    pub use peft_lora::{Ia3Config, Ia3Linear, LoraConfig, LoraConv, LoraEmbedding, LoraInit, LoraLinear, PathLora};
+    pub use peft_ptuning::{PrefixConfig, PrefixKv};
+}

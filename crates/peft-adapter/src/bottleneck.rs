@@ -1,0 +1,88 @@
+//! The bottleneck adapter module and its place in the one trait.
+
+use std::any::Any;
+
+use burn::module::{Module, Param};
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::Tensor;
+use burn::tensor::activation::{gelu, relu, silu};
+use burn::tensor::backend::Backend;
+use peft_core::{Adaptable, Layer, PeftError, Result, Site, Tuner, TunerForward};
+
+use crate::{AdapterActivation, AdapterPlacement, BottleneckConfig};
+
+/// `s·up(act(down(·)))`, added to a sub-layer's output.
+#[derive(Module, Debug)]
+pub struct Bottleneck<B: Backend> {
+    /// `d → d/rf`, with bias (AdapterHub's `adapter_down.0`).
+    pub down: Linear<B>,
+    /// `d/rf → d`, with bias (AdapterHub's `adapter_up`).
+    pub up: Linear<B>,
+    /// The non-linearity.
+    #[module(skip)]
+    pub activation: AdapterActivation,
+    /// Whether it reads the sub-layer's input (parallel) or output (sequential).
+    pub parallel: bool,
+    /// Output scale.
+    pub scaling: f64,
+}
+
+impl<B: Backend> Bottleneck<B> {
+    /// `[..., d] -> [..., d]`.
+    pub fn delta<const D: usize>(&self, h: Tensor<B, D>) -> Tensor<B, D> {
+        let z = self.down.forward(h);
+        let z = match self.activation {
+            AdapterActivation::Relu => relu(z),
+            AdapterActivation::Swish => silu(z),
+            AdapterActivation::Gelu => gelu(z),
+        };
+        self.up.forward(z).mul_scalar(self.scaling)
+    }
+
+    fn build(config: &BottleneckConfig, d: usize, path: &str, device: &B::Device) -> Result<Self> {
+        if config.reduction_factor == 0 || d / config.reduction_factor == 0 {
+            return Err(PeftError::RankTooLarge { path: path.into(), rank: d.div_ceil(config.reduction_factor.max(1)).max(1), max: d });
+        }
+        let width = d / config.reduction_factor;
+        let mut up = LinearConfig::new(width, d).init(device);
+        up.weight = Param::from_tensor(Tensor::zeros([width, d], device));
+        up.bias = Some(Param::from_tensor(Tensor::zeros([d], device)));
+        Ok(Self {
+            down: LinearConfig::new(d, width).init(device),
+            up,
+            activation: config.activation,
+            parallel: config.placement == AdapterPlacement::Parallel,
+            scaling: config.scaling,
+        })
+    }
+}
+
+impl<B: Backend, L: Adaptable<B>> Tuner<B, L> for Bottleneck<B> {
+    const SITE: Site = Site::SubLayer;
+
+    fn accepts(config: &dyn Any) -> bool {
+        config.is::<BottleneckConfig>()
+    }
+
+    fn from_config(config: &dyn Any, base: &mut L, path: &str) -> Option<Result<Self>> {
+        let config = config.downcast_ref::<BottleneckConfig>()?;
+        let Some(d) = base.output_features() else {
+            return Some(Err(PeftError::Unsupported(format!("`{path}` does not report its output width"))));
+        };
+        let Some(device) = base.devices().into_iter().next() else {
+            return Some(Err(PeftError::Unsupported(format!("`{path}` has no parameters"))));
+        };
+        Some(Self::build(config, d, path, &device))
+    }
+}
+
+impl<B: Backend, L: Adaptable<B> + Layer<B, Tensor<B, D>, Output = Tensor<B, D>>, const D: usize> TunerForward<B, L, Tensor<B, D>>
+    for Bottleneck<B>
+{
+    /// Sequential: `h + s·up(act(down(h)))`; parallel: `h + s·up(act(down(x)))`.
+    /// `x`, `h: [..., d]`.
+    fn post(&self, _base: &L, input: &Tensor<B, D>, output: Tensor<B, D>) -> Tensor<B, D> {
+        let source = if self.parallel { input.clone() } else { output.clone() };
+        output + self.delta(source)
+    }
+}
