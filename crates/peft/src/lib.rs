@@ -51,3 +51,8 @@ pub mod prelude {
     pub use peft_lora::{Ia3Config, Ia3Linear, LoraConfig, LoraConv, LoraEmbedding, LoraInit, LoraLinear, PathLora};
     pub use peft_ptuning::{PrefixConfig, PrefixKv};
 }
+
+/// The README's code blocks, compiled and run as doctests so that they stay true.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
