@@ -41,7 +41,10 @@ impl<B: Backend> Bottleneck<B> {
 
     fn build(config: &BottleneckConfig, d: usize, path: &str, device: &B::Device) -> Result<Self> {
         if config.reduction_factor == 0 || d / config.reduction_factor == 0 {
-            return Err(PeftError::RankTooLarge { path: path.into(), rank: d.div_ceil(config.reduction_factor.max(1)).max(1), max: d });
+            return Err(PeftError::InvalidConfig(format!(
+                "reduction factor {} leaves no bottleneck width for `{path}` (d = {d})",
+                config.reduction_factor
+            )));
         }
         let width = d / config.reduction_factor;
         let mut up = LinearConfig::new(width, d).init(device);

@@ -16,7 +16,7 @@ mod tuner;
 pub use error::{PeftError, Result};
 pub use layer::{Layer, LayerKind, linear_features};
 pub use model::{Adaptable, PeftModel, TunedLayerInfo, TunedVisitor, join_path};
-pub use params::{ParamInfo, TrainMode, TrainableReport, all_finite, list_params, set_trainable};
+pub use params::{ParamInfo, TrainMode, TrainableReport, all_finite, frozen_like, list_params, set_trainable, trainable};
 pub use targeting::{TargetMatcher, TargetModules, Targeting};
 pub use tuned::{AdapterSlots, Tuned};
 pub use tuner::{Combination, MethodConfig, Site, Tuner, TunerForward};

@@ -221,3 +221,13 @@ pub fn all_finite<B: Backend, M: Module<B>>(module: &M) -> bool {
     module.visit(&mut v);
     v.0
 }
+
+/// A new trainable parameter holding `value`.
+pub fn trainable<B: Backend, const D: usize>(value: Tensor<B, D>) -> Param<Tensor<B, D>> {
+    Param::initialized(burn::module::ParamId::new(), value.require_grad())
+}
+
+/// `param` with its value replaced by `value`, same id, frozen (for merged base weights).
+pub fn frozen_like<B: Backend, const D: usize>(param: &Param<Tensor<B, D>>, value: Tensor<B, D>) -> Param<Tensor<B, D>> {
+    Param::initialized(param.id, value.detach().set_require_grad(false))
+}

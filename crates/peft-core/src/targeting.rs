@@ -106,6 +106,9 @@ impl Targeting {
     }
 }
 
+/// A predicate over a module path and its kind.
+type Predicate<'a> = Box<dyn Fn(&str, LayerKind) -> bool + 'a>;
+
 enum Matcher {
     Names(Vec<String>),
     Regex(String, Regex),
@@ -130,12 +133,12 @@ impl Matcher {
     }
 
     /// Each entry as written, with the predicate it stands for.
-    fn entries(&self) -> Vec<(String, Box<dyn Fn(&str, LayerKind) -> bool + '_>)> {
+    fn entries(&self) -> Vec<(String, Predicate<'_>)> {
         match self {
             Self::Names(names) => names
                 .iter()
                 .map(|name| {
-                    let pred: Box<dyn Fn(&str, LayerKind) -> bool> =
+                    let pred: Predicate<'_> =
                         Box::new(move |path, _| name_matches(name, path));
                     (name.clone(), pred)
                 })

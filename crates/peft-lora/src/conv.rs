@@ -7,7 +7,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{Dropout, DropoutConfig, PaddingConfig2d};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use peft_core::{PeftError, Result, Site, Tuner, TunerForward};
+use peft_core::{PeftError, Result, Site, Tuner, TunerForward, frozen_like, trainable};
 
 use crate::init::{kaiming_uniform_a_sqrt5, normal};
 use crate::{LoraConfig, LoraInit};
@@ -79,8 +79,8 @@ impl<B: Backend> Tuner<B, Conv2d<B>> for LoraConv2d<B> {
                 _ => kaiming_uniform_a_sqrt5([r, c_in, kh, kw], fan_in, &device),
             };
             Ok(Self {
-                a: Param::initialized(ParamId::new(), a.require_grad()),
-                b: Param::initialized(ParamId::new(), Tensor::zeros([c_out, r, 1, 1], &device).require_grad()),
+                a: trainable(a),
+                b: trainable(Tensor::zeros([c_out, r, 1, 1], &device)),
                 dropout: DropoutConfig::new(config.dropout).init(),
                 scaling,
             })
@@ -90,13 +90,13 @@ impl<B: Backend> Tuner<B, Conv2d<B>> for LoraConv2d<B> {
 
     fn merge(&mut self, mut base: Conv2d<B>, _path: &str) -> Result<Conv2d<B>> {
         let merged = base.weight.val() + self.delta_weight();
-        base.weight = Param::initialized(base.weight.id, merged.detach().set_require_grad(false));
+        base.weight = frozen_like(&base.weight, merged);
         Ok(base)
     }
 
     fn unmerge(&mut self, mut base: Conv2d<B>, _path: &str) -> Result<Conv2d<B>> {
         let original = base.weight.val() - self.delta_weight();
-        base.weight = Param::initialized(base.weight.id, original.detach().set_require_grad(false));
+        base.weight = frozen_like(&base.weight, original);
         Ok(base)
     }
 }

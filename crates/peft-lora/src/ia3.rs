@@ -2,12 +2,12 @@
 
 use std::any::Any;
 
-use burn::module::{Module, Param, ParamId};
+use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use peft_core::targeting::name_matches;
-use peft_core::{PeftError, Result, Site, TargetMatcher, TargetModules, Targeting, Tuner, TunerForward};
+use peft_core::{PeftError, Result, Site, TargetMatcher, TargetModules, Targeting, Tuner, TunerForward, frozen_like, trainable};
 
 use crate::Ia3Config;
 use crate::lora::broadcast_last;
@@ -41,8 +41,7 @@ impl<B: Backend> Tuner<B, Linear<B>> for Ia3<B> {
         Some(is_feedforward(&config.feedforward_modules, path).map(|feedforward| {
             let [d_in, d_out] = base.weight.dims();
             let d = if feedforward { d_in } else { d_out };
-            let scale = Tensor::ones([d], &base.weight.device()).require_grad();
-            Self { scale: Param::initialized(ParamId::new(), scale), feedforward }
+            Self { scale: trainable(Tensor::ones([d], &base.weight.device())), feedforward }
         }))
     }
 
@@ -64,9 +63,9 @@ impl<B: Backend> Ia3<B> {
     fn rescale(&self, mut base: Linear<B>, l: Tensor<B, 1>, _path: &str) -> Linear<B> {
         let w = base.weight.val();
         let scaled = if self.feedforward { w * l.clone().unsqueeze_dim(1) } else { w * l.clone().unsqueeze_dim(0) };
-        base.weight = Param::initialized(base.weight.id, scaled.detach().set_require_grad(false));
+        base.weight = frozen_like(&base.weight, scaled);
         if !self.feedforward && let Some(bias) = &base.bias {
-            base.bias = Some(Param::initialized(bias.id, (bias.val() * l).detach().set_require_grad(false)));
+            base.bias = Some(frozen_like(bias, bias.val() * l));
         }
         base
     }

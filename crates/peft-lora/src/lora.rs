@@ -2,12 +2,12 @@
 
 use std::any::Any;
 
-use burn::module::{Module, Param, ParamId};
+use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Embedding, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{embedding, linear};
 use burn::tensor::{Int, Tensor};
-use peft_core::{Combination, PeftError, Result, Site, Tuner, TunerForward};
+use peft_core::{Combination, PeftError, Result, Site, Tuner, TunerForward, frozen_like, trainable};
 
 use crate::init::{kaiming_uniform_a_sqrt5, normal, pissa};
 use crate::{LoraConfig, LoraInit};
@@ -35,10 +35,6 @@ pub struct Lora<B: Backend> {
     merged_norm: Option<Tensor<B, 1>>,
 }
 
-fn param<B: Backend, const D: usize>(t: Tensor<B, D>) -> Param<Tensor<B, D>> {
-    Param::initialized(ParamId::new(), t.require_grad())
-}
-
 impl<B: Backend> Lora<B> {
     /// Builds an adapter from explicit factors (Burn layout).
     pub fn from_factors(a: Tensor<B, 2>, b: Tensor<B, 2>, scaling: f64) -> Result<Self> {
@@ -48,8 +44,8 @@ impl<B: Backend> Lora<B> {
             return Err(PeftError::ShapeMismatch { name: "lora B".into(), expected: vec![r, b.dims()[1]], actual: b.dims().to_vec() });
         }
         Ok(Self {
-            a: param(a),
-            b: param(b),
+            a: trainable(a),
+            b: trainable(b),
             bias: None,
             magnitude: None,
             dropout: DropoutConfig::new(0.0).init(),
@@ -140,21 +136,16 @@ fn build<B: Backend>(config: &LoraConfig, weight: Tensor<B, 2>, path: &str, embe
     let mut lora = Lora::from_factors(a, b, scaling)?;
     lora.dropout = DropoutConfig::new(config.dropout).init();
     if config.bias {
-        lora.bias = Some(param(Tensor::zeros([d_out], &device)));
+        lora.bias = Some(trainable(Tensor::zeros([d_out], &device)));
     }
     if config.use_dora {
         if embedding {
             return Err(PeftError::Unsupported(format!("DoRA on embedding `{path}` is not supported")));
         }
         let base = residual.clone().unwrap_or(weight);
-        lora.magnitude = Some(param(lora.weight_norm(base)));
+        lora.magnitude = Some(trainable(lora.weight_norm(base)));
     }
     Ok((lora, residual))
-}
-
-/// Replaces a frozen 2-D parameter's value, keeping its id and leaving it frozen.
-fn replace<B: Backend, const D: usize>(p: &Param<Tensor<B, D>>, value: Tensor<B, D>) -> Param<Tensor<B, D>> {
-    Param::initialized(p.id, value.detach().set_require_grad(false))
 }
 
 impl<B: Backend> Tuner<B, Linear<B>> for Lora<B> {
@@ -169,7 +160,7 @@ impl<B: Backend> Tuner<B, Linear<B>> for Lora<B> {
         Some(build(config, base.weight.val(), path, false).map(|(lora, residual)| {
             // PiSSA moves the principal part out of the frozen weight into the adapter.
             if let Some(residual) = residual {
-                base.weight = replace(&base.weight, residual);
+                base.weight = frozen_like(&base.weight, residual);
             }
             lora
         }))
@@ -186,12 +177,12 @@ impl<B: Backend> Tuner<B, Linear<B>> for Lora<B> {
                 (weight + self.delta_weight()) * factor.unsqueeze_dim(0)
             }
         };
-        base.weight = replace(&base.weight, merged);
+        base.weight = frozen_like(&base.weight, merged);
         if let Some(lb) = &self.bias {
             let Some(bias) = &base.bias else {
                 return Err(PeftError::Unsupported(format!("cannot merge a LoRA bias into `{path}`, which has no bias")));
             };
-            base.bias = Some(replace(bias, bias.val() + lb.val()));
+            base.bias = Some(frozen_like(bias, bias.val() + lb.val()));
         }
         Ok(base)
     }
@@ -202,9 +193,9 @@ impl<B: Backend> Tuner<B, Linear<B>> for Lora<B> {
             (Some(m), Some(norm)) => weight / (m.val() / norm).unsqueeze_dim(0) - self.delta_weight(),
             _ => weight - self.delta_weight(),
         };
-        base.weight = replace(&base.weight, original);
+        base.weight = frozen_like(&base.weight, original);
         if let (Some(lb), Some(bias)) = (&self.bias, &base.bias) {
-            base.bias = Some(replace(bias, bias.val() - lb.val()));
+            base.bias = Some(frozen_like(bias, bias.val() - lb.val()));
         }
         Ok(base)
     }
@@ -248,12 +239,12 @@ impl<B: Backend> Tuner<B, Embedding<B>> for Lora<B> {
     }
 
     fn merge(&mut self, mut base: Embedding<B>, _path: &str) -> Result<Embedding<B>> {
-        base.weight = replace(&base.weight, base.weight.val() + self.delta_weight());
+        base.weight = frozen_like(&base.weight, base.weight.val() + self.delta_weight());
         Ok(base)
     }
 
     fn unmerge(&mut self, mut base: Embedding<B>, _path: &str) -> Result<Embedding<B>> {
-        base.weight = replace(&base.weight, base.weight.val() - self.delta_weight());
+        base.weight = frozen_like(&base.weight, base.weight.val() - self.delta_weight());
         Ok(base)
     }
 

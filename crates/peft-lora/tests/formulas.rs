@@ -23,12 +23,12 @@ fn host_linear(x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
 
 #[test]
 fn lora_is_base_plus_scaled_low_rank_product() {
-    let base = linear::<TB>(D_IN, D_OUT, 1);
+    let base = linear::<Nd>(D_IN, D_OUT, 1);
     let (w, bias) = (values(&base.weight.val()), values(&base.bias.as_ref().unwrap().val()));
-    let (a, b) = (tensor::<TB, 2>([D_IN, 2], 3), tensor::<TB, 2>([2, D_OUT], 4));
+    let (a, b) = (tensor::<Nd, 2>([D_IN, 2], 3), tensor::<Nd, 2>([2, D_OUT], 4));
     let s = 0.75;
     let layer = LoraLinear::new(base).with_adapter("x", Lora::from_factors(a.clone(), b.clone(), s).unwrap()).unwrap();
-    let x = tensor::<TB, 2>([N, D_IN], 5);
+    let x = tensor::<Nd, 2>([N, D_IN], 5);
     let got = values(&layer.forward(x.clone()));
     let xv = values(&x);
     let mut want = host_linear(&xv, &w, &bias);
@@ -39,10 +39,10 @@ fn lora_is_base_plus_scaled_low_rank_product() {
 
 #[test]
 fn works_on_three_dimensional_activations() {
-    let layer = LoraLinear::new(linear::<TB>(D_IN, D_OUT, 1))
+    let layer = LoraLinear::new(linear::<Nd>(D_IN, D_OUT, 1))
         .with_adapter("x", Lora::from_factors(tensor([D_IN, 2], 3), tensor([2, D_OUT], 4), 0.5).unwrap())
         .unwrap();
-    let x3 = tensor::<TB, 3>([2, N, D_IN], 9);
+    let x3 = tensor::<Nd, 3>([2, N, D_IN], 9);
     let y3 = layer.forward(x3.clone());
     assert_eq!(y3.dims(), [2, N, D_OUT]);
     let y2 = layer.forward(x3.reshape([2 * N, D_IN]));
@@ -64,22 +64,22 @@ fn scaling_is_alpha_over_r_or_alpha_over_sqrt_r() {
 
 #[test]
 fn dora_matches_closed_form() {
-    let base = linear::<TB>(D_IN, D_OUT, 11);
+    let base = linear::<Nd>(D_IN, D_OUT, 11);
     let (w, bias) = (values(&base.weight.val()), values(&base.bias.as_ref().unwrap().val()));
-    let mut layer: LoraLinear<TB> = LoraLinear::new(base);
+    let mut layer: LoraLinear<Nd> = LoraLinear::new(base);
     let config = LoraConfig::new(Targeting::names(&["l"])).with_r(2).with_alpha(4.0).with_use_dora(true);
     let mut single = SingleLayer { l: layer.clone() };
     single.add_adapter("d", &config).unwrap();
     layer = single.l;
-    // Give TB and the magnitude non-trivial values.
+    // Give Nd and the magnitude non-trivial values.
     let lora = layer.adapter_mut("d").unwrap();
     let a = lora.a.val();
     *lora = lora.clone().load_factors(a.clone(), tensor([2, D_OUT], 12)).unwrap();
-    let m = tensor::<TB, 1>([D_OUT], 13).abs() + 0.5;
+    let m = tensor::<Nd, 1>([D_OUT], 13).abs() + 0.5;
     lora.magnitude = Some(burn::module::Param::from_tensor(m.clone()));
     let (av, bv, mv, s) = (values(&a), values(&lora.b.val()), values(&m), lora.scaling as f32);
 
-    let x = tensor::<TB, 2>([N, D_IN], 14);
+    let x = tensor::<Nd, 2>([N, D_IN], 14);
     let got = values(&layer.forward(x.clone()));
     let xv = values(&x);
     let ab = matmul(&av, &bv, D_IN, 2, D_OUT);
@@ -91,7 +91,7 @@ fn dora_matches_closed_form() {
         for j in 0..D_OUT {
             let k = i * D_OUT + j;
             let scale = mv[j] / norm[j];
-            // base (with bias) + (scale - 1)·x·W + scale·s·x·A·TB  ==  scale·x·(W + sAB) + bias
+            // base (with bias) + (scale - 1)·x·W + scale·s·x·A·Nd  ==  scale·x·(W + sAB) + bias
             want[k] = xw[k] + bias[j] + (scale - 1.0) * xw[k] + scale * s * xab[k];
         }
     }
@@ -106,8 +106,8 @@ peft_core::adaptable!(SingleLayer { l });
 
 #[test]
 fn dora_magnitude_starts_at_the_weight_norm_so_the_output_is_unchanged() {
-    let mut m = SingleLayer::<TB> { l: LoraLinear::new(linear(D_IN, D_OUT, 21)) };
-    let x = tensor::<TB, 2>([N, D_IN], 22);
+    let mut m = SingleLayer::<Nd> { l: LoraLinear::new(linear(D_IN, D_OUT, 21)) };
+    let x = tensor::<Nd, 2>([N, D_IN], 22);
     let before = values(&m.l.forward(x.clone()));
     m.add_adapter("d", &LoraConfig::new(Targeting::names(&["l"])).with_r(2).with_use_dora(true)).unwrap();
     assert_close(&values(&m.l.forward(x)), &before, 1e-6, "dora at init");
@@ -115,19 +115,19 @@ fn dora_magnitude_starts_at_the_weight_norm_so_the_output_is_unchanged() {
 
 #[test]
 fn ia3_scales_input_of_feedforward_and_output_otherwise() {
-    let base = linear::<TB>(D_IN, D_OUT, 31);
+    let base = linear::<Nd>(D_IN, D_OUT, 31);
     let (w, bias) = (values(&base.weight.val()), values(&base.bias.as_ref().unwrap().val()));
-    let x = tensor::<TB, 2>([N, D_IN], 32);
+    let x = tensor::<Nd, 2>([N, D_IN], 32);
     let xv = values(&x);
 
-    let l_in = tensor::<TB, 1>([D_IN], 33);
+    let l_in = tensor::<Nd, 1>([D_IN], 33);
     let ff = Ia3Linear::new(base.clone())
         .with_adapter("f", Ia3 { scale: burn::module::Param::from_tensor(l_in.clone()), feedforward: true })
         .unwrap();
     let scaled: Vec<f32> = xv.iter().enumerate().map(|(k, v)| v * values(&l_in)[k % D_IN]).collect();
     assert_close(&values(&ff.forward(x.clone())), &host_linear(&scaled, &w, &bias), 1e-6, "ia3 ff");
 
-    let l_out = tensor::<TB, 1>([D_OUT], 34);
+    let l_out = tensor::<Nd, 1>([D_OUT], 34);
     let out = Ia3Linear::new(base)
         .with_adapter("o", Ia3 { scale: burn::module::Param::from_tensor(l_out.clone()), feedforward: false })
         .unwrap();
@@ -143,9 +143,9 @@ fn ia3_config_marks_feedforward_modules_and_starts_at_identity() {
         ff: Ia3Linear<B>,
     }
     peft_core::adaptable!(Two { attn, ff });
-    let mut m = Two::<TB> { attn: Tuned::new(linear(D_IN, D_IN, 1)), ff: Tuned::new(linear(D_IN, D_OUT, 2)) };
+    let mut m = Two::<Nd> { attn: Tuned::new(linear(D_IN, D_IN, 1)), ff: Tuned::new(linear(D_IN, D_OUT, 2)) };
     let config = Ia3Config::new(Targeting::names(&["attn", "ff"])).with_feedforward_modules(peft_core::TargetModules::names(&["ff"]));
-    let x = tensor::<TB, 2>([N, D_IN], 3);
+    let x = tensor::<Nd, 2>([N, D_IN], 3);
     let before = values(&m.ff.forward(m.attn.forward(x.clone())));
     m.add_adapter("ia3", &config).unwrap();
     assert!(m.ff.adapter("ia3").unwrap().feedforward);
@@ -156,7 +156,7 @@ fn ia3_config_marks_feedforward_modules_and_starts_at_identity() {
 
 #[test]
 fn default_init_is_kaiming_uniform_a_and_zero_b() {
-    let mut m = SingleLayer::<TB> { l: LoraLinear::new(linear(64, 32, 1)) };
+    let mut m = SingleLayer::<Nd> { l: LoraLinear::new(linear(64, 32, 1)) };
     m.add_adapter("x", &LoraConfig::new(Targeting::names(&["l"])).with_r(16)).unwrap();
     let lora = m.l.adapter("x").unwrap();
     let a = values(&lora.a.val());
@@ -170,7 +170,7 @@ fn default_init_is_kaiming_uniform_a_and_zero_b() {
 
 #[test]
 fn gaussian_init_has_std_one_over_r() {
-    let mut m = SingleLayer::<TB> { l: LoraLinear::new(linear(256, 32, 1)) };
+    let mut m = SingleLayer::<Nd> { l: LoraLinear::new(linear(256, 32, 1)) };
     m.add_adapter("x", &LoraConfig::new(Targeting::names(&["l"])).with_r(8).with_init(LoraInit::Gaussian)).unwrap();
     let a = values(&m.l.adapter("x").unwrap().a.val());
     let std = (a.iter().map(|v| v * v).sum::<f32>() / a.len() as f32).sqrt();
@@ -180,9 +180,9 @@ fn gaussian_init_has_std_one_over_r() {
 
 #[test]
 fn pissa_keeps_the_model_and_takes_the_principal_subspace() {
-    let mut m = SingleLayer::<TB> { l: LoraLinear::new(linear(D_IN, D_OUT, 41)) };
+    let mut m = SingleLayer::<Nd> { l: LoraLinear::new(linear(D_IN, D_OUT, 41)) };
     let w = values(&m.l.base.weight.val());
-    let x = tensor::<TB, 2>([N, D_IN], 42);
+    let x = tensor::<Nd, 2>([N, D_IN], 42);
     let before = values(&m.l.forward(x.clone()));
     m.add_adapter("p", &LoraConfig::new(Targeting::names(&["l"])).with_r(2).with_alpha(4.0).with_init(LoraInit::Pissa)).unwrap();
     assert_close(&values(&m.l.forward(x)), &before, 1e-5, "pissa forward at init");
@@ -190,7 +190,7 @@ fn pissa_keeps_the_model_and_takes_the_principal_subspace() {
     let delta = values(&lora.delta_weight());
     let residual = values(&m.l.base.weight.val());
     let sum: Vec<f32> = residual.iter().zip(&delta).map(|(r, d)| r + d).collect();
-    assert_close(&sum, &w, 1e-5, "residual + s·A·TB = W");
+    assert_close(&sum, &w, 1e-5, "residual + s·A·Nd = W");
     // The update is the best rank-2 approximation: its residual has the smallest singular values.
     let wf: Vec<f64> = w.iter().map(|v| *v as f64).collect();
     let (_, s, _) = peft_lora::svd(&wf, D_IN, D_OUT);
@@ -203,11 +203,11 @@ fn pissa_keeps_the_model_and_takes_the_principal_subspace() {
 fn embedding_lora_matches_closed_form() {
     use burn::nn::EmbeddingConfig;
     use peft_lora::LoraEmbedding;
-    let base = EmbeddingConfig::new(10, 4).init::<TB>(&dev()).no_grad();
+    let base = EmbeddingConfig::new(10, 4).init::<Nd>(&dev()).no_grad();
     let table = values(&base.weight.val());
-    let (a, b) = (tensor::<TB, 2>([10, 3], 51), tensor::<TB, 2>([3, 4], 52));
+    let (a, b) = (tensor::<Nd, 2>([10, 3], 51), tensor::<Nd, 2>([3, 4], 52));
     let layer = LoraEmbedding::new(base).with_adapter("e", Lora::from_factors(a.clone(), b.clone(), 2.0).unwrap()).unwrap();
-    let ids = Tensor::<TB, 2, burn::tensor::Int>::from_data([[1, 7, 7], [0, 9, 3]], &dev());
+    let ids = Tensor::<Nd, 2, burn::tensor::Int>::from_data([[1, 7, 7], [0, 9, 3]], &dev());
     let got = values(&layer.forward(ids));
     let delta = matmul(&values(&a), &values(&b), 10, 3, 4);
     let want: Vec<f32> = [1, 7, 7, 0, 9, 3].iter().flat_map(|&t| (0..4).map(move |j| (t, j))).map(|(t, j)| table[t * 4 + j] + 2.0 * delta[t * 4 + j]).collect();
@@ -223,7 +223,7 @@ fn embedding_default_init_is_zero_a_normal_b() {
         embed: LoraEmbedding<B>,
     }
     peft_core::adaptable!(E { embed });
-    let mut m = E::<TB> { embed: Tuned::new(EmbeddingConfig::new(50, 40).init(&dev())) };
+    let mut m = E::<Nd> { embed: Tuned::new(EmbeddingConfig::new(50, 40).init(&dev())) };
     m.add_adapter("e", &LoraConfig::new(Targeting::names(&["embed"])).with_r(4)).unwrap();
     let lora = m.embed.adapter("e").unwrap();
     assert!(values(&lora.a.val()).iter().all(|v| *v == 0.0));
@@ -242,16 +242,16 @@ fn conv_lora_equals_convolution_with_the_merged_kernel() {
         conv: LoraConv<B>,
     }
     peft_core::adaptable!(C { conv });
-    let base = Conv2dConfig::new([3, 5], [3, 3]).with_padding(PaddingConfig2d::Same).init::<TB>(&dev());
+    let base = Conv2dConfig::new([3, 5], [3, 3]).with_padding(PaddingConfig2d::Same).init::<Nd>(&dev());
     let mut m = C { conv: Tuned::new(base) };
     // Burn initializes parameters lazily: take the reference kernel from the wrapped layer.
     let base = m.conv.base.clone();
     m.add_adapter("c", &LoraConfig::new(Targeting::names(&["conv"])).with_r(2).with_alpha(3.0)).unwrap();
     m.conv.adapter_mut("c").unwrap().b = burn::module::Param::from_tensor(tensor([5, 2, 1, 1], 61));
     let lora = m.conv.adapter("c").unwrap().clone();
-    let x = tensor::<TB, 4>([2, 3, 6, 6], 62);
+    let x = tensor::<Nd, 4>([2, 3, 6, 6], 62);
     let y = values(&m.conv.forward(x.clone()));
-    // Closed form of the update: ΔW[o, i, kh, kw] = s·Σ_r TB[o, r]·A[r, i, kh, kw].
+    // Closed form of the update: ΔW[o, i, kh, kw] = s·Σ_r Nd[o, r]·A[r, i, kh, kw].
     let (a, b, s) = (values(&lora.a.val()), values(&lora.b.val()), lora.scaling as f32);
     let delta = matmul(&b, &a, 5, 2, 27);
     let mut kernel = base.clone();

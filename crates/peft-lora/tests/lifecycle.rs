@@ -28,14 +28,14 @@ fn weights<B: burn::tensor::backend::Backend>(m: &Mlp<B>) -> Vec<Vec<f32>> {
 
 #[test]
 fn only_adapter_parameters_get_gradients_and_the_base_stays_bit_identical() {
-    let mut m = Mlp::<TAB>::new(1);
+    let mut m = Mlp::<Ad>::new(1);
     m.add_adapter("a", &lora(2)).unwrap();
     let mut m = peft_core::set_trainable(m, &TrainMode::adapters());
     let base_before = weights(&m);
     let bias_before = values(&m.up.base.bias.as_ref().unwrap().val());
-    let mut optim = AdamConfig::new().init::<TAB, Mlp<TAB>>();
-    let x = tensor::<TAB, 2>([5, 6], 2);
-    let target = tensor::<TAB, 2>([5, 4], 3);
+    let mut optim = AdamConfig::new().init::<Ad, Mlp<Ad>>();
+    let x = tensor::<Ad, 2>([5, 6], 2);
+    let target = tensor::<Ad, 2>([5, 4], 3);
     let mut first = None;
     let mut last = 0.0;
     for _ in 0..20 {
@@ -44,10 +44,10 @@ fn only_adapter_parameters_get_gradients_and_the_base_stays_bit_identical() {
         first.get_or_insert(last);
         let grads = GradientsParams::from_grads(loss.backward(), &m);
         for id in [m.up.base.weight.id, m.down.base.weight.id, m.up.base.bias.as_ref().unwrap().id] {
-            assert!(grads.get::<TB, 2>(id).is_none() && grads.get::<TB, 1>(id).is_none(), "base parameter got a gradient");
+            assert!(grads.get::<Nd, 2>(id).is_none() && grads.get::<Nd, 1>(id).is_none(), "base parameter got a gradient");
         }
         let a = m.up.adapter("a").unwrap();
-        assert!(grads.get::<TB, 2>(a.b.id).is_some(), "adapter B got no gradient");
+        assert!(grads.get::<Nd, 2>(a.b.id).is_some(), "adapter B got no gradient");
         m = optim.step(1e-2, m, grads);
     }
     assert!(last < first.unwrap(), "loss did not fall: {first:?} -> {last}");
@@ -63,25 +63,25 @@ fn only_adapter_parameters_get_gradients_and_the_base_stays_bit_identical() {
 
 #[test]
 fn modules_to_save_train_in_full_and_full_mode_trains_everything() {
-    let mut m = Mlp::<TAB>::new(1);
+    let mut m = Mlp::<Ad>::new(1);
     m.add_adapter("a", &lora(2)).unwrap();
     let mode = TrainMode::adapters_and(&["down"]);
     let m = peft_core::set_trainable(m, &mode);
-    let x = tensor::<TAB, 2>([5, 6], 2);
+    let x = tensor::<Ad, 2>([5, 6], 2);
     let grads = GradientsParams::from_grads(m.forward(x.clone()).sum().backward(), &m);
-    assert!(grads.get::<TB, 2>(m.down.base.weight.id).is_some(), "module to save got no gradient");
-    assert!(grads.get::<TB, 2>(m.up.base.weight.id).is_none());
+    assert!(grads.get::<Nd, 2>(m.down.base.weight.id).is_some(), "module to save got no gradient");
+    assert!(grads.get::<Nd, 2>(m.up.base.weight.id).is_none());
     let m = peft_core::set_trainable(m, &TrainMode::Full);
     let grads = GradientsParams::from_grads(m.forward(x).sum().backward(), &m);
-    assert!(grads.get::<TB, 2>(m.up.base.weight.id).is_some(), "full fine-tuning froze the base");
+    assert!(grads.get::<Nd, 2>(m.up.base.weight.id).is_some(), "full fine-tuning froze the base");
     let report = TrainableReport::new(&m, &TrainMode::Full);
     assert_eq!(report.trainable, report.total);
 }
 
 #[test]
 fn disabled_adapters_give_exactly_the_base_output() {
-    let base = Mlp::<TB>::new(3);
-    let x = tensor::<TB, 2>([4, 6], 4);
+    let base = Mlp::<Nd>::new(3);
+    let x = tensor::<Nd, 2>([4, 6], 4);
     let want = values(&base.forward(x.clone()));
     let mut m = base.clone();
     m.add_adapter("a", &lora(2)).unwrap();
@@ -95,10 +95,10 @@ fn disabled_adapters_give_exactly_the_base_output() {
     assert_eq!(values(&m.forward(x)), want, "no active adapter is not bit-identical to base");
 }
 
-fn check_merge(config: &dyn Fn(&mut Mlp<TB>)) {
-    let mut m = Mlp::<TB>::new(7);
+fn check_merge(config: &dyn Fn(&mut Mlp<Nd>)) {
+    let mut m = Mlp::<Nd>::new(7);
     config(&mut m);
-    let x = tensor::<TB, 2>([4, 6], 8);
+    let x = tensor::<Nd, 2>([4, 6], 8);
     let unmerged = values(&m.forward(x.clone()));
     let before = weights(&m);
     m.merge_adapters(true).unwrap();
@@ -147,12 +147,12 @@ fn ia3_merge_equals_unmerged() {
         out: peft_lora::Ia3Linear<B>,
     }
     peft_core::adaptable!(M { ff, out });
-    let mut m = M::<TB> { ff: peft_core::Tuned::new(linear(6, 8, 1)), out: peft_core::Tuned::new(linear(8, 4, 2)) };
+    let mut m = M::<Nd> { ff: peft_core::Tuned::new(linear(6, 8, 1)), out: peft_core::Tuned::new(linear(8, 4, 2)) };
     m.add_adapter("i", &Ia3Config::new(Targeting::names(&["ff", "out"])).with_feedforward_modules(TargetModules::names(&["ff"]))).unwrap();
-    m.ff.adapter_mut("i").unwrap().scale = Param::from_tensor(tensor::<TB, 1>([6], 3) + 1.5);
-    m.out.adapter_mut("i").unwrap().scale = Param::from_tensor(tensor::<TB, 1>([4], 4) + 1.5);
-    let x = tensor::<TB, 2>([3, 6], 5);
-    let f = |m: &M<TB>| values(&m.out.forward(m.ff.forward(x.clone())));
+    m.ff.adapter_mut("i").unwrap().scale = Param::from_tensor(tensor::<Nd, 1>([6], 3) + 1.5);
+    m.out.adapter_mut("i").unwrap().scale = Param::from_tensor(tensor::<Nd, 1>([4], 4) + 1.5);
+    let x = tensor::<Nd, 2>([3, 6], 5);
+    let f = |m: &M<Nd>| values(&m.out.forward(m.ff.forward(x.clone())));
     let unmerged = f(&m);
     let w = values(&m.out.base.weight.val());
     m.merge_adapters(true).unwrap();
@@ -163,7 +163,7 @@ fn ia3_merge_equals_unmerged() {
 
 #[test]
 fn safe_merge_refuses_nan_and_leaves_the_model_untouched() {
-    let mut m = Mlp::<TB>::new(1);
+    let mut m = Mlp::<Nd>::new(1);
     m.add_adapter("a", &lora(2)).unwrap();
     perturb(&mut m, "a", 2);
     let dims = m.down.adapter("a").unwrap().b.dims();
@@ -182,14 +182,14 @@ fn safe_merge_refuses_nan_and_leaves_the_model_untouched() {
 
 #[test]
 fn several_named_adapters_add_activate_together_and_delete() {
-    let mut m = Mlp::<TB>::new(21);
+    let mut m = Mlp::<Nd>::new(21);
     m.add_adapter("a", &lora(2)).unwrap();
     m.add_adapter("b", &lora(3)).unwrap();
     assert_eq!(m.adapter_names(), vec!["a", "b"]);
     perturb(&mut m, "a", 22);
     perturb(&mut m, "b", 23);
-    let x = tensor::<TB, 2>([2, 6], 24);
-    let up_out = |m: &Mlp<TB>| values(&m.up.forward(x.clone()));
+    let x = tensor::<Nd, 2>([2, 6], 24);
+    let up_out = |m: &Mlp<Nd>| values(&m.up.forward(x.clone()));
     m.set_active_adapters(&["a"]).unwrap();
     let only_a = up_out(&m);
     m.set_active_adapters(&["b"]).unwrap();
@@ -209,7 +209,7 @@ fn several_named_adapters_add_activate_together_and_delete() {
 
 #[test]
 fn cat_combination_is_exactly_the_weighted_sum_of_updates() {
-    let mut m = Mlp::<TB>::new(31);
+    let mut m = Mlp::<Nd>::new(31);
     m.add_adapter("a", &lora(2)).unwrap();
     m.add_adapter("b", &lora(3)).unwrap();
     perturb(&mut m, "a", 32);
@@ -230,7 +230,7 @@ fn cat_combination_is_exactly_the_weighted_sum_of_updates() {
 
 #[test]
 fn bad_input_is_a_typed_error() {
-    let mut m = Mlp::<TB>::new(1);
+    let mut m = Mlp::<Nd>::new(1);
     assert!(matches!(m.add_adapter("a", &lora(0)), Err(PeftError::ZeroRank { .. })));
     assert!(matches!(m.add_adapter("a", &lora(7)), Err(PeftError::RankTooLarge { rank: 7, max: 6, .. })));
     match m.add_adapter("a", &LoraConfig::new(Targeting::names(&["upp"]))) {
@@ -256,24 +256,24 @@ fn path_based_lora_on_an_unmodified_model_matches_the_typed_wrappers() {
         up: burn::nn::Linear<B>,
         down: burn::nn::Linear<B>,
     }
-    let plain = Plain::<TAB> { up: linear(6, 8, 41), down: linear(8, 4, 42) };
+    let plain = Plain::<Ad> { up: linear(6, 8, 41), down: linear(8, 4, 42) };
     let mut path = PathLora::new(plain, &lora(2)).unwrap();
     assert_eq!(path.paths(), ["up.weight", "down.weight"]);
     for (i, d) in path.deltas.iter_mut().enumerate() {
         let dims = d.b.dims();
         d.b = Param::from_tensor(tensor(dims, 43 + i as u64));
     }
-    let mut typed = Mlp::<TAB> { up: peft_core::Tuned::new(path.base.up.clone()), down: peft_core::Tuned::new(path.base.down.clone()) };
+    let mut typed = Mlp::<Ad> { up: peft_core::Tuned::new(path.base.up.clone()), down: peft_core::Tuned::new(path.base.down.clone()) };
     typed.up.add_adapter("a", path.deltas[0].clone()).unwrap();
     typed.down.add_adapter("a", path.deltas[1].clone()).unwrap();
-    let x = tensor::<TAB, 2>([3, 6], 44);
+    let x = tensor::<Ad, 2>([3, 6], 44);
     let eff = path.effective();
     let y = eff.down.forward(burn::tensor::activation::relu(eff.up.forward(x.clone())));
     assert_close(&values(&y), &values(&typed.forward(x.clone())), 1e-5, "path vs typed");
     // Gradients reach the factors only.
     let grads = GradientsParams::from_grads(y.sum().backward(), &path);
-    assert!(grads.get::<TB, 2>(path.deltas[0].a.id).is_some());
-    assert!(grads.get::<TB, 2>(path.base.up.weight.id).is_none());
+    assert!(grads.get::<Nd, 2>(path.deltas[0].a.id).is_some());
+    assert!(grads.get::<Nd, 2>(path.base.up.weight.id).is_none());
     let merged = path.valid().merge(true).unwrap();
     let ym = merged.down.forward(burn::tensor::activation::relu(merged.up.forward(x.inner())));
     assert_close(&values(&ym), &values(&typed.forward(tensor([3, 6], 44)).inner()), 1e-5, "path merge");

@@ -10,8 +10,8 @@ use peft_models::synthetic::{Domain, SEQ_LEN, VOCAB, batch, dataset};
 use peft_models::{TinyTransformer, TinyTransformerConfig};
 use peft_ptuning::PrefixConfig;
 
-type TB = NdArray;
-type TAB = Autodiff<TB>;
+type Nd = NdArray;
+type Ad = Autodiff<Nd>;
 
 fn model<B: burn::tensor::backend::Backend>() -> TinyTransformer<B> {
     let device = Default::default();
@@ -32,8 +32,8 @@ fn compose<B: burn::tensor::backend::Backend>(m: &mut TinyTransformer<B>) {
 
 #[test]
 fn three_methods_compose_on_one_model_and_disable_to_the_exact_base() {
-    let base = model::<TB>();
-    let (tokens, _) = batch::<TB>(&dataset(Domain::General, 4, 1), &Default::default());
+    let base = model::<Nd>();
+    let (tokens, _) = batch::<Nd>(&dataset(Domain::General, 4, 1), &Default::default());
     let want = values(base.forward(tokens.clone()));
     let mut m = base.clone();
     compose(&mut m);
@@ -50,11 +50,11 @@ fn three_methods_compose_on_one_model_and_disable_to_the_exact_base() {
 
 #[test]
 fn gradients_reach_exactly_the_three_methods_and_the_saved_head() {
-    let mut m = model::<TAB>();
+    let mut m = model::<Ad>();
     compose(&mut m);
     let mode = TrainMode::adapters_and(&["head"]);
     let m = peft_core::set_trainable(m, &mode);
-    let (tokens, labels) = batch::<TAB>(&dataset(Domain::General, 8, 2), &Default::default());
+    let (tokens, labels) = batch::<Ad>(&dataset(Domain::General, 8, 2), &Default::default());
     let loss = burn::nn::loss::CrossEntropyLossConfig::new().init(&Default::default()).forward(m.forward(tokens), labels);
     let grads = GradientsParams::from_grads(loss.backward(), &m);
     let params = list_params(&m);
@@ -71,10 +71,10 @@ fn gradients_reach_exactly_the_three_methods_and_the_saved_head() {
     let mut with_grad = 0;
     for ((id, d), info) in ids.0.iter().zip(&params) {
         let has = match d {
-            1 => grads.get::<TB, 1>(*id).is_some(),
-            2 => grads.get::<TB, 2>(*id).is_some(),
-            3 => grads.get::<TB, 3>(*id).is_some(),
-            _ => grads.get::<TB, 4>(*id).is_some(),
+            1 => grads.get::<Nd, 1>(*id).is_some(),
+            2 => grads.get::<Nd, 2>(*id).is_some(),
+            3 => grads.get::<Nd, 3>(*id).is_some(),
+            _ => grads.get::<Nd, 4>(*id).is_some(),
         };
         assert_eq!(has, mode.trains_param(info), "{}: gradient {has}", info.path);
         with_grad += usize::from(has);

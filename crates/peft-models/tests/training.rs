@@ -8,13 +8,13 @@ use peft_models::synthetic::{Domain, SEQ_LEN, VOCAB, dataset};
 use peft_models::train::{FitConfig, evaluate, fit, inference};
 use peft_models::TinyTransformerConfig;
 
-type TAB = Autodiff<NdArray>;
+type Ad = Autodiff<NdArray>;
 
 #[test]
 fn lora_fine_tuning_of_a_small_transformer_learns_the_task() {
     let device = Default::default();
-    <TAB as burn::tensor::backend::Backend>::seed(&device, 7);
-    let mut m = TinyTransformerConfig::new(VOCAB, SEQ_LEN, 2).with_d_model(16).with_d_ff(32).with_n_heads(2).init::<TAB>(&device).no_grad();
+    <Ad as burn::tensor::backend::Backend>::seed(&device, 7);
+    let mut m = TinyTransformerConfig::new(VOCAB, SEQ_LEN, 2).with_d_model(16).with_d_ff(32).with_n_heads(2).init::<Ad>(&device).no_grad();
     m.add_adapter("task", &LoraConfig::new(Targeting::new(TargetModules::AllLinear)).with_r(4).with_alpha(8.0)).unwrap();
     let train = dataset(Domain::Shifted, 4000, 3);
     let test = dataset(Domain::Shifted, 500, 4);

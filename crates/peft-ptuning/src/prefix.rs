@@ -3,10 +3,10 @@
 use std::any::Any;
 
 use burn::config::Config;
-use burn::module::{Module, Param, ParamId};
+use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
-use peft_core::{Adaptable, Layer, LayerKind, MethodConfig, PeftError, Site, Targeting, Tuner, TunerForward};
+use peft_core::{Adaptable, Layer, LayerKind, MethodConfig, PeftError, Site, Targeting, Tuner, TunerForward, trainable};
 
 /// The point in an attention layer where keys and values exist after projection, per head.
 /// Without a prefix it passes them through unchanged.
@@ -89,7 +89,7 @@ impl<B: Backend> Tuner<B, KvSite> for Prefix<B> {
         }
         let shape = [base.kv_heads, config.num_virtual_tokens, base.head_dim];
         let device = Default::default();
-        let init = || Param::initialized(ParamId::new(), Tensor::random(shape, Distribution::Normal(0.0, config.init_std), &device).require_grad());
+        let init = || trainable(Tensor::random(shape, Distribution::Normal(0.0, config.init_std), &device));
         Some(Ok(Self { keys: init(), values: init() }))
     }
 }

@@ -5,8 +5,8 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Tensor, TensorData};
 use peft_lora::LoraLinear;
 
-pub type TB = NdArray<f32>;
-pub type TAB = Autodiff<TB>;
+pub type Nd = NdArray<f32>;
+pub type Ad = Autodiff<Nd>;
 
 pub fn dev() -> burn::backend::ndarray::NdArrayDevice {
     Default::default()

@@ -1,0 +1,92 @@
+//! Bottleneck adapters against closed forms.
+use burn::backend::NdArray;
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::{Tensor, TensorData};
+use peft_adapter::{AdaptedSublayer, AdapterActivation, AdapterPlacement, BottleneckConfig};
+use peft_core::{PeftModel, Targeting, Tuned, frozen_like};
+
+type TB = NdArray;
+
+#[derive(Module, Debug)]
+struct Net<B: burn::tensor::backend::Backend> {
+    ffn: AdaptedSublayer<B, Linear<B>>,
+}
+peft_core::adaptable!(Net { ffn });
+
+fn values<const D: usize>(t: Tensor<TB, D>) -> Vec<f32> {
+    t.into_data().to_vec().unwrap()
+}
+
+fn t2(v: Vec<f32>, dims: [usize; 2]) -> Tensor<TB, 2> {
+    Tensor::from_data(TensorData::new(v, dims), &Default::default())
+}
+
+fn relu(v: f32) -> f32 {
+    v.max(0.0)
+}
+
+/// `h + s·(relu(z·Wd + bd)·Wu + bu)` on the host for one row `z` (d = 4, width 2).
+fn adapter_row(z: &[f32], wd: &[f32], wu: &[f32], s: f32) -> Vec<f32> {
+    let hidden: Vec<f32> = (0..2).map(|k| relu((0..4).map(|i| z[i] * wd[i * 2 + k]).sum::<f32>() + 0.1)).collect();
+    (0..4).map(|j| s * ((0..2).map(|k| hidden[k] * wu[k * 4 + j]).sum::<f32>() - 0.2)).collect()
+}
+
+fn run(placement: AdapterPlacement) {
+    let device = Default::default();
+    let sub = LinearConfig::new(4, 4).init::<TB>(&device);
+    let mut net = Net { ffn: Tuned::new(sub) };
+    let config = BottleneckConfig::new(Targeting::names(&["ffn"])).with_reduction_factor(2).with_placement(placement).with_scaling(1.5);
+    let x = t2((0..8).map(|i| i as f32 / 4.0 - 1.0).collect(), [2, 4]);
+    let base_out = values(net.ffn.base.forward(x.clone()));
+    net.add_adapter("bn", &config).unwrap();
+    assert_eq!(values(net.ffn.forward(x.clone())), base_out, "zero up-projection must start as identity");
+
+    let wd: Vec<f32> = (0..8).map(|i| (i as f32 - 3.5) / 4.0).collect();
+    let wu: Vec<f32> = (0..8).map(|i| (i as f32 - 2.0) / 5.0).collect();
+    let bn = net.ffn.adapter_mut("bn").unwrap();
+    bn.down.weight = frozen_like(&bn.down.weight, t2(wd.clone(), [4, 2]));
+    bn.down.bias = Some(frozen_like(bn.down.bias.as_ref().unwrap(), Tensor::full([2], 0.1, &device)));
+    bn.up.weight = frozen_like(&bn.up.weight, t2(wu.clone(), [2, 4]));
+    bn.up.bias = Some(frozen_like(bn.up.bias.as_ref().unwrap(), Tensor::full([4], -0.2, &device)));
+    let got = values(net.ffn.forward(x.clone()));
+    let xv = values(x);
+    for row in 0..2 {
+        let h = &base_out[row * 4..row * 4 + 4];
+        let source = if placement == AdapterPlacement::Parallel { &xv[row * 4..row * 4 + 4] } else { h };
+        let delta = adapter_row(source, &wd, &wu, 1.5);
+        for j in 0..4 {
+            let want = h[j] + delta[j];
+            assert!((got[row * 4 + j] - want).abs() < 1e-5, "{placement:?} [{row},{j}]: {} vs {want}", got[row * 4 + j]);
+        }
+    }
+}
+
+#[test]
+fn sequential_adapter_reads_the_sublayer_output() {
+    run(AdapterPlacement::Sequential);
+}
+
+#[test]
+fn parallel_adapter_reads_the_sublayer_input() {
+    run(AdapterPlacement::Parallel);
+}
+
+#[test]
+fn presets_follow_adapterhub() {
+    let t = Targeting::names(&["ffn"]);
+    let p = BottleneckConfig::pfeiffer(t.clone());
+    assert_eq!((p.reduction_factor, p.activation, p.placement), (16, AdapterActivation::Relu, AdapterPlacement::Sequential));
+    let h = BottleneckConfig::houlsby(t.clone());
+    assert_eq!((h.reduction_factor, h.activation), (16, AdapterActivation::Swish));
+    let par = BottleneckConfig::parallel(t);
+    assert_eq!((par.reduction_factor, par.placement, par.scaling), (2, AdapterPlacement::Parallel, 4.0));
+}
+
+#[test]
+fn a_reduction_factor_wider_than_the_layer_is_an_error() {
+    let mut net = Net { ffn: Tuned::new(LinearConfig::new(4, 4).init::<TB>(&Default::default())) };
+    let err = net.add_adapter("bn", &BottleneckConfig::new(Targeting::names(&["ffn"]))).unwrap_err();
+    assert!(matches!(err, peft_core::PeftError::InvalidConfig(_)), "{err}");
+    assert!(err.to_string().contains("reduction factor 16"));
+}
