@@ -5,6 +5,7 @@
 //! See `docs/architecture.md` for how a tensor flows from a user's layer through these pieces.
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 mod error;
 mod layer;
 mod model;
