@@ -3,14 +3,17 @@
 //! safetensors.
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod blockwise;
 mod code;
 mod dynamic_map;
 mod error;
 pub mod layout;
+mod qlinear;
 mod state;
 
 pub use code::{NF4_CODE, QuantType};
 pub use dynamic_map::DYNAMIC_MAP;
 pub use error::{QuantError, Result};
+pub use qlinear::{QLinear, QLinearMeta};
 pub use state::{Absmax, NESTED_BLOCKSIZE, QuantConfig, QuantState, Quantized4bit, double_quantize, mean};
