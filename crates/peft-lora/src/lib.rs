@@ -9,6 +9,7 @@ mod ia3;
 pub mod init;
 mod lora;
 mod path;
+mod qlora;
 mod svd;
 
 use burn::nn::conv::Conv2d;
@@ -21,6 +22,7 @@ pub use conv::LoraConv2d;
 pub use ia3::Ia3;
 pub use lora::{Lora, broadcast_last, check_shape};
 pub use path::PathLora;
+pub use qlora::{QLoraLinear, QloraMerge, merge_qlora};
 pub use svd::svd;
 
 /// A `Linear` carrying named LoRA (or DoRA) adapters.

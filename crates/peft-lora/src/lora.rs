@@ -65,7 +65,7 @@ impl<B: Backend> Lora<B> {
     }
 
     /// `s·(x·A)·B (+ bias)` computed on the activation side: `[..., d_in] -> [..., d_out]`.
-    fn low_rank<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+    pub(crate) fn low_rank<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         self.up(linear(x, self.a.val(), None))
     }
 
@@ -117,7 +117,7 @@ fn check_rank(path: &str, r: usize, dims: [usize; 2]) -> Result<()> {
     Ok(())
 }
 
-fn build<B: Backend>(config: &LoraConfig, weight: Tensor<B, 2>, path: &str, embedding: bool) -> Result<(Lora<B>, Option<Tensor<B, 2>>)> {
+pub(crate) fn build<B: Backend>(config: &LoraConfig, weight: Tensor<B, 2>, path: &str, embedding: bool) -> Result<(Lora<B>, Option<Tensor<B, 2>>)> {
     let (r, scaling) = config.rank_and_scaling(path)?;
     let [d_in, d_out] = weight.dims();
     check_rank(path, r, [d_in, d_out])?;

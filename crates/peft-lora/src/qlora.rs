@@ -1,0 +1,91 @@
+//! QLoRA: LoRA on a frozen 4-bit base ([`QLinear`]), and merging into the dequantized weight.
+
+use std::any::Any;
+
+use burn::module::{Param, ParamId};
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::{ElementConversion, Tensor};
+use burn::tensor::backend::Backend;
+use peft_core::{PeftError, Result, Site, Tuned, Tuner, TunerForward};
+use peft_quant::backend::QuantLinearBackend;
+use peft_quant::{QLinear, QuantConfig};
+
+use crate::lora::build;
+use crate::{Lora, LoraConfig, LoraInit};
+
+/// A 4-bit `QLinear` carrying named LoRA adapters.
+pub type QLoraLinear<B> = Tuned<B, QLinear<B>, Lora<B>>;
+
+impl<B: Backend> Tuner<B, QLinear<B>> for Lora<B> {
+    const SITE: Site = Site::Weight;
+
+    fn accepts(config: &dyn Any) -> bool {
+        config.is::<LoraConfig>()
+    }
+
+    fn from_config(config: &dyn Any, base: &mut QLinear<B>, path: &str) -> Option<Result<Self>> {
+        let config = config.downcast_ref::<LoraConfig>()?;
+        if config.init == LoraInit::Pissa || config.use_dora {
+            return Some(Err(PeftError::Unsupported(format!("PiSSA and DoRA on the 4-bit layer `{path}` are not supported yet"))));
+        }
+        // Only the shape and device are read; the dense weight is not built.
+        let shape_only = Tensor::<B, 2>::zeros([base.meta.d_input, base.meta.d_output], &base.absmax.device());
+        Some(build(config, shape_only, path, false).map(|(lora, _)| lora))
+    }
+
+    fn merge(&mut self, _base: QLinear<B>, path: &str) -> Result<QLinear<B>> {
+        Err(PeftError::Unsupported(format!(
+            "`{path}` is 4-bit: merge into the dequantized weight with peft_lora::merge_qlora (optionally re-quantized)"
+        )))
+    }
+}
+
+impl<B: QuantLinearBackend, const D: usize> TunerForward<B, QLinear<B>, Tensor<B, D>> for Lora<B> {
+    /// `h + s·B(A(dropout(x)))`: the 4-bit product plus the low-rank one, `[..., d_in] -> [..., d_out]`.
+    fn post(&self, _base: &QLinear<B>, input: &Tensor<B, D>, output: Tensor<B, D>) -> Tensor<B, D> {
+        output + self.low_rank(self.dropout.forward(input.clone()))
+    }
+}
+
+/// The result of [`merge_qlora`].
+#[derive(Debug)]
+pub struct QloraMerge<B: Backend> {
+    /// The dequantized weight plus every active adapter, as a dense `Linear`.
+    pub dense: Linear<B>,
+    /// The dense weight quantized again, when asked for.
+    pub requantized: Option<QLinear<B>>,
+    /// Largest absolute difference between the re-quantized and the dense merged weight.
+    pub max_abs_error: f32,
+    /// Root-mean-square of that difference.
+    pub rms_error: f32,
+}
+
+/// Merges the active adapters of a QLoRA layer into its dequantized weight (the recipe users ask
+/// HF peft for), and optionally quantizes the result again, reporting the rounding error.
+pub fn merge_qlora<B: Backend>(layer: &QLoraLinear<B>, requantize: Option<QuantConfig>) -> Result<QloraMerge<B>> {
+    let mut weight = layer.base.dequantize();
+    for name in layer.names() {
+        if layer.is_active(name) {
+            weight = weight + layer.adapter(name).expect("named adapter").delta_weight();
+        }
+    }
+    let meta = &layer.base.meta;
+    let device = weight.device();
+    let mut dense = LinearConfig::new(meta.d_input, meta.d_output).with_bias(layer.base.bias.is_some()).init::<B>(&device);
+    dense.weight = Param::initialized(ParamId::new(), weight.clone().set_require_grad(false));
+    dense.bias = layer.base.bias.clone().map(|b| Param::initialized(ParamId::new(), b));
+    if !peft_core::all_finite(&dense) {
+        return Err(PeftError::NonFinite { path: "qlora merge".into(), adapter: layer.names().join(", ") });
+    }
+    let (requantized, max_abs_error, rms_error) = match requantize {
+        None => (None, 0.0, 0.0),
+        Some(config) => {
+            let q = QLinear::from_linear(&dense, config).map_err(|e| PeftError::Unsupported(e.to_string()))?;
+            let diff = q.dequantize() - weight;
+            let max = diff.clone().abs().max().into_scalar().elem::<f32>();
+            let rms = diff.square().mean().sqrt().into_scalar().elem::<f32>();
+            (Some(q), max, rms)
+        }
+    };
+    Ok(QloraMerge { dense, requantized, max_abs_error, rms_error })
+}
