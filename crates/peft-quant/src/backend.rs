@@ -61,15 +61,46 @@ pub fn dequantize_weight<B: Backend>(w: &PackedWeight<B>) -> Tensor<B, 2> {
 
 /// Backends that run the 4-bit linear product `x·Wᵀ`.
 pub trait QuantLinearBackend: Backend {
+    /// The dense weight `[rows, cols]`. Default: [`dequantize_weight`]'s tensor operations.
+    fn dequantize_packed(w: &PackedWeight<Self>) -> Tensor<Self, 2> {
+        dequantize_weight(w)
+    }
+
     /// `x [n, cols] -> [n, rows]`.
     fn packed_linear(x: FloatTensor<Self>, w: PackedWeight<Self>) -> FloatTensor<Self> {
         let x = Tensor::<Self, 2>::from_primitive(TensorPrimitive::Float(x));
-        x.matmul(dequantize_weight(&w).transpose()).into_primitive().tensor()
+        x.matmul(Self::dequantize_packed(&w).transpose()).into_primitive().tensor()
     }
 }
 
+/// The CPU backend decodes on the host in one pass: a table lookup and a multiply per weight.
 #[cfg(feature = "ndarray")]
-impl QuantLinearBackend for burn::backend::NdArray<f32> {}
+impl QuantLinearBackend for burn::backend::NdArray<f32> {
+    fn dequantize_packed(w: &PackedWeight<Self>) -> Tensor<Self, 2> {
+        let host = |t: FloatTensor<Self>| Tensor::<Self, 1>::from_primitive(TensorPrimitive::Float(t)).into_data().to_vec::<f32>().expect("f32");
+        let (absmax, code) = (host(w.absmax.clone()), host(w.code.clone()));
+        let words = Tensor::<Self, 1, Int>::from_primitive(w.words.clone()).into_data();
+        let words = words.as_slice::<i64>().expect("ndarray's words are i64");
+        let n = w.rows * w.cols;
+        let blocks = absmax.len();
+        let words_per_block = w.blocksize / 16;
+        let mut out = vec![0f32; blocks * w.blocksize];
+        // One 16-entry table per block (`code·absmax`), then a lookup per weight; a 64-bit word
+        // holds 16 codes, the first in the highest nibble.
+        for (block, chunk) in out.chunks_mut(w.blocksize).enumerate() {
+            let table: [f32; 16] = core::array::from_fn(|q| code[q] * absmax[block]);
+            let block_words = &words[block * words_per_block..(block + 1) * words_per_block];
+            for (word, values) in block_words.iter().zip(chunk.chunks_mut(16)) {
+                for (k, value) in values.iter_mut().enumerate() {
+                    *value = table[((word >> (60 - 4 * k)) & 15) as usize];
+                }
+            }
+        }
+        out.truncate(n);
+        let device = Default::default();
+        Tensor::from_data(burn::tensor::TensorData::new(out, [w.rows, w.cols]), &device)
+    }
+}
 
 #[cfg(feature = "cuda")]
 impl QuantLinearBackend for burn::backend::Cuda<f32, i32> {}
@@ -88,7 +119,7 @@ impl<B: QuantLinearBackend> Backward<B, 1> for PackedLinearBackward {
         let weight = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |grad| {
             let grad = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(grad));
-            grad.matmul(dequantize_weight(&weight)).into_primitive().tensor()
+            grad.matmul(B::dequantize_packed(&weight)).into_primitive().tensor()
         });
     }
 }
