@@ -1,6 +1,6 @@
 //! 4-bit quantized weights for burn-peft, bit-exact with bitsandbytes: NF4 and FP4 blockwise
-//! quantization, double quantization of the scales, and bitsandbytes' serialized layout in
-//! safetensors.
+//! quantization, double quantization of the scales, bitsandbytes' serialized layout in
+//! safetensors, and [`QLinear`], the frozen 4-bit layer under QLoRA. See `docs/quantization.md`.
 #![warn(missing_docs)]
 
 pub mod backend;

@@ -7,7 +7,7 @@
 //!   on any unmodified module by parameter path.
 //! - [`adapter`]: bottleneck adapters (Pfeiffer, Houlsby, parallel).
 //! - [`ptuning`]: prefix tuning at attention keys and values.
-//! - [`quant`]: 4-bit code tables (quantized bases are on the way).
+//! - [`quant`]: bitsandbytes-exact NF4/FP4 4-bit weights and `QLinear`, the base of QLoRA.
 //! - [`models`]: reference models written as a user would, and a synthetic task.
 //!
 //! ```
@@ -48,7 +48,8 @@ pub mod prelude {
     pub use peft_core::{
         Adaptable, Combination, PeftError, PeftModel, TargetModules, Targeting, TrainMode, TrainableReport, Tuned, set_trainable,
     };
-    pub use peft_lora::{Ia3Config, Ia3Linear, LoraConfig, LoraConv, LoraEmbedding, LoraInit, LoraLinear, PathLora};
+    pub use peft_lora::{Ia3Config, Ia3Linear, LoraConfig, LoraConv, LoraEmbedding, LoraInit, LoraLinear, PathLora, QLoraLinear, merge_qlora};
+    pub use peft_quant::{QLinear, QuantConfig, QuantType, Quantized4bit};
     pub use peft_ptuning::{PrefixConfig, PrefixKv};
 }
 
