@@ -18,11 +18,12 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use peft::core::Layer;
+use peft::models::mlp::ResidualMlp;
 use burn::tensor::{Distribution, Tensor};
 use criterion::Criterion;
 use peft::lora::QLoraLinear;
 use peft::prelude::*;
-use peft::quant::backend::QuantLinearBackend;
 use peft::quant::{QLinear, QuantConfig};
 
 struct Counting;
@@ -50,54 +51,6 @@ const FF: usize = 2816;
 const LAYERS: usize = 4;
 const TOKENS: usize = 256;
 
-#[derive(Module, Debug)]
-struct Block<B: Backend> {
-    up: LoraLinear<B>,
-    down: LoraLinear<B>,
-}
-peft::adaptable!(Block { up, down });
-
-#[derive(Module, Debug)]
-struct QBlock<B: Backend> {
-    up: QLoraLinear<B>,
-    down: QLoraLinear<B>,
-}
-peft::adaptable!(QBlock { up, down });
-
-#[derive(Module, Debug)]
-struct Net<B: Backend> {
-    blocks: Vec<Block<B>>,
-}
-peft::adaptable!(Net { blocks });
-
-#[derive(Module, Debug)]
-struct QNet<B: Backend> {
-    blocks: Vec<QBlock<B>>,
-}
-peft::adaptable!(QNet { blocks });
-
-trait Forward<B: Backend> {
-    fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2>;
-}
-
-impl<B: Backend> Forward<B> for Net<B> {
-    fn forward(&self, mut x: Tensor<B, 2>) -> Tensor<B, 2> {
-        for b in &self.blocks {
-            x = x.clone() + b.down.forward(burn::tensor::activation::relu(b.up.forward(x)));
-        }
-        x
-    }
-}
-
-impl<B: QuantLinearBackend> Forward<B> for QNet<B> {
-    fn forward(&self, mut x: Tensor<B, 2>) -> Tensor<B, 2> {
-        for b in &self.blocks {
-            x = x.clone() + b.down.forward(burn::tensor::activation::relu(b.up.forward(x)));
-        }
-        x
-    }
-}
-
 fn linears<B: Backend>(device: &B::Device) -> Vec<(Linear<B>, Linear<B>)> {
     (0..LAYERS).map(|_| (LinearConfig::new(D, FF).init(device).no_grad(), LinearConfig::new(FF, D).init(device).no_grad())).collect()
 }
@@ -106,9 +59,13 @@ fn config() -> LoraConfig {
     LoraConfig::new(Targeting::names(&["up", "down"])).with_r(16).with_alpha(32.0)
 }
 
-fn stepper<B: AutodiffBackend, M: Module<B> + burn::module::AutodiffModule<B> + Forward<B> + 'static>(model: M, device: B::Device) -> impl FnMut() {
+fn stepper<B: AutodiffBackend, L>(model: ResidualMlp<B, L>, device: B::Device) -> impl FnMut()
+where
+    L: Layer<B, Tensor<B, 2>, Output = Tensor<B, 2>> + burn::module::AutodiffModule<B> + 'static,
+    ResidualMlp<B, L>: burn::module::AutodiffModule<B>,
+{
     let mut model = Some(set_trainable(model, &TrainMode::adapters()));
-    let mut optim = AdamConfig::new().init::<B, M>();
+    let mut optim = AdamConfig::new().init::<B, ResidualMlp<B, L>>();
     let x = Tensor::<B, 2>::random([TOKENS, D], Distribution::Default, &device);
     move || {
         let m = model.take().unwrap();
@@ -138,12 +95,12 @@ fn main() {
     let device = Default::default();
     let q = |l: &Linear<Train>| Tuned::new(QLinear::from_linear(l, QuantConfig::qlora()).unwrap());
     let build_lora = || {
-        let mut m = Net { blocks: linears::<Train>(&device).into_iter().map(|(u, d)| Block { up: Tuned::new(u), down: Tuned::new(d) }).collect() };
+        let mut m: ResidualMlp<Train, LoraLinear<Train>> = ResidualMlp::new(linears::<Train>(&device).into_iter().map(|(u, d)| (Tuned::new(u), Tuned::new(d))).collect());
         m.add_adapter("bench", &config()).unwrap();
         m
     };
     let build_qlora = || {
-        let mut m = QNet { blocks: linears::<Train>(&device).iter().map(|(u, d)| QBlock { up: q(u), down: q(d) }).collect() };
+        let mut m: ResidualMlp<Train, QLoraLinear<Train>> = ResidualMlp::new(linears::<Train>(&device).iter().map(|(u, d)| (q(u), q(d))).collect());
         m.add_adapter("bench", &config()).unwrap();
         m
     };

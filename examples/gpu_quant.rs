@@ -12,31 +12,18 @@ use std::time::Instant;
 
 use burn::backend::{Autodiff, Cuda};
 use burn::module::Module;
+use peft::core::Layer;
+use peft::models::mlp::ResidualMlp;
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use peft::lora::QLoraLinear;
 use peft::prelude::*;
-use peft::quant::backend::QuantLinearBackend;
 use peft::quant::{QLinear, QuantConfig, Quantized4bit};
 
 type G = Cuda<f32, i32>;
 type Train = Autodiff<G>;
-
-#[derive(Module, Debug)]
-struct Block<B: Backend> {
-    up: LoraLinear<B>,
-    down: LoraLinear<B>,
-}
-peft::adaptable!(Block { up, down });
-
-#[derive(Module, Debug)]
-struct QBlock<B: Backend> {
-    up: QLoraLinear<B>,
-    down: QLoraLinear<B>,
-}
-peft::adaptable!(QBlock { up, down });
 
 fn time<F: FnMut()>(device: &burn::tensor::Device<G>, reps: usize, mut f: F) -> f64 {
     f();
@@ -75,30 +62,28 @@ fn main() {
     let (d, ff, layers, tokens) = (2048, 5632, 4, 4096);
     let lora_cfg = LoraConfig::new(Targeting::names(&["up", "down"])).with_r(16).with_alpha(32.0);
     let dense: Vec<(Linear<Train>, Linear<Train>)> = (0..layers).map(|_| (LinearConfig::new(d, ff).init(&device).no_grad(), LinearConfig::new(ff, d).init(&device).no_grad())).collect();
-    let mut lora: Vec<Block<Train>> = dense.iter().map(|(u, dn)| Block { up: Tuned::new(u.clone()), down: Tuned::new(dn.clone()) }).collect();
+    let mut lora: ResidualMlp<Train, LoraLinear<Train>> = ResidualMlp::new(dense.iter().map(|(u, dn)| (Tuned::new(u.clone()), Tuned::new(dn.clone()))).collect());
     let qz = |l: &Linear<Train>| Tuned::new(QLinear::from_linear(l, QuantConfig::qlora()).unwrap());
-    let mut qlora: Vec<QBlock<Train>> = dense.iter().map(|(u, dn)| QBlock { up: qz(u), down: qz(dn) }).collect();
+    let mut qlora: ResidualMlp<Train, QLoraLinear<Train>> = ResidualMlp::new(dense.iter().map(|(u, dn)| (qz(u), qz(dn))).collect());
     drop(dense);
     lora.add_adapter("a", &lora_cfg).unwrap();
     qlora.add_adapter("a", &lora_cfg).unwrap();
     let x = Tensor::<Train, 2>::random([tokens, d], Distribution::Default, &device);
-    let lora_s = step_time(lora, &x, &device, |m, x| m.iter().fold(x, |h, b| h.clone() + b.down.forward(burn::tensor::activation::relu(b.up.forward(h)))));
-    let qlora_s = step_time(qlora, &x, &device, |m, x| m.iter().fold(x, |h, b| h.clone() + b.down.forward(burn::tensor::activation::relu(b.up.forward(h)))));
+    let lora_s = step_time(lora, &x, &device);
+    let qlora_s = step_time(qlora, &x, &device);
     println!("training step, {layers} blocks {d}->{ff}->{d}, {tokens} tokens, f32: LoRA {:.1} ms, QLoRA {:.1} ms, ratio {:.2}", lora_s * 1e3, qlora_s * 1e3, qlora_s / lora_s);
 }
 
-fn step_time<M, F>(model: Vec<M>, x: &Tensor<Train, 2>, device: &burn::tensor::Device<G>, forward: F) -> f64
+fn step_time<L>(model: ResidualMlp<Train, L>, x: &Tensor<Train, 2>, device: &burn::tensor::Device<G>) -> f64
 where
-    M: burn::module::AutodiffModule<Train> + 'static,
-    F: Fn(&Vec<M>, Tensor<Train, 2>) -> Tensor<Train, 2>,
-    Vec<M>: burn::module::AutodiffModule<Train>,
-    Train: AutodiffBackend + QuantLinearBackend,
+    L: Layer<Train, Tensor<Train, 2>, Output = Tensor<Train, 2>> + burn::module::AutodiffModule<Train> + 'static,
+    ResidualMlp<Train, L>: burn::module::AutodiffModule<Train>,
 {
     let mut model = Some(set_trainable(model, &TrainMode::adapters()));
-    let mut optim = AdamConfig::new().init::<Train, Vec<M>>();
+    let mut optim = AdamConfig::new().init::<Train, ResidualMlp<Train, L>>();
     time(device, 5, || {
         let m = model.take().unwrap();
-        let loss = forward(&m, x.clone()).square().mean();
+        let loss = m.forward(x.clone()).square().mean();
         let grads = GradientsParams::from_grads(loss.backward(), &m);
         model = Some(optim.step(1e-4, m, grads));
     })
