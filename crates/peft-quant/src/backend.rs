@@ -53,10 +53,10 @@ pub fn dequantize_weight<B: Backend>(w: &PackedWeight<B>) -> Tensor<B, 2> {
         .reshape([n_words * npw]);
     let absmax = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(w.absmax.clone()));
     let [blocks] = absmax.dims();
-    let codes = codes.slice([0..blocks * w.blocksize]);
+    let codes = codes.slice(0..blocks * w.blocksize);
     let values = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(w.code.clone())).select(0, codes);
     let values = values.reshape([blocks, w.blocksize]) * absmax.unsqueeze_dim::<2>(1);
-    values.reshape([blocks * w.blocksize]).slice([0..w.rows * w.cols]).reshape([w.rows, w.cols])
+    values.reshape([blocks * w.blocksize]).slice(0..w.rows * w.cols).reshape([w.rows, w.cols])
 }
 
 /// Backends that run the 4-bit linear product `x·Wᵀ`.
