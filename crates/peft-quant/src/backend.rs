@@ -85,17 +85,28 @@ impl QuantLinearBackend for burn::backend::NdArray<f32> {
         let blocks = absmax.len();
         let words_per_block = w.blocksize / 16;
         let mut out = vec![0f32; blocks * w.blocksize];
-        // One 16-entry table per block (`code·absmax`), then a lookup per weight; a 64-bit word
-        // holds 16 codes, the first in the highest nibble.
-        for (block, chunk) in out.chunks_mut(w.blocksize).enumerate() {
-            let table: [f32; 16] = core::array::from_fn(|q| code[q] * absmax[block]);
-            let block_words = &words[block * words_per_block..(block + 1) * words_per_block];
-            for (word, values) in block_words.iter().zip(chunk.chunks_mut(16)) {
-                for (k, value) in values.iter_mut().enumerate() {
-                    *value = table[((word >> (60 - 4 * k)) & 15) as usize];
+        let decode = |first_block: usize, chunk: &mut [f32]| {
+            for (b, values) in chunk.chunks_mut(w.blocksize).enumerate() {
+                let block = first_block + b;
+                let table: [f32; 16] = core::array::from_fn(|q| code[q] * absmax[block]);
+                let block_words = &words[block * words_per_block..(block + 1) * words_per_block];
+                for (word, sixteen) in block_words.iter().zip(values.chunks_mut(16)) {
+                    for (k, value) in sixteen.iter_mut().enumerate() {
+                        *value = table[((word >> (60 - 4 * k)) & 15) as usize];
+                    }
                 }
             }
-        }
+        };
+        // One 16-entry table per block (`code·absmax`), then a lookup per weight; a 64-bit word
+        // holds 16 codes, the first in the highest nibble. Blocks are split across the cores.
+        let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(blocks.max(1));
+        let per_thread = blocks.div_ceil(threads);
+        std::thread::scope(|scope| {
+            for (t, chunk) in out.chunks_mut(per_thread * w.blocksize).enumerate() {
+                let decode = &decode;
+                scope.spawn(move || decode(t * per_thread, chunk));
+            }
+        });
         out.truncate(n);
         let device = Default::default();
         Tensor::from_data(burn::tensor::TensorData::new(out, [w.rows, w.cols]), &device)

@@ -143,6 +143,12 @@ impl Quantized4bit {
         dequantize_4bit(&self.packed, &self.absmax(), &self.state.code, self.state.blocksize, self.numel())
     }
 
+    /// The dense values encoded as `dtype` (`F32`, `BF16` or `F16`; computed in `f32`, then
+    /// rounded to nearest even, as bitsandbytes' kernels do), little-endian bytes.
+    pub fn dequantize_to(&self, dtype: safetensors::Dtype) -> Result<Vec<u8>> {
+        peft_core::checkpoint::from_f32(&self.dequantize(), dtype).map_err(|e| QuantError::CorruptState { name: "dequantize".into(), reason: e.to_string() })
+    }
+
     /// Storage bits per parameter of this tensor (packed codes and scales; the shared maps and
     /// the JSON state not counted).
     pub fn bits_per_parameter(&self) -> f64 {

@@ -163,3 +163,31 @@ fn bad_input_is_a_typed_error() {
     let (st, _) = cases();
     assert!(matches!(Quantized4bit::read(&st, "nope"), Err(QuantError::MissingTensor(_))));
 }
+
+#[test]
+fn dequantizes_to_bf16_and_f16_by_rounding_the_f32_values() {
+    let (st, _) = cases();
+    let q = Quantized4bit::read(&st, "c0.weight").unwrap();
+    let dense = q.dequantize();
+    let bf16 = q.dequantize_to(safetensors::Dtype::BF16).unwrap();
+    let f16 = q.dequantize_to(safetensors::Dtype::F16).unwrap();
+    assert_eq!(bf16.len(), 2 * dense.len());
+    for (i, v) in dense.iter().enumerate() {
+        let b = u16::from_le_bytes([bf16[2 * i], bf16[2 * i + 1]]);
+        let h = u16::from_le_bytes([f16[2 * i], f16[2 * i + 1]]);
+        // Round to nearest even, by hand: the 16 high bits of the f32, rounded on the low 16.
+        let bits = v.to_bits();
+        let rounded = ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16;
+        assert_eq!(b, rounded, "bf16 [{i}]");
+        assert!((f32::from(half_f16(h)) - v).abs() <= v.abs() * 1e-3 + 1e-7, "f16 [{i}]");
+    }
+    assert!(q.dequantize_to(safetensors::Dtype::I32).is_err());
+}
+
+fn half_f16(bits: u16) -> f32 {
+    // IEEE half to f32 for normal and subnormal values.
+    let sign = if bits >> 15 == 1 { -1.0 } else { 1.0 };
+    let exp = ((bits >> 10) & 0x1f) as i32;
+    let frac = (bits & 0x3ff) as f32;
+    sign * if exp == 0 { frac * 2f32.powi(-24) } else { (1.0 + frac / 1024.0) * 2f32.powi(exp - 15) }
+}
