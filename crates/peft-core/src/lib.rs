@@ -11,6 +11,7 @@ mod layer;
 mod model;
 mod params;
 pub mod targeting;
+mod transfer;
 mod tuned;
 mod tuner;
 
@@ -19,5 +20,6 @@ pub use layer::{Layer, LayerKind, linear_features};
 pub use model::{Adaptable, PeftModel, TunedLayerInfo, TunedVisitor, join_path};
 pub use params::{ParamInfo, TrainMode, TrainableReport, all_finite, frozen_like, list_params, set_trainable, trainable};
 pub use targeting::{TargetMatcher, TargetModules, Targeting};
+pub use transfer::transfer_base_weights;
 pub use tuned::{AdapterSlots, Tuned};
 pub use tuner::{Combination, MethodConfig, Site, Tuner, TunerForward};

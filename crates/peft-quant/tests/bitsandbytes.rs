@@ -179,7 +179,7 @@ fn dequantizes_to_bf16_and_f16_by_rounding_the_f32_values() {
         let bits = v.to_bits();
         let rounded = ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16;
         assert_eq!(b, rounded, "bf16 [{i}]");
-        assert!((f32::from(half_f16(h)) - v).abs() <= v.abs() * 1e-3 + 1e-7, "f16 [{i}]");
+        assert!((half_f16(h) - v).abs() <= v.abs() * 1e-3 + 1e-7, "f16 [{i}]");
     }
     assert!(q.dequantize_to(safetensors::Dtype::I32).is_err());
 }
