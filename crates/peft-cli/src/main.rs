@@ -2,9 +2,12 @@
 //!
 //! - `peft quantize --in FILE --out FILE --quant-type nf4|fp4 [--blocksize N] [--double-quant] [--include REGEX]`
 //! - `peft dequantize --in FILE --out FILE`
+//! - `peft inspect ADAPTER_DIR [--json]`
+//! - `peft merge --base MODEL_DIR --adapter ADAPTER_DIR --out FILE.safetensors`
 //!
 //! Errors print one line and exit non-zero; output files appear whole or not at all.
 
+mod adapter;
 mod quantize;
 
 use std::path::PathBuf;
@@ -42,6 +45,26 @@ enum Command {
         #[arg(long)]
         include: Option<String>,
     },
+    /// Prints an HF peft adapter's method, ranks, targeted modules, parameter count and tensors.
+    Inspect {
+        /// Folder with adapter_config.json and adapter_model.safetensors.
+        adapter_dir: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Merges an HF peft adapter (LoRA, rsLoRA, DoRA, IA3) into a checkpoint, like merge_and_unload.
+    Merge {
+        /// Folder with config.json and model.safetensors.
+        #[arg(long)]
+        base: PathBuf,
+        /// Folder with adapter_config.json and adapter_model.safetensors.
+        #[arg(long)]
+        adapter: PathBuf,
+        /// Output safetensors file (same tensor names, shapes and dtypes as the base).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Turns every 4-bit weight back into a dense f32 tensor with its name and shape.
     Dequantize {
         /// Input safetensors file.
@@ -60,6 +83,8 @@ fn main() -> ExitCode {
             quantize::quantize(&input, &out, &quant_type, blocksize, double_quant, include.as_deref())
         }
         Command::Dequantize { input, out } => quantize::dequantize(&input, &out),
+        Command::Inspect { adapter_dir, json } => adapter::inspect(&adapter_dir, json),
+        Command::Merge { base, adapter, out } => adapter::merge(&base, &adapter, &out),
     };
     match result {
         Ok(summary) => {

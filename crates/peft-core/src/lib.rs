@@ -7,6 +7,7 @@
 
 pub mod checkpoint;
 mod error;
+pub mod hf;
 mod layer;
 mod model;
 mod params;

@@ -8,6 +8,7 @@ mod conv;
 mod ia3;
 pub mod init;
 mod lora;
+pub mod hf_merge;
 mod path;
 mod qlora;
 mod svd;

@@ -1,0 +1,75 @@
+//! `peft inspect` and `peft merge`: HF peft adapters on checkpoints alone.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use peft_core::checkpoint::{metadata, parse, read_bytes, write_atomic};
+use peft_core::hf::{HfAdapterConfig, KEY_PREFIX};
+
+use crate::quantize::CliError;
+
+pub fn inspect(dir: &Path, json: bool) -> Result<String, CliError> {
+    let config = HfAdapterConfig::read(dir)?;
+    let path = dir.join("adapter_model.safetensors");
+    let bytes = read_bytes(&path)?;
+    let st = parse(&bytes, &path.display().to_string())?;
+    let mut tensors: Vec<(String, String, Vec<usize>)> = st
+        .names()
+        .into_iter()
+        .map(|n| {
+            let v = st.tensor(n).expect("listed");
+            (n.to_string(), format!("{:?}", v.dtype()), v.shape().to_vec())
+        })
+        .collect();
+    tensors.sort();
+    let params: usize = tensors.iter().map(|(_, _, s)| s.iter().product::<usize>()).sum();
+    let modules: BTreeSet<String> = tensors
+        .iter()
+        .filter_map(|(n, _, _)| {
+            let inner = n.strip_prefix(KEY_PREFIX)?;
+            ["lora_A", "lora_B", "lora_magnitude_vector", "lora_embedding_A", "lora_embedding_B", "ia3_l", "prompt_embeddings"]
+                .iter()
+                .find_map(|s| inner.find(&format!(".{s}")).map(|i| inner[..i].to_string()).or_else(|| (inner == *s || inner.starts_with(&format!("{s}."))).then(|| String::from("(prompt)"))))
+        })
+        .collect();
+    let ranks: BTreeSet<usize> = tensors.iter().filter(|(n, _, _)| n.contains("lora_A")).filter_map(|(_, _, s)| s.first().copied()).collect();
+    if json {
+        let value = serde_json::json!({
+            "peft_type": config.peft_type,
+            "ranks": ranks,
+            "lora_alpha": config.lora_alpha,
+            "use_rslora": config.use_rslora,
+            "use_dora": config.use_dora,
+            "target_modules": config.target_modules,
+            "modules": modules,
+            "parameters": params,
+            "tensors": tensors.iter().map(|(n, d, s)| serde_json::json!({"name": n, "dtype": d, "shape": s})).collect::<Vec<_>>(),
+        });
+        return Ok(serde_json::to_string_pretty(&value).expect("json"));
+    }
+    let mut out = format!(
+        "method: {}\nranks: {:?}\nalpha: {} (rslora {}, dora {})\ntargeted modules ({}):\n",
+        config.peft_type, ranks, config.lora_alpha, config.use_rslora, config.use_dora, modules.len()
+    );
+    for m in &modules {
+        out += &format!("  {m}\n");
+    }
+    out += &format!("parameters: {params}\ntensors ({}):\n", tensors.len());
+    for (n, d, s) in &tensors {
+        out += &format!("  {n} {d} {s:?}\n");
+    }
+    Ok(out.trim_end().to_string())
+}
+
+pub fn merge(base_dir: &Path, adapter_dir: &Path, out: &Path) -> Result<String, CliError> {
+    let config = HfAdapterConfig::read(adapter_dir)?;
+    let base_path = base_dir.join("model.safetensors");
+    let base_bytes = read_bytes(&base_path)?;
+    let base = parse(&base_bytes, &base_path.display().to_string())?;
+    let adapter_path = adapter_dir.join("adapter_model.safetensors");
+    let adapter_bytes = read_bytes(&adapter_path)?;
+    let adapter = parse(&adapter_bytes, &adapter_path.display().to_string())?;
+    let (entries, summary) = peft_lora::hf_merge::merge_checkpoint(&base, &adapter, &config)?;
+    write_atomic(out, &entries, Some(metadata(&base_bytes, &base_path.display().to_string())?))?;
+    Ok(format!("merged {} adapter into {} modules; wrote {} tensors to {}", summary.method, summary.modules.len(), entries.len(), out.display()))
+}
