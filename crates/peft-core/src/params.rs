@@ -11,23 +11,31 @@ const TUNED_CONTAINER: &str = "Struct:Tuned";
 /// The field of [`crate::Tuned`] that holds adapter parameters.
 const ADAPTERS_FIELD: &str = "adapters";
 
-/// Tracks the module path during a Burn visit or map, and whether it lies inside adapters.
+/// The field of [`crate::Tuned`] that holds the wrapped layer.
+const BASE_FIELD: &str = "base";
+
+/// Tracks the module path during a Burn visit or map, whether it lies inside adapters, and which
+/// segments are a wrapper's `base` field (absent from the plain, unwrapped model's paths).
 #[derive(Default)]
-struct PathStack {
+pub(crate) struct PathStack {
     names: Vec<String>,
+    wrapper_base: Vec<bool>,
     adapter_depth: Option<usize>,
 }
 
 impl PathStack {
-    fn enter(&mut self, name: &str, container: &str) {
-        if self.adapter_depth.is_none() && name == ADAPTERS_FIELD && container == TUNED_CONTAINER {
+    pub(crate) fn enter(&mut self, name: &str, container: &str) {
+        let in_tuned = container == TUNED_CONTAINER;
+        if self.adapter_depth.is_none() && name == ADAPTERS_FIELD && in_tuned {
             self.adapter_depth = Some(self.names.len());
         }
         self.names.push(name.to_string());
+        self.wrapper_base.push(in_tuned && name == BASE_FIELD);
     }
 
-    fn exit(&mut self) {
+    pub(crate) fn exit(&mut self) {
         self.names.pop();
+        self.wrapper_base.pop();
         if self.adapter_depth.is_some_and(|d| d >= self.names.len()) {
             self.adapter_depth = None;
         }
@@ -37,7 +45,13 @@ impl PathStack {
         self.names.join(".")
     }
 
-    fn in_adapter(&self) -> bool {
+    /// The path the unwrapped model would have: wrappers' `base` segments left out.
+    pub(crate) fn plain_path(&self) -> String {
+        let kept: Vec<&str> = self.names.iter().zip(&self.wrapper_base).filter(|(_, base)| !**base).map(|(n, _)| n.as_str()).collect();
+        kept.join(".")
+    }
+
+    pub(crate) fn in_adapter(&self) -> bool {
         self.adapter_depth.is_some()
     }
 
@@ -132,9 +146,9 @@ impl TrainMode {
     /// Whether the parameter `info` trains under this mode.
     pub fn trains_param(&self, info: &ParamInfo) -> bool {
         let mut stack = PathStack::default();
-        let segments: Vec<&str> = info.path.split('.').collect();
-        for s in &segments {
-            stack.names.push(s.to_string());
+        for segment in info.path.split('.') {
+            stack.names.push(segment.to_string());
+            stack.wrapper_base.push(false);
         }
         if info.is_adapter {
             stack.adapter_depth = Some(0);

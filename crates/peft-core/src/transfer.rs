@@ -11,40 +11,11 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
+use crate::params::PathStack;
 use crate::{PeftError, Result};
 
-const TUNED: &str = "Struct:Tuned";
-
-/// Paths as a plain model would name them: `base` fields of wrappers dropped, adapters marked.
-#[derive(Default)]
-struct PlainPath {
-    names: Vec<(String, bool)>,
-    adapters: usize,
-}
-
-impl PlainPath {
-    fn enter(&mut self, name: &str, container: &str) {
-        let wrapper = container == TUNED;
-        if wrapper && name == "adapters" {
-            self.adapters += 1;
-        }
-        self.names.push((name.to_string(), wrapper && name == "base"));
-    }
-    fn exit(&mut self) {
-        if let Some((name, _)) = self.names.pop()
-            && name == "adapters"
-            && self.adapters > 0
-        {
-            self.adapters -= 1;
-        }
-    }
-    fn path(&self) -> String {
-        self.names.iter().filter(|(_, skip)| !skip).map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(".")
-    }
-}
-
 struct Collect {
-    path: PlainPath,
+    path: PathStack,
     out: HashMap<String, TensorData>,
 }
 
@@ -56,12 +27,12 @@ impl<B: Backend> ModuleVisitor<B> for Collect {
         self.path.exit();
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        self.out.insert(self.path.path(), param.val().into_data());
+        self.out.insert(self.path.plain_path(), param.val().into_data());
     }
 }
 
 struct Assign<B: Backend> {
-    path: PlainPath,
+    path: PathStack,
     source: HashMap<String, TensorData>,
     error: Option<PeftError>,
     assigned: usize,
@@ -76,10 +47,10 @@ impl<B: Backend> ModuleMapper<B> for Assign<B> {
         self.path.exit();
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        if self.path.adapters > 0 || self.error.is_some() {
+        if self.path.in_adapter() || self.error.is_some() {
             return param;
         }
-        let path = self.path.path();
+        let path = self.path.plain_path();
         let Some(data) = self.source.remove(&path) else {
             self.error = Some(PeftError::MissingTensor(path));
             return param;
@@ -102,9 +73,9 @@ impl<B: Backend> ModuleMapper<B> for Assign<B> {
 /// non-adapter parameter of `target` must be found with its shape, and every parameter of
 /// `source` must be used; otherwise a typed error names the tensor and `target` is not returned.
 pub fn transfer_base_weights<B: Backend, S: Module<B>, T: Module<B>>(target: T, source: &S) -> Result<T> {
-    let mut collect = Collect { path: PlainPath::default(), out: HashMap::new() };
+    let mut collect = Collect { path: PathStack::default(), out: HashMap::new() };
     source.visit(&mut collect);
-    let mut assign = Assign::<B> { path: PlainPath::default(), source: collect.out, error: None, assigned: 0, device: None };
+    let mut assign = Assign::<B> { path: PathStack::default(), source: collect.out, error: None, assigned: 0, device: None };
     let target = target.map(&mut assign);
     if let Some(e) = assign.error {
         return Err(e);
