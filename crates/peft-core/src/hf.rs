@@ -103,22 +103,31 @@ impl HfAdapterConfig {
 
     /// Rank and scaling of the LoRA module at `path` (a module path inside the base model).
     pub fn lora_scaling(&self, path: &str) -> Result<(usize, f64)> {
-        let r = pattern_value(&self.rank_pattern, path)?.unwrap_or(self.r);
-        let alpha = pattern_value(&self.alpha_pattern, path)?.unwrap_or(self.lora_alpha);
-        if r == 0 {
-            return Err(PeftError::ZeroRank { path: path.into() });
-        }
-        Ok((r, if self.use_rslora { alpha / (r as f64).sqrt() } else { alpha / r as f64 }))
+        lora_rank_and_scaling(path, self.r, self.lora_alpha, &self.rank_pattern, &self.alpha_pattern, self.use_rslora)
     }
 
     /// Whether IA3's module at `path` is feed-forward.
     pub fn is_feedforward(&self, path: &str) -> Result<bool> {
-        Ok(match &self.feedforward_modules {
-            None => false,
-            Some(TargetModules::Names(names)) => names.iter().any(|n| crate::targeting::name_matches(n, path)),
-            Some(other) => crate::TargetMatcher::new(&crate::Targeting::new(other.clone()))?.matches(path, crate::LayerKind::Linear),
-        })
+        self.feedforward_modules.as_ref().map_or(Ok(false), |m| m.matches(path, crate::LayerKind::Linear))
     }
+}
+
+/// HF peft's LoRA rank and scaling at `path`: the rank and alpha after `rank_pattern` and
+/// `alpha_pattern`, then `alpha/r`, or `alpha/sqrt(r)` with rsLoRA.
+pub fn lora_rank_and_scaling(
+    path: &str,
+    r: usize,
+    alpha: f64,
+    rank_pattern: &BTreeMap<String, usize>,
+    alpha_pattern: &BTreeMap<String, f64>,
+    use_rslora: bool,
+) -> Result<(usize, f64)> {
+    let r = pattern_value(rank_pattern, path)?.unwrap_or(r);
+    let alpha = pattern_value(alpha_pattern, path)?.unwrap_or(alpha);
+    if r == 0 {
+        return Err(PeftError::ZeroRank { path: path.into() });
+    }
+    Ok((r, if use_rslora { alpha / (r as f64).sqrt() } else { alpha / r as f64 }))
 }
 
 /// Splits a saved adapter key into the module path and the rest:

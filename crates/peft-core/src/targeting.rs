@@ -34,6 +34,14 @@ impl TargetModules {
     }
 }
 
+impl TargetModules {
+    /// Whether the module at `path`, of `kind`, is one of these (by the rules of
+    /// [`Targeting`]'s `target_modules`).
+    pub fn matches(&self, path: &str, kind: LayerKind) -> Result<bool> {
+        Ok(Matcher::compile(self)?.matches(path, kind))
+    }
+}
+
 impl Serialize for TargetModules {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
         match self {

@@ -4,7 +4,7 @@ use std::any::Any;
 use std::collections::BTreeMap;
 
 use burn::config::Config;
-use peft_core::targeting::pattern_value;
+use peft_core::hf::lora_rank_and_scaling;
 use peft_core::{MethodConfig, PeftError, TargetModules, Targeting};
 
 /// How LoRA's `A` and `B` start.
@@ -59,21 +59,16 @@ pub struct LoraConfig {
 impl LoraConfig {
     /// Rank and scaling for the layer at `path`, after the patterns.
     pub fn rank_and_scaling(&self, path: &str) -> peft_core::Result<(usize, f64)> {
-        let r = pattern_value(&self.rank_pattern, path)?.unwrap_or(self.r);
-        let alpha = pattern_value(&self.alpha_pattern, path)?.unwrap_or(self.alpha);
-        if r == 0 {
-            return Err(PeftError::ZeroRank { path: path.into() });
-        }
+        let (r, scaling) = lora_rank_and_scaling(path, self.r, self.alpha, &self.rank_pattern, &self.alpha_pattern, self.use_rslora)?;
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(PeftError::InvalidConfig(format!("dropout must be in [0, 1), got {}", self.dropout)));
         }
-        if !alpha.is_finite() {
-            return Err(PeftError::InvalidConfig(format!("alpha must be finite, got {alpha}")));
+        if !scaling.is_finite() {
+            return Err(PeftError::InvalidConfig(format!("alpha must be finite, got scaling {scaling} at `{path}`")));
         }
         if self.use_dora && self.bias {
             return Err(PeftError::InvalidConfig("DoRA does not support a LoRA bias".into()));
         }
-        let scaling = if self.use_rslora { alpha / (r as f64).sqrt() } else { alpha / r as f64 };
         Ok((r, scaling))
     }
 

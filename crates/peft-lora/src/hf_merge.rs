@@ -12,6 +12,8 @@ use peft_core::hf::{HfAdapterConfig, KEY_PREFIX};
 use peft_core::{PeftError, Result};
 use safetensors::SafeTensors;
 
+use crate::svd::transpose;
+
 /// What an adapter holds for one module.
 #[derive(Default)]
 struct ModuleParts {
@@ -42,16 +44,6 @@ fn matmul(a: &[f32], b: &[f32], n: usize, k: usize, m: usize) -> Vec<f32> {
         }
     }
     out
-}
-
-fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0f32; a.len()];
-    for i in 0..rows {
-        for j in 0..cols {
-            t[j * rows + i] = a[i * cols + j];
-        }
-    }
-    t
 }
 
 /// Merges `adapter` (configured by `config`) into `base`, returning every tensor of `base` with

@@ -6,8 +6,7 @@ use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use peft_core::targeting::name_matches;
-use peft_core::{PeftError, Result, Site, TargetMatcher, TargetModules, Targeting, Tuner, TunerForward, frozen_like, trainable};
+use peft_core::{LayerKind, PeftError, Result, Site, Tuner, TunerForward, frozen_like, trainable};
 
 use crate::Ia3Config;
 use crate::lora::broadcast_last;
@@ -22,13 +21,6 @@ pub struct Ia3<B: Backend> {
     pub feedforward: bool,
 }
 
-fn is_feedforward(modules: &TargetModules, path: &str) -> Result<bool> {
-    Ok(match modules {
-        TargetModules::Names(names) => names.iter().any(|n| name_matches(n, path)),
-        other => TargetMatcher::new(&Targeting::new(other.clone()))?.matches(path, peft_core::LayerKind::Linear),
-    })
-}
-
 impl<B: Backend> Tuner<B, Linear<B>> for Ia3<B> {
     const SITE: Site = Site::Weight;
 
@@ -38,7 +30,7 @@ impl<B: Backend> Tuner<B, Linear<B>> for Ia3<B> {
 
     fn from_config(config: &dyn Any, base: &mut Linear<B>, path: &str) -> Option<Result<Self>> {
         let config = config.downcast_ref::<Ia3Config>()?;
-        Some(is_feedforward(&config.feedforward_modules, path).map(|feedforward| {
+        Some(config.feedforward_modules.matches(path, LayerKind::Linear).map(|feedforward| {
             let [d_in, d_out] = base.weight.dims();
             let d = if feedforward { d_in } else { d_out };
             Self { scale: trainable(Tensor::ones([d], &base.weight.device())), feedforward }

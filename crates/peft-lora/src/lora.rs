@@ -80,8 +80,7 @@ impl<B: Backend> Lora<B> {
 
     /// DoRA's per-output norm of `W + s·A·B` (W `[d_in, d_out]`), detached: `[d_out]`.
     fn weight_norm(&self, weight: Tensor<B, 2>) -> Tensor<B, 1> {
-        let w = weight + self.delta_weight().detach();
-        w.square().sum_dim(0).sqrt().squeeze_dim(0).detach()
+        column_norm(weight + self.delta_weight().detach())
     }
 
     /// Replaces the factors' values, keeping parameter ids (checks shapes).
@@ -109,6 +108,11 @@ pub fn broadcast_last<B: Backend, const D: usize>(v: Tensor<B, 1>) -> Tensor<B, 
     v.reshape(dims)
 }
 
+/// The detached norm of each column of `w` `[d_in, d_out]`: `[d_out]`.
+fn column_norm<B: Backend>(w: Tensor<B, 2>) -> Tensor<B, 1> {
+    w.square().sum_dim(0).sqrt().squeeze_dim(0).detach()
+}
+
 fn check_rank(path: &str, r: usize, dims: [usize; 2]) -> Result<()> {
     let max = dims[0].min(dims[1]);
     if r > max {
@@ -117,33 +121,43 @@ fn check_rank(path: &str, r: usize, dims: [usize; 2]) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn build<B: Backend>(config: &LoraConfig, weight: Tensor<B, 2>, path: &str, embedding: bool) -> Result<(Lora<B>, Option<Tensor<B, 2>>)> {
+/// Builds the adapter for a weight of `dims` (`[d_in, d_out]`) on `device`. `weight` is called
+/// only when the values are needed (PiSSA, DoRA), so a 4-bit base is never made dense here.
+pub(crate) fn build<B: Backend>(
+    config: &LoraConfig,
+    dims: [usize; 2],
+    device: &B::Device,
+    weight: impl FnOnce() -> Tensor<B, 2>,
+    path: &str,
+    embedding: bool,
+) -> Result<(Lora<B>, Option<Tensor<B, 2>>)> {
     let (r, scaling) = config.rank_and_scaling(path)?;
-    let [d_in, d_out] = weight.dims();
-    check_rank(path, r, [d_in, d_out])?;
-    let device = weight.device();
+    let [d_in, d_out] = dims;
+    check_rank(path, r, dims)?;
+    let values = (config.init == LoraInit::Pissa || config.use_dora).then(weight);
     let mut residual = None;
-    let (a, b) = match (config.init, embedding) {
-        (LoraInit::Pissa, _) => {
-            let (a, b, res) = pissa(weight.clone(), r, scaling, path)?;
+    let (a, b) = match (config.init, embedding, &values) {
+        (LoraInit::Pissa, _, Some(values)) => {
+            let (a, b, res) = pissa(values.clone(), r, scaling, path)?;
             residual = Some(res);
             (a, b)
         }
-        (_, true) => (Tensor::zeros([d_in, r], &device), normal([r, d_out], 1.0, &device)),
-        (LoraInit::Default, false) => (kaiming_uniform_a_sqrt5([d_in, r], d_in, &device), Tensor::zeros([r, d_out], &device)),
-        (LoraInit::Gaussian, false) => (normal([d_in, r], 1.0 / r as f64, &device), Tensor::zeros([r, d_out], &device)),
+        (_, true, _) => (Tensor::zeros([d_in, r], device), normal([r, d_out], 1.0, device)),
+        (LoraInit::Gaussian, false, _) => (normal([d_in, r], 1.0 / r as f64, device), Tensor::zeros([r, d_out], device)),
+        _ => (kaiming_uniform_a_sqrt5([d_in, r], d_in, device), Tensor::zeros([r, d_out], device)),
     };
     let mut lora = Lora::from_factors(a, b, scaling)?;
     lora.dropout = DropoutConfig::new(config.dropout).init();
     if config.bias {
-        lora.bias = Some(trainable(Tensor::zeros([d_out], &device)));
+        lora.bias = Some(trainable(Tensor::zeros([d_out], device)));
     }
     if config.use_dora {
         if embedding {
             return Err(PeftError::Unsupported(format!("DoRA on embedding `{path}` is not supported")));
         }
-        let base = residual.clone().unwrap_or(weight);
-        lora.magnitude = Some(trainable(lora.weight_norm(base)));
+        if let Some(base) = residual.clone().or(values) {
+            lora.magnitude = Some(trainable(lora.weight_norm(base)));
+        }
     }
     Ok((lora, residual))
 }
@@ -157,7 +171,8 @@ impl<B: Backend> Tuner<B, Linear<B>> for Lora<B> {
 
     fn from_config(config: &dyn Any, base: &mut Linear<B>, path: &str) -> Option<Result<Self>> {
         let config = LoraConfig::from_any(config)?;
-        Some(build(config, base.weight.val(), path, false).map(|(lora, residual)| {
+        let (dims, device) = (base.weight.dims(), base.weight.device());
+        Some(build(config, dims, &device, || base.weight.val(), path, false).map(|(lora, residual)| {
             // PiSSA moves the principal part out of the frozen weight into the adapter.
             if let Some(residual) = residual {
                 base.weight = frozen_like(&base.weight, residual);
@@ -171,10 +186,11 @@ impl<B: Backend> Tuner<B, Linear<B>> for Lora<B> {
         let merged = match &self.magnitude {
             None => weight + self.delta_weight(),
             Some(m) => {
-                let norm = self.weight_norm(weight.clone());
+                let updated = weight + self.delta_weight();
+                let norm = column_norm(updated.clone());
                 let factor = m.val() / norm.clone();
                 self.merged_norm = Some(norm);
-                (weight + self.delta_weight()) * factor.unsqueeze_dim(0)
+                updated * factor.unsqueeze_dim(0)
             }
         };
         base.weight = frozen_like(&base.weight, merged);
@@ -235,7 +251,7 @@ impl<B: Backend> Tuner<B, Embedding<B>> for Lora<B> {
         if config.init == LoraInit::Pissa {
             return Some(Err(PeftError::Unsupported(format!("PiSSA on embedding `{path}` is not supported"))));
         }
-        Some(build(config, base.weight.val(), path, true).map(|(lora, _)| lora))
+        Some(build(config, base.weight.dims(), &base.weight.device(), || base.weight.val(), path, true).map(|(lora, _)| lora))
     }
 
     fn merge(&mut self, mut base: Embedding<B>, _path: &str) -> Result<Embedding<B>> {

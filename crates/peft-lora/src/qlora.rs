@@ -28,9 +28,8 @@ impl<B: Backend> Tuner<B, QLinear<B>> for Lora<B> {
         if config.init == LoraInit::Pissa || config.use_dora {
             return Some(Err(PeftError::Unsupported(format!("PiSSA and DoRA on the 4-bit layer `{path}` are not supported yet"))));
         }
-        // Only the shape and device are read; the dense weight is not built.
-        let shape_only = Tensor::<B, 2>::zeros([base.meta.d_input, base.meta.d_output], &base.absmax.device());
-        Some(build(config, shape_only, path, false).map(|(lora, _)| lora))
+        let dims = [base.meta.d_input, base.meta.d_output];
+        Some(build(config, dims, &base.absmax.device(), || base.dequantize(), path, false).map(|(lora, _)| lora))
     }
 
     fn merge(&mut self, _base: QLinear<B>, path: &str) -> Result<QLinear<B>> {

@@ -71,8 +71,9 @@ pub fn svd(m: &[f64], rows: usize, cols: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>
     (u, s, vt)
 }
 
-fn transpose(m: &[f64], rows: usize, cols: usize) -> Vec<f64> {
-    let mut t = vec![0.0; m.len()];
+/// The transpose of a row-major `rows × cols` matrix.
+pub(crate) fn transpose<T: Copy + Default>(m: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut t = vec![T::default(); m.len()];
     for i in 0..rows {
         for j in 0..cols {
             t[j * rows + i] = m[i * cols + j];
