@@ -53,6 +53,9 @@ pub enum PeftError {
     /// A tensor that must be present is missing.
     #[error("missing tensor `{0}`")]
     MissingTensor(String),
+    /// A tensor read from a file holds NaN or infinite values.
+    #[error("tensor `{0}` contains NaN or infinite values")]
+    NonFiniteTensor(String),
     /// A merge would write NaN or infinite values.
     #[error("merging adapter `{adapter}` into `{path}` gives non-finite weights; nothing was changed")]
     NonFinite {

@@ -5,9 +5,11 @@
 //! See `docs/architecture.md` for how a tensor flows from a user's layer through these pieces.
 #![warn(missing_docs)]
 
+mod adapter_tensors;
 pub mod checkpoint;
 mod error;
 pub mod hf;
+pub mod hf_weights;
 mod layer;
 mod model;
 mod params;
@@ -15,7 +17,9 @@ pub mod targeting;
 mod transfer;
 mod tuned;
 mod tuner;
+mod weights;
 
+pub use adapter_tensors::AdapterTensors;
 pub use error::{PeftError, Result};
 pub use layer::{Layer, LayerKind, linear_features};
 pub use model::{Adaptable, PeftModel, TunedLayerInfo, TunedVisitor, join_path};

@@ -8,6 +8,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{Embedding, Linear};
 use burn::tensor::backend::Backend;
 
+use crate::adapter_tensors::{AdapterTensors, AssignTensors, CollectTensors};
 use crate::{Combination, LayerKind, MethodConfig, PeftError, Result, TargetMatcher, Tuned, Tuner};
 
 /// Something that may contain [`Tuned`] layers: a layer, a block, a whole model.
@@ -102,6 +103,8 @@ impl<B: Backend, L: Adaptable<B>, T: Tuner<B, L>> Adaptable<B> for Tuned<B, L, T
 /// peft_core::adaptable!(Block { attention, feed_forward });
 /// // A sub-layer that bottleneck adapters wrap also says which field gives its output width:
 /// peft_core::adaptable!(FeedForward { up, down }, output = down);
+/// // A module generic over the method of its linear layers:
+/// peft_core::adaptable!(Attention<T: MyLinearAdapter<B>> { q_proj, v_proj });
 /// ```
 #[macro_export]
 macro_rules! adaptable {
@@ -117,6 +120,13 @@ macro_rules! adaptable {
     };
     ($name:ident { $($field:ident),* $(,)? }) => {
         impl<B: burn::tensor::backend::Backend> $crate::Adaptable<B> for $name<B> {
+            fn visit_tuned<V: $crate::TunedVisitor<B>>(&mut self, path: &str, visitor: &mut V) {
+                $( $crate::Adaptable::<B>::visit_tuned(&mut self.$field, &$crate::join_path(path, stringify!($field)), visitor); )*
+            }
+        }
+    };
+    ($name:ident<$t:ident: $bound:path> { $($field:ident),* $(,)? }) => {
+        impl<B: burn::tensor::backend::Backend, $t: $bound> $crate::Adaptable<B> for $name<B, $t> {
             fn visit_tuned<V: $crate::TunedVisitor<B>>(&mut self, path: &str, visitor: &mut V) {
                 $( $crate::Adaptable::<B>::visit_tuned(&mut self.$field, &$crate::join_path(path, stringify!($field)), visitor); )*
             }
@@ -194,7 +204,7 @@ struct Each<F> {
 }
 
 /// The operation [`Each`] applies, generic over the layer and method types.
-trait LayerOp<B: Backend> {
+pub(crate) trait LayerOp<B: Backend> {
     fn apply<L: Adaptable<B>, T: Tuner<B, L>>(&mut self, path: &str, layer: &mut Tuned<B, L, T>) -> Result<()>;
 }
 
@@ -208,7 +218,7 @@ impl<B: Backend, F: LayerOp<B>> TunedVisitor<B> for Each<F> {
     }
 }
 
-fn for_each<B: Backend, M: Adaptable<B>, F: LayerOp<B>>(model: &mut M, f: F) -> Result<F> {
+pub(crate) fn for_each<B: Backend, M: Adaptable<B>, F: LayerOp<B>>(model: &mut M, f: F) -> Result<F> {
     let mut each = Each { f, error: None };
     model.visit_tuned("", &mut each);
     match each.error {
@@ -378,6 +388,27 @@ pub trait PeftModel<B: Backend>: Adaptable<B> + Sized {
     fn unmerge_adapters(&mut self) -> Result<()> {
         let mut model = self.clone();
         for_each(&mut model, Unmerge)?;
+        *self = model;
+        Ok(())
+    }
+
+    /// The parameter values of adapter `name`, by module path, then by parameter path inside the
+    /// adapter (`a`, `b`, `magnitude`, `scale`, `keys`, ...), in Burn's layout.
+    fn adapter_tensors(&mut self, name: &str) -> Result<AdapterTensors> {
+        Ok(for_each(self, CollectTensors { name, out: AdapterTensors::new() })?.out)
+    }
+
+    /// Replaces the parameter values of adapter `name` with `tensors` (as returned by
+    /// [`adapter_tensors`](Self::adapter_tensors)). Every parameter of the adapter must be given
+    /// with its shape, and every given tensor must be used; otherwise a typed error names the
+    /// tensor and the model is unchanged.
+    fn set_adapter_tensors(&mut self, name: &str, tensors: AdapterTensors) -> Result<()> {
+        let mut model = self.clone();
+        let assign = for_each(&mut model, AssignTensors { name, tensors })?;
+        if let Some((path, params)) = assign.tensors.iter().next() {
+            let param = params.keys().next().map(String::as_str).unwrap_or("");
+            return Err(PeftError::Unsupported(format!("tensor `{path}.{param}` has no place: the model has no adapter `{name}` at `{path}`")));
+        }
         *self = model;
         Ok(())
     }

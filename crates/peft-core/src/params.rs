@@ -19,6 +19,7 @@ const BASE_FIELD: &str = "base";
 #[derive(Default)]
 pub(crate) struct PathStack {
     names: Vec<String>,
+    containers: Vec<String>,
     wrapper_base: Vec<bool>,
     adapter_depth: Option<usize>,
 }
@@ -30,18 +31,20 @@ impl PathStack {
             self.adapter_depth = Some(self.names.len());
         }
         self.names.push(name.to_string());
+        self.containers.push(container.to_string());
         self.wrapper_base.push(in_tuned && name == BASE_FIELD);
     }
 
     pub(crate) fn exit(&mut self) {
         self.names.pop();
+        self.containers.pop();
         self.wrapper_base.pop();
         if self.adapter_depth.is_some_and(|d| d >= self.names.len()) {
             self.adapter_depth = None;
         }
     }
 
-    fn path(&self) -> String {
+    pub(crate) fn path(&self) -> String {
         self.names.join(".")
     }
 
@@ -49,6 +52,11 @@ impl PathStack {
     pub(crate) fn plain_path(&self) -> String {
         let kept: Vec<&str> = self.names.iter().zip(&self.wrapper_base).filter(|(_, base)| !**base).map(|(n, _)| n.as_str()).collect();
         kept.join(".")
+    }
+
+    /// The type holding the current parameter, as Burn names it (`Struct:Linear`, ...).
+    pub(crate) fn owner(&self) -> &str {
+        self.containers.last().map_or("", String::as_str)
     }
 
     pub(crate) fn in_adapter(&self) -> bool {

@@ -7,11 +7,12 @@
 
 use std::collections::HashMap;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::params::PathStack;
+use crate::weights::{WeightSource, assign_base_weights};
 use crate::{PeftError, Result};
 
 struct Collect {
@@ -31,40 +32,10 @@ impl<B: Backend> ModuleVisitor<B> for Collect {
     }
 }
 
-struct Assign<B: Backend> {
-    path: PathStack,
-    source: HashMap<String, TensorData>,
-    error: Option<PeftError>,
-    assigned: usize,
-    device: Option<B::Device>,
-}
-
-impl<B: Backend> ModuleMapper<B> for Assign<B> {
-    fn enter_module(&mut self, name: &str, container: &str) {
-        self.path.enter(name, container);
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.exit();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        if self.path.in_adapter() || self.error.is_some() {
-            return param;
-        }
-        let path = self.path.plain_path();
-        let Some(data) = self.source.remove(&path) else {
-            self.error = Some(PeftError::MissingTensor(path));
-            return param;
-        };
-        let (id, tensor, mapper) = param.consume();
-        let expected = tensor.dims().to_vec();
-        if data.shape.to_vec() != expected {
-            self.error = Some(PeftError::ShapeMismatch { name: path, expected, actual: data.shape.to_vec() });
-            return Param::from_mapped_value(id, tensor, mapper);
-        }
-        let device = self.device.get_or_insert_with(|| tensor.device()).clone();
-        let value = Tensor::<B, D>::from_data(data, &device).set_require_grad(tensor.is_require_grad());
-        self.assigned += 1;
-        Param::from_mapped_value(id, value, mapper)
+impl WeightSource for HashMap<String, TensorData> {
+    fn take(&mut self, stack: &PathStack, _expected: &[usize]) -> Result<Option<TensorData>> {
+        let path = stack.plain_path();
+        self.remove(&path).map(Some).ok_or(PeftError::MissingTensor(path))
     }
 }
 
@@ -75,12 +46,9 @@ impl<B: Backend> ModuleMapper<B> for Assign<B> {
 pub fn transfer_base_weights<B: Backend, S: Module<B>, T: Module<B>>(target: T, source: &S) -> Result<T> {
     let mut collect = Collect { path: PathStack::default(), out: HashMap::new() };
     source.visit(&mut collect);
-    let mut assign = Assign::<B> { path: PathStack::default(), source: collect.out, error: None, assigned: 0, device: None };
-    let target = target.map(&mut assign);
-    if let Some(e) = assign.error {
-        return Err(e);
-    }
-    if let Some(unused) = assign.source.keys().min() {
+    let mut source = collect.out;
+    let target = assign_base_weights(target, &mut source)?;
+    if let Some(unused) = source.keys().min() {
         return Err(PeftError::Unsupported(format!("source parameter `{unused}` has no place in the wrapped model")));
     }
     Ok(target)

@@ -124,6 +124,11 @@ impl<B: Backend, L: Module<B>, T: Module<B>> Tuned<B, L, T> {
         (0..self.adapters.len()).filter(|&i| self.slots.active[i] && !self.slots.merged[i]).collect()
     }
 
+    /// The adapters that take part in the forward pass (active, not merged, not disabled).
+    pub fn live_adapters(&self) -> impl Iterator<Item = &T> {
+        self.live().into_iter().map(|i| &self.adapters[i])
+    }
+
     /// Forward pass: the base layer with every live adapter applied in order.
     ///
     /// Shapes are those of the base layer (for [`burn::nn::Linear`], `[..., d_in] -> [..., d_out]`).

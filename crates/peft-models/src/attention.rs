@@ -1,0 +1,67 @@
+//! Pieces the reference transformers share: the linear-layer slot generic over its method,
+//! multi-head attention with grouped keys/values and a prefix site, masks and positions.
+
+use burn::module::Module;
+use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use peft_core::{TunerForward, Tuned};
+use peft_ptuning::{KvSite, PrefixKv};
+
+/// A method that can wrap the models' linear layers (LoRA, DoRA, IA3, ...).
+pub trait LinearAdapter<B: Backend>: TunerForward<B, Linear<B>, Tensor<B, 3>> {}
+impl<B: Backend, T: TunerForward<B, Linear<B>, Tensor<B, 3>>> LinearAdapter<B> for T {}
+
+/// A linear layer carrying adapters of method `T`.
+pub type AdaptedLinear<B, T> = Tuned<B, Linear<B>, T>;
+
+/// A zero-initialised linear layer (weights are loaded afterwards), wrapped.
+pub(crate) fn linear<B: Backend, T: Module<B>>(d_in: usize, d_out: usize, bias: bool, device: &B::Device) -> AdaptedLinear<B, T> {
+    Tuned::new(LinearConfig::new(d_in, d_out).with_bias(bias).with_initializer(Initializer::Zeros).init(device))
+}
+
+/// A key/value site for `kv_heads` heads of width `head_dim`.
+pub(crate) fn kv_site<B: Backend>(kv_heads: usize, head_dim: usize) -> PrefixKv<B> {
+    Tuned::new(KvSite { kv_heads, head_dim })
+}
+
+/// Number of prefix tokens the site adds in the forward pass (0 without a live prefix).
+pub fn prefix_len<B: Backend>(kv: &PrefixKv<B>) -> usize {
+    kv.live_adapters().map(|p| p.len()).sum()
+}
+
+/// `[batch, seq, heads * head_dim] -> [batch, heads, seq, head_dim]`.
+pub(crate) fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
+    let [batch, seq, width] = x.dims();
+    x.reshape([batch, seq, heads, width / heads]).swap_dims(1, 2)
+}
+
+/// Scaled dot-product attention. `q [batch, heads, seq, hd]`, `k`/`v [batch, kv_heads, total, hd]`
+/// (`total - seq` prefix positions first; each kv head serves `heads / kv_heads` query heads);
+/// with `causal`, position `i` sees the prefix and positions `<= i`. Returns `[batch, seq, heads * hd]`.
+pub(crate) fn attend<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, causal: bool) -> Tensor<B, 3> {
+    let [batch, heads, seq, hd] = q.dims();
+    let [_, kv_heads, total, _] = k.dims();
+    let repeat = |t: Tensor<B, 4>| {
+        if kv_heads == heads {
+            t
+        } else {
+            t.unsqueeze_dim::<5>(2).expand([batch, kv_heads, heads / kv_heads, total, hd]).reshape([batch, heads, total, hd])
+        }
+    };
+    let (k, v) = (repeat(k), repeat(v));
+    let mut scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f64).sqrt());
+    if causal {
+        let offset = total - seq;
+        let mask: Vec<f32> = (0..seq).flat_map(|i| (0..total).map(move |j| if j > i + offset { f32::NEG_INFINITY } else { 0.0 })).collect();
+        let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [seq, total]), &scores.device());
+        scores = scores + mask.unsqueeze::<4>();
+    }
+    softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([batch, seq, heads * hd])
+}
+
+/// Positions `offset .. offset + seq` for every row: `[batch, seq]`.
+pub(crate) fn positions<B: Backend>(batch: usize, seq: usize, offset: usize, device: &B::Device) -> Tensor<B, 2, burn::tensor::Int> {
+    Tensor::<B, 1, burn::tensor::Int>::arange(offset as i64..(offset + seq) as i64, device).unsqueeze::<2>().expand([batch, seq])
+}

@@ -1,0 +1,244 @@
+//! The BERT encoder (`BertModel`), as in all-MiniLM-L6-v2. Rust has no field called `self` and
+//! Burn fields are snake case, so the weight map renames `self_attn` ↔ `self` and
+//! `layer_norm` ↔ `LayerNorm`.
+
+use burn::module::Module;
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig};
+use burn::tensor::activation::gelu;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+use peft_core::hf_weights::{HfCheckpoint, WeightMap};
+use peft_core::{PeftError, Result, Tuned};
+use peft_lora::LoraEmbedding;
+use peft_ptuning::PrefixKv;
+use serde::Deserialize;
+
+use crate::attention::{AdaptedLinear, LinearAdapter, attend, kv_site, linear, positions, prefix_len, split_heads};
+
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_type_vocab() -> usize {
+    2
+}
+
+/// The fields of a BERT `config.json` this model uses.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct BertConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Model width.
+    pub hidden_size: usize,
+    /// Layers.
+    pub num_hidden_layers: usize,
+    /// Heads.
+    pub num_attention_heads: usize,
+    /// Feed-forward width.
+    pub intermediate_size: usize,
+    /// Longest sequence.
+    pub max_position_embeddings: usize,
+    /// Token types.
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    /// LayerNorm epsilon.
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    /// Only `gelu` is supported.
+    #[serde(default)]
+    pub hidden_act: Option<String>,
+    /// Only `absolute` is supported.
+    #[serde(default)]
+    pub position_embedding_type: Option<String>,
+}
+
+impl BertConfig {
+    /// Builds the model with zero weights, with the pooler (as HF's `BertModel`).
+    pub fn init<B: Backend, T: LinearAdapter<B>>(&self, device: &B::Device) -> Result<Bert<B, T>> {
+        self.init_with_pooler(true, device)
+    }
+
+    /// Builds the model with zero weights, with or without the pooler (checkpoints saved with
+    /// `add_pooling_layer=False` have none).
+    pub fn init_with_pooler<B: Backend, T: LinearAdapter<B>>(&self, pooler: bool, device: &B::Device) -> Result<Bert<B, T>> {
+        let d = self.hidden_size;
+        if self.num_attention_heads == 0 || d % self.num_attention_heads != 0 || self.num_hidden_layers == 0 {
+            return Err(PeftError::InvalidConfig(format!("BERT with hidden_size {d}, {} heads, {} layers", self.num_attention_heads, self.num_hidden_layers)));
+        }
+        if let Some(act) = self.hidden_act.as_deref().filter(|a| *a != "gelu") {
+            return Err(PeftError::Unsupported(format!("BERT activation `{act}` is not supported (only `gelu`)")));
+        }
+        if let Some(p) = self.position_embedding_type.as_deref().filter(|p| *p != "absolute") {
+            return Err(PeftError::Unsupported(format!("BERT position embeddings `{p}` are not supported (only `absolute`)")));
+        }
+        let norm = || LayerNormConfig::new(d).with_epsilon(self.layer_norm_eps).init(device);
+        let embedding = |n| EmbeddingConfig::new(n, d).with_initializer(Initializer::Zeros).init(device);
+        let heads = self.num_attention_heads;
+        let layer = (0..self.num_hidden_layers)
+            .map(|_| BertLayer {
+                attention: BertAttention {
+                    self_attn: BertSelfAttention {
+                        query: linear(d, d, true, device),
+                        key: linear(d, d, true, device),
+                        value: linear(d, d, true, device),
+                        kv: kv_site(heads, d / heads),
+                        heads,
+                    },
+                    output: BertOutput { dense: linear(d, d, true, device), layer_norm: norm() },
+                },
+                intermediate: BertIntermediate { dense: linear(d, self.intermediate_size, true, device) },
+                output: BertOutput { dense: linear(self.intermediate_size, d, true, device), layer_norm: norm() },
+            })
+            .collect();
+        Ok(Bert {
+            embeddings: BertEmbeddings {
+                word_embeddings: Tuned::new(embedding(self.vocab_size)),
+                position_embeddings: embedding(self.max_position_embeddings),
+                token_type_embeddings: embedding(self.type_vocab_size),
+                layer_norm: norm(),
+            },
+            encoder: BertEncoder { layer },
+            pooler: pooler.then(|| BertPooler { dense: linear(d, d, true, device) }),
+        })
+    }
+}
+
+/// Word, position and token-type embeddings, summed and normalised.
+#[derive(Module, Debug)]
+pub struct BertEmbeddings<B: Backend> {
+    /// Words (LoRA-able).
+    pub word_embeddings: LoraEmbedding<B>,
+    /// Positions.
+    pub position_embeddings: Embedding<B>,
+    /// Token types (all type 0 here).
+    pub token_type_embeddings: Embedding<B>,
+    /// Norm.
+    pub layer_norm: LayerNorm<B>,
+}
+peft_core::adaptable!(BertEmbeddings { word_embeddings });
+
+/// Queries, keys and values (HF's `attention.self`).
+#[derive(Module, Debug)]
+pub struct BertSelfAttention<B: Backend, T: Module<B>> {
+    /// Queries.
+    pub query: AdaptedLinear<B, T>,
+    /// Keys.
+    pub key: AdaptedLinear<B, T>,
+    /// Values.
+    pub value: AdaptedLinear<B, T>,
+    /// Keys and values, where prefixes attach.
+    pub kv: PrefixKv<B>,
+    /// Heads.
+    pub heads: usize,
+}
+peft_core::adaptable!(BertSelfAttention<T: LinearAdapter<B>> { query, key, value, kv });
+
+/// `layer_norm(residual + dense(x))`.
+#[derive(Module, Debug)]
+pub struct BertOutput<B: Backend, T: Module<B>> {
+    /// Projection.
+    pub dense: AdaptedLinear<B, T>,
+    /// Post-residual norm.
+    pub layer_norm: LayerNorm<B>,
+}
+peft_core::adaptable!(BertOutput<T: LinearAdapter<B>> { dense });
+
+/// Self-attention and its output projection.
+#[derive(Module, Debug)]
+pub struct BertAttention<B: Backend, T: Module<B>> {
+    /// Attention proper (HF `self`).
+    pub self_attn: BertSelfAttention<B, T>,
+    /// Output projection and norm.
+    pub output: BertOutput<B, T>,
+}
+peft_core::adaptable!(BertAttention<T: LinearAdapter<B>> { self_attn, output });
+
+/// The feed-forward up-projection.
+#[derive(Module, Debug)]
+pub struct BertIntermediate<B: Backend, T: Module<B>> {
+    /// `d -> intermediate`.
+    pub dense: AdaptedLinear<B, T>,
+}
+peft_core::adaptable!(BertIntermediate<T: LinearAdapter<B>> { dense });
+
+/// One post-norm encoder layer.
+#[derive(Module, Debug)]
+pub struct BertLayer<B: Backend, T: Module<B>> {
+    /// Attention.
+    pub attention: BertAttention<B, T>,
+    /// Feed-forward up.
+    pub intermediate: BertIntermediate<B, T>,
+    /// Feed-forward down, residual and norm.
+    pub output: BertOutput<B, T>,
+}
+peft_core::adaptable!(BertLayer<T: LinearAdapter<B>> { attention, intermediate, output });
+
+/// The layers.
+#[derive(Module, Debug)]
+pub struct BertEncoder<B: Backend, T: Module<B>> {
+    /// Layers.
+    pub layer: Vec<BertLayer<B, T>>,
+}
+peft_core::adaptable!(BertEncoder<T: LinearAdapter<B>> { layer });
+
+/// `tanh(dense(h[:, 0]))`, the pooled output.
+#[derive(Module, Debug)]
+pub struct BertPooler<B: Backend, T: Module<B>> {
+    /// `d -> d`.
+    pub dense: AdaptedLinear<B, T>,
+}
+peft_core::adaptable!(BertPooler<T: LinearAdapter<B>> { dense });
+
+/// `BertModel`.
+#[derive(Module, Debug)]
+pub struct Bert<B: Backend, T: Module<B>> {
+    /// Embeddings.
+    pub embeddings: BertEmbeddings<B>,
+    /// Encoder.
+    pub encoder: BertEncoder<B, T>,
+    /// Pooler, when the checkpoint has one.
+    pub pooler: Option<BertPooler<B, T>>,
+}
+peft_core::adaptable!(Bert<T: LinearAdapter<B>> { embeddings, encoder, pooler });
+
+impl<B: Backend, T: LinearAdapter<B>> BertOutput<B, T> {
+    fn forward(&self, x: Tensor<B, 3>, residual: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.layer_norm.forward(self.dense.forward(x) + residual)
+    }
+}
+
+impl<B: Backend, T: LinearAdapter<B>> Bert<B, T> {
+    /// The last hidden state `[batch, seq, hidden]` for `tokens [batch, seq]` (one segment, no
+    /// padding).
+    pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [batch, seq] = tokens.dims();
+        let device = tokens.device();
+        let e = &self.embeddings;
+        let offset = self.encoder.layer.first().map_or(0, |l| prefix_len(&l.attention.self_attn.kv));
+        let types = Tensor::<B, 2, Int>::zeros([batch, seq], &device);
+        let x = e.word_embeddings.forward(tokens) + e.position_embeddings.forward(positions::<B>(batch, seq, offset, &device)) + e.token_type_embeddings.forward(types);
+        let mut h = e.layer_norm.forward(x);
+        for layer in &self.encoder.layer {
+            let a = &layer.attention.self_attn;
+            let (k, v) = a.kv.forward((split_heads(a.key.forward(h.clone()), a.heads), split_heads(a.value.forward(h.clone()), a.heads)));
+            let context = attend(split_heads(a.query.forward(h.clone()), a.heads), k, v, false);
+            h = layer.attention.output.forward(context, h);
+            let up = gelu(layer.intermediate.dense.forward(h.clone()));
+            h = layer.output.forward(up, h);
+        }
+        h
+    }
+
+    /// The pooled output `[batch, hidden]`, `tanh(dense(h[:, 0]))`, when the model has a pooler.
+    pub fn pooled(&self, last_hidden: Tensor<B, 3>) -> Option<Tensor<B, 2>> {
+        let pooler = self.pooler.as_ref()?;
+        let first = last_hidden.narrow(1, 0, 1);
+        Some(pooler.dense.forward(first).tanh().squeeze_dim::<2>(1))
+    }
+}
+
+impl<B: Backend, T: LinearAdapter<B>> HfCheckpoint<B> for Bert<B, T> {
+    /// `self_attn` ↔ `self`, `layer_norm` ↔ `LayerNorm`; `BertFor*` files prefix names with `bert.`.
+    fn weight_map(&self) -> WeightMap {
+        WeightMap::new().rename("self_attn", "self").rename("layer_norm", "LayerNorm").fallback_prefix("", "bert.")
+    }
+}

@@ -1,0 +1,176 @@
+//! GPT-2 (`GPT2LMHeadModel`). Its checkpoints store linear weights `[in, out]` (`Conv1D`), which
+//! is Burn's own layout: the weight map loads them untransposed (HF peft's `fan_in_fan_out`).
+
+use burn::module::Module;
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+use peft_core::hf_weights::{HfCheckpoint, WeightMap};
+use peft_core::{PeftError, Result, Tuned};
+use peft_lora::LoraEmbedding;
+use peft_ptuning::PrefixKv;
+use serde::Deserialize;
+
+use crate::attention::{AdaptedLinear, LinearAdapter, attend, kv_site, linear, positions, prefix_len, split_heads};
+
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_act() -> String {
+    "gelu_new".into()
+}
+
+/// The fields of a GPT-2 `config.json` this model uses.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct Gpt2Config {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Longest sequence.
+    pub n_positions: usize,
+    /// Model width.
+    pub n_embd: usize,
+    /// Blocks.
+    pub n_layer: usize,
+    /// Heads.
+    pub n_head: usize,
+    /// Feed-forward width (default `4 * n_embd`).
+    #[serde(default)]
+    pub n_inner: Option<usize>,
+    /// LayerNorm epsilon.
+    #[serde(default = "default_eps")]
+    pub layer_norm_epsilon: f64,
+    /// `gelu_new` (tanh approximation) or `gelu` (erf).
+    #[serde(default = "default_act")]
+    pub activation_function: String,
+}
+
+impl Gpt2Config {
+    /// Builds the model with zero weights.
+    pub fn init<B: Backend, T: LinearAdapter<B>>(&self, device: &B::Device) -> Result<Gpt2<B, T>> {
+        let d = self.n_embd;
+        if self.n_head == 0 || d % self.n_head != 0 || self.n_layer == 0 {
+            return Err(PeftError::InvalidConfig(format!("GPT-2 with n_embd {d}, n_head {}, n_layer {}", self.n_head, self.n_layer)));
+        }
+        let tanh = match self.activation_function.as_str() {
+            "gelu_new" | "gelu_pytorch_tanh" => true,
+            "gelu" => false,
+            other => return Err(PeftError::Unsupported(format!("GPT-2 activation `{other}` is not supported"))),
+        };
+        let inner = self.n_inner.unwrap_or(4 * d);
+        let norm = || LayerNormConfig::new(d).with_epsilon(self.layer_norm_epsilon).init(device);
+        let embedding = |n| EmbeddingConfig::new(n, d).with_initializer(Initializer::Zeros).init(device);
+        let h = (0..self.n_layer)
+            .map(|_| Gpt2Block {
+                ln_1: norm(),
+                attn: Gpt2Attention { c_attn: linear(d, 3 * d, true, device), c_proj: linear(d, d, true, device), kv: kv_site(self.n_head, d / self.n_head), heads: self.n_head },
+                ln_2: norm(),
+                mlp: Gpt2Mlp { c_fc: linear(d, inner, true, device), c_proj: linear(inner, d, true, device), tanh },
+            })
+            .collect();
+        Ok(Gpt2 { transformer: Gpt2Model { wte: Tuned::new(embedding(self.vocab_size)), wpe: embedding(self.n_positions), h, ln_f: norm() } })
+    }
+}
+
+/// Attention with a fused query/key/value projection.
+#[derive(Module, Debug)]
+pub struct Gpt2Attention<B: Backend, T: Module<B>> {
+    /// `d -> 3d` (queries, keys, values).
+    pub c_attn: AdaptedLinear<B, T>,
+    /// `d -> d`.
+    pub c_proj: AdaptedLinear<B, T>,
+    /// Keys and values, where prefixes attach.
+    pub kv: PrefixKv<B>,
+    /// Heads.
+    pub heads: usize,
+}
+peft_core::adaptable!(Gpt2Attention<T: LinearAdapter<B>> { c_attn, c_proj, kv });
+
+/// `c_proj(gelu(c_fc(x)))`.
+#[derive(Module, Debug)]
+pub struct Gpt2Mlp<B: Backend, T: Module<B>> {
+    /// `d -> inner`.
+    pub c_fc: AdaptedLinear<B, T>,
+    /// `inner -> d`.
+    pub c_proj: AdaptedLinear<B, T>,
+    /// tanh-approximated GELU (`gelu_new`).
+    pub tanh: bool,
+}
+peft_core::adaptable!(Gpt2Mlp<T: LinearAdapter<B>> { c_fc, c_proj });
+
+/// One pre-norm block.
+#[derive(Module, Debug)]
+pub struct Gpt2Block<B: Backend, T: Module<B>> {
+    /// Norm before attention.
+    pub ln_1: LayerNorm<B>,
+    /// Attention.
+    pub attn: Gpt2Attention<B, T>,
+    /// Norm before the MLP.
+    pub ln_2: LayerNorm<B>,
+    /// MLP.
+    pub mlp: Gpt2Mlp<B, T>,
+}
+peft_core::adaptable!(Gpt2Block<T: LinearAdapter<B>> { attn, mlp });
+
+/// The transformer (HF's `transformer`).
+#[derive(Module, Debug)]
+pub struct Gpt2Model<B: Backend, T: Module<B>> {
+    /// Token embeddings, also the output head.
+    pub wte: LoraEmbedding<B>,
+    /// Learned positions.
+    pub wpe: Embedding<B>,
+    /// Blocks.
+    pub h: Vec<Gpt2Block<B, T>>,
+    /// Final norm.
+    pub ln_f: LayerNorm<B>,
+}
+peft_core::adaptable!(Gpt2Model<T: LinearAdapter<B>> { wte, h });
+
+/// `GPT2LMHeadModel` (head tied to `wte`).
+#[derive(Module, Debug)]
+pub struct Gpt2<B: Backend, T: Module<B>> {
+    /// The transformer.
+    pub transformer: Gpt2Model<B, T>,
+}
+peft_core::adaptable!(Gpt2<T: LinearAdapter<B>> { transformer });
+
+/// GELU, tanh approximation: `0.5·x·(1 + tanh(sqrt(2/π)·(x + 0.044715·x³)))`.
+fn gelu_tanh<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let inner = (x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044715)).mul_scalar((2.0 / core::f64::consts::PI).sqrt());
+    x.mul_scalar(0.5) * (inner.tanh() + 1.0)
+}
+
+impl<B: Backend, T: LinearAdapter<B>> Gpt2<B, T> {
+    /// Final hidden states `[batch, seq, n_embd]` for `tokens [batch, seq]`.
+    pub fn hidden_states(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [batch, seq] = tokens.dims();
+        let t = &self.transformer;
+        // With a prefix, real tokens take positions after it, as in peft.
+        let offset = t.h.first().map_or(0, |b| prefix_len(&b.attn.kv));
+        let mut h = t.wte.forward(tokens.clone()) + t.wpe.forward(positions::<B>(batch, seq, offset, &tokens.device()));
+        for block in &t.h {
+            let x = block.ln_1.forward(h.clone());
+            let qkv = block.attn.c_attn.forward(x);
+            let d = qkv.dims()[2] / 3;
+            let part = |i: usize| split_heads(qkv.clone().narrow(2, i * d, d), block.attn.heads);
+            let (k, v) = block.attn.kv.forward((part(1), part(2)));
+            h = h + block.attn.c_proj.forward(attend(part(0), k, v, true));
+            let up = block.mlp.c_fc.forward(block.ln_2.forward(h.clone()));
+            let act = if block.mlp.tanh { gelu_tanh(up) } else { burn::tensor::activation::gelu(up) };
+            h = h.clone() + block.mlp.c_proj.forward(act);
+        }
+        t.ln_f.forward(h)
+    }
+
+    /// Logits `[batch, seq, vocab]`.
+    pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let h = self.hidden_states(tokens);
+        h.matmul(self.transformer.wte.base.weight.val().transpose().unsqueeze::<3>())
+    }
+}
+
+impl<B: Backend, T: LinearAdapter<B>> HfCheckpoint<B> for Gpt2<B, T> {
+    /// `Conv1D` weights `[in, out]`; files saved from `GPT2Model` lack the `transformer.` prefix.
+    fn weight_map(&self) -> WeightMap {
+        WeightMap::new().linear_weights_in_out(true).fallback_prefix("transformer.", "")
+    }
+}

@@ -1,0 +1,120 @@
+//! An HF checkpoint directory (`config.json` + `model.safetensors`) as one of the reference
+//! models, chosen by `model_type`.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+use peft_core::checkpoint::{TensorEntry, parse, read_bytes};
+use peft_core::hf_weights::{HfCheckpoint, LoadReport, WeightMap};
+use safetensors::SafeTensors;
+use peft_core::{Adaptable, Result, TunedVisitor};
+
+use crate::attention::LinearAdapter;
+use crate::bert::Bert;
+use crate::gpt2::Gpt2;
+use crate::hf_config::HfModelConfig;
+use crate::llama::Llama;
+
+/// A reference model loaded from an HF checkpoint, its linear layers carrying method `T`.
+#[derive(Module, Debug)]
+pub enum HfModel<B: Backend, T: Module<B>> {
+    /// `LlamaForCausalLM`.
+    Llama(Llama<B, T>),
+    /// `GPT2LMHeadModel`.
+    Gpt2(Gpt2<B, T>),
+    /// `BertModel`.
+    Bert(Bert<B, T>),
+}
+
+impl<B: Backend, T: LinearAdapter<B>> HfModel<B, T> {
+    /// Builds the architecture `config` names, with zero weights.
+    pub fn init(config: &HfModelConfig, device: &B::Device) -> Result<Self> {
+        Ok(match config {
+            HfModelConfig::Llama(c) => Self::Llama(c.init(device)?),
+            HfModelConfig::Gpt2(c) => Self::Gpt2(c.init(device)?),
+            HfModelConfig::Bert(c) => Self::Bert(c.init(device)?),
+        })
+    }
+
+    /// Reads `dir/config.json` and `dir/model.safetensors` (f32, f16 or bf16).
+    pub fn load(dir: &Path, device: &B::Device) -> Result<(Self, LoadReport)> {
+        let config = HfModelConfig::read(dir)?;
+        let path = dir.join("model.safetensors");
+        let bytes = read_bytes(&path)?;
+        let file = parse(&bytes, &path.display().to_string())?;
+        let model = match &config {
+            HfModelConfig::Bert(c) => {
+                let pooler = file.names().iter().any(|n| n.ends_with("pooler.dense.weight"));
+                Self::Bert(c.init_with_pooler(pooler, device)?)
+            }
+            other => Self::init(other, device)?,
+        };
+        model.assign_hf_weights(&file, false)
+    }
+
+    /// Causal LMs: logits `[batch, seq, vocab]`; BERT: the last hidden state `[batch, seq, hidden]`.
+    pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        match self {
+            Self::Llama(m) => m.forward(tokens),
+            Self::Gpt2(m) => m.forward(tokens),
+            Self::Bert(m) => m.forward(tokens),
+        }
+    }
+
+    /// The longest input (prefix included) the model's position table allows, if it has one.
+    pub fn max_positions(&self) -> Option<usize> {
+        match self {
+            Self::Llama(_) => None,
+            Self::Gpt2(m) => Some(m.transformer.wpe.weight.dims()[0]),
+            Self::Bert(m) => Some(m.embeddings.position_embeddings.weight.dims()[0]),
+        }
+    }
+
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Self::Llama(m) => m.model.embed_tokens.base.weight.dims()[0],
+            Self::Gpt2(m) => m.transformer.wte.base.weight.dims()[0],
+            Self::Bert(m) => m.embeddings.word_embeddings.base.weight.dims()[0],
+        }
+    }
+}
+
+impl<B: Backend, T: LinearAdapter<B>> Adaptable<B> for HfModel<B, T> {
+    fn visit_tuned<V: TunedVisitor<B>>(&mut self, path: &str, visitor: &mut V) {
+        match self {
+            Self::Llama(m) => m.visit_tuned(path, visitor),
+            Self::Gpt2(m) => m.visit_tuned(path, visitor),
+            Self::Bert(m) => m.visit_tuned(path, visitor),
+        }
+    }
+}
+
+impl<B: Backend, T: LinearAdapter<B>> HfCheckpoint<B> for HfModel<B, T> {
+    fn weight_map(&self) -> WeightMap {
+        match self {
+            Self::Llama(m) => m.weight_map(),
+            Self::Gpt2(m) => m.weight_map(),
+            Self::Bert(m) => m.weight_map(),
+        }
+    }
+
+    fn hf_tensors(&self) -> Vec<TensorEntry> {
+        match self {
+            Self::Llama(m) => m.hf_tensors(),
+            Self::Gpt2(m) => m.hf_tensors(),
+            Self::Bert(m) => m.hf_tensors(),
+        }
+    }
+
+    /// Per architecture: Burn's derive would put the variant's name in front of the enum's paths.
+    fn assign_hf_weights(self, file: &SafeTensors<'_>, partial: bool) -> Result<(Self, LoadReport)> {
+        Ok(match self {
+            Self::Llama(m) => m.assign_hf_weights(file, partial).map(|(m, r)| (Self::Llama(m), r))?,
+            Self::Gpt2(m) => m.assign_hf_weights(file, partial).map(|(m, r)| (Self::Gpt2(m), r))?,
+            Self::Bert(m) => m.assign_hf_weights(file, partial).map(|(m, r)| (Self::Bert(m), r))?,
+        })
+    }
+}

@@ -1,0 +1,286 @@
+//! A Llama-family decoder (`LlamaForCausalLM`): RoPE, RMSNorm, SwiGLU, grouped-query attention,
+//! tied or untied embeddings. Field names follow HF's modules, so the weight map is the identity.
+
+use burn::module::Module;
+use burn::nn::{EmbeddingConfig, Initializer, RmsNorm, RmsNormConfig};
+use burn::tensor::activation::silu;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use peft_core::hf_weights::{HfCheckpoint, WeightMap};
+use peft_core::{PeftError, Result, Tuned};
+use peft_lora::LoraEmbedding;
+use peft_ptuning::PrefixKv;
+use serde::Deserialize;
+
+use crate::attention::{AdaptedLinear, LinearAdapter, attend, kv_site, linear, prefix_len, split_heads};
+
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_theta() -> f64 {
+    10000.0
+}
+
+/// The fields of a Llama `config.json` this model uses (others are ignored).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct LlamaConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Model width.
+    pub hidden_size: usize,
+    /// SwiGLU width.
+    pub intermediate_size: usize,
+    /// Decoder layers.
+    pub num_hidden_layers: usize,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (grouped-query attention); defaults to the query heads.
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    /// Head width; defaults to `hidden_size / num_attention_heads`.
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    /// RMSNorm epsilon.
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    /// RoPE base (older configs).
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    /// RoPE parameters (transformers 5: `{"rope_theta": .., "rope_type": "default"}`).
+    #[serde(default)]
+    pub rope_parameters: Option<serde_json::Value>,
+    /// RoPE scaling (older configs); only `null` or type `default` is supported.
+    #[serde(default)]
+    pub rope_scaling: Option<serde_json::Value>,
+    /// Whether the output head reuses the token embeddings.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Bias on q/k/v/o.
+    #[serde(default)]
+    pub attention_bias: bool,
+    /// Bias on the MLP.
+    #[serde(default)]
+    pub mlp_bias: bool,
+    /// Activation; only `silu` is supported.
+    #[serde(default)]
+    pub hidden_act: Option<String>,
+}
+
+impl LlamaConfig {
+    /// Key/value heads.
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    /// Head width.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    /// RoPE base, checking that no unsupported scaling is asked for.
+    pub fn rope_base(&self) -> Result<f64> {
+        let mut theta = self.rope_theta;
+        for params in [&self.rope_parameters, &self.rope_scaling].into_iter().flatten() {
+            let kind = params.get("rope_type").or_else(|| params.get("type")).and_then(|t| t.as_str()).unwrap_or("default");
+            if kind != "default" {
+                return Err(PeftError::Unsupported(format!("RoPE type `{kind}` is not supported (only `default`)")));
+            }
+            theta = theta.or_else(|| params.get("rope_theta").and_then(|t| t.as_f64()));
+        }
+        Ok(theta.unwrap_or_else(default_theta))
+    }
+
+    fn check(&self) -> Result<()> {
+        if let Some(act) = self.hidden_act.as_deref().filter(|a| *a != "silu") {
+            return Err(PeftError::Unsupported(format!("Llama activation `{act}` is not supported (only `silu`)")));
+        }
+        if self.num_hidden_layers == 0 {
+            return Err(PeftError::InvalidConfig("num_hidden_layers is 0".into()));
+        }
+        if self.num_attention_heads == 0 || self.kv_heads() == 0 || self.num_attention_heads % self.kv_heads() != 0 {
+            return Err(PeftError::InvalidConfig(format!("{} attention heads cannot share {} key/value heads", self.num_attention_heads, self.kv_heads())));
+        }
+        self.rope_base().map(|_| ())
+    }
+
+    /// Builds the model with zero weights (load a checkpoint into it with [`crate::load_model`]).
+    pub fn init<B: Backend, T: LinearAdapter<B>>(&self, device: &B::Device) -> Result<Llama<B, T>> {
+        self.check()?;
+        let (d, hd, heads, kvh) = (self.hidden_size, self.head_dim(), self.num_attention_heads, self.kv_heads());
+        let norm = |eps| RmsNormConfig::new(d).with_epsilon(eps).init(device);
+        let layers = (0..self.num_hidden_layers)
+            .map(|_| LlamaLayer {
+                input_layernorm: norm(self.rms_norm_eps),
+                self_attn: LlamaAttention {
+                    q_proj: linear(d, heads * hd, self.attention_bias, device),
+                    k_proj: linear(d, kvh * hd, self.attention_bias, device),
+                    v_proj: linear(d, kvh * hd, self.attention_bias, device),
+                    o_proj: linear(heads * hd, d, self.attention_bias, device),
+                    kv: kv_site(kvh, hd),
+                    heads,
+                    kv_heads: kvh,
+                },
+                post_attention_layernorm: norm(self.rms_norm_eps),
+                mlp: LlamaMlp {
+                    gate_proj: linear(d, self.intermediate_size, self.mlp_bias, device),
+                    up_proj: linear(d, self.intermediate_size, self.mlp_bias, device),
+                    down_proj: linear(self.intermediate_size, d, self.mlp_bias, device),
+                },
+            })
+            .collect();
+        Ok(Llama {
+            model: LlamaModel {
+                embed_tokens: Tuned::new(EmbeddingConfig::new(self.vocab_size, d).with_initializer(Initializer::Zeros).init(device)),
+                layers,
+                norm: norm(self.rms_norm_eps),
+            },
+            lm_head: (!self.tie_word_embeddings).then(|| linear(d, self.vocab_size, false, device)),
+            rope_base: self.rope_base()?,
+        })
+    }
+}
+
+/// Attention with grouped keys/values.
+#[derive(Module, Debug)]
+pub struct LlamaAttention<B: Backend, T: Module<B>> {
+    /// `hidden -> heads * head_dim`.
+    pub q_proj: AdaptedLinear<B, T>,
+    /// `hidden -> kv_heads * head_dim`.
+    pub k_proj: AdaptedLinear<B, T>,
+    /// `hidden -> kv_heads * head_dim`.
+    pub v_proj: AdaptedLinear<B, T>,
+    /// `heads * head_dim -> hidden`.
+    pub o_proj: AdaptedLinear<B, T>,
+    /// Keys (after RoPE) and values, where prefixes attach.
+    pub kv: PrefixKv<B>,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+}
+peft_core::adaptable!(LlamaAttention<T: LinearAdapter<B>> { q_proj, k_proj, v_proj, o_proj, kv });
+
+/// `down(silu(gate(x)) * up(x))`.
+#[derive(Module, Debug)]
+pub struct LlamaMlp<B: Backend, T: Module<B>> {
+    /// Gate.
+    pub gate_proj: AdaptedLinear<B, T>,
+    /// Up.
+    pub up_proj: AdaptedLinear<B, T>,
+    /// Down.
+    pub down_proj: AdaptedLinear<B, T>,
+}
+peft_core::adaptable!(LlamaMlp<T: LinearAdapter<B>> { gate_proj, up_proj, down_proj });
+
+/// One pre-norm decoder layer.
+#[derive(Module, Debug)]
+pub struct LlamaLayer<B: Backend, T: Module<B>> {
+    /// Norm before attention.
+    pub input_layernorm: RmsNorm<B>,
+    /// Attention.
+    pub self_attn: LlamaAttention<B, T>,
+    /// Norm before the MLP.
+    pub post_attention_layernorm: RmsNorm<B>,
+    /// SwiGLU MLP.
+    pub mlp: LlamaMlp<B, T>,
+}
+peft_core::adaptable!(LlamaLayer<T: LinearAdapter<B>> { self_attn, mlp });
+
+/// The decoder stack (HF's `model`).
+#[derive(Module, Debug)]
+pub struct LlamaModel<B: Backend, T: Module<B>> {
+    /// Token embeddings (LoRA-able).
+    pub embed_tokens: LoraEmbedding<B>,
+    /// Decoder layers.
+    pub layers: Vec<LlamaLayer<B, T>>,
+    /// Final norm.
+    pub norm: RmsNorm<B>,
+}
+peft_core::adaptable!(LlamaModel<T: LinearAdapter<B>> { embed_tokens, layers });
+
+/// `LlamaForCausalLM`.
+#[derive(Module, Debug)]
+pub struct Llama<B: Backend, T: Module<B>> {
+    /// The decoder.
+    pub model: LlamaModel<B, T>,
+    /// Output head; `None` when tied to the token embeddings.
+    pub lm_head: Option<AdaptedLinear<B, T>>,
+    /// RoPE base.
+    pub rope_base: f64,
+}
+peft_core::adaptable!(Llama<T: LinearAdapter<B>> { model, lm_head });
+
+/// Rotary tables `cos`, `sin` `[seq, head_dim]` for positions `offset..offset + seq`, HF's layout
+/// (frequencies repeated over both halves).
+fn rope_tables<B: Backend>(seq: usize, offset: usize, head_dim: usize, base: f64, device: &B::Device) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let half = head_dim / 2;
+    let inv_freq: Vec<f32> = (0..half).map(|i| (1.0 / base.powf((2 * i) as f64 / head_dim as f64)) as f32).collect();
+    let mut cos = Vec::with_capacity(seq * head_dim);
+    let mut sin = Vec::with_capacity(seq * head_dim);
+    for p in offset..offset + seq {
+        for j in 0..head_dim {
+            let angle = p as f32 * inv_freq[j % half];
+            cos.push(angle.cos());
+            sin.push(angle.sin());
+        }
+    }
+    let table = |v| Tensor::from_data(TensorData::new(v, [seq, head_dim]), device);
+    (table(cos), table(sin))
+}
+
+/// `x·cos + rotate_half(x)·sin` with `rotate_half([x1, x2]) = [-x2, x1]`; `x [batch, heads, seq, hd]`.
+fn apply_rope<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2>) -> Tensor<B, 4> {
+    let hd = x.dims()[3];
+    let x1 = x.clone().narrow(3, 0, hd / 2);
+    let x2 = x.clone().narrow(3, hd / 2, hd / 2);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    x * cos.clone().unsqueeze::<4>() + rotated * sin.clone().unsqueeze::<4>()
+}
+
+impl<B: Backend, T: LinearAdapter<B>> LlamaAttention<B, T> {
+    /// `[batch, seq, hidden] -> [batch, seq, hidden]`, with rotary tables for the real positions.
+    pub fn forward(&self, x: Tensor<B, 3>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2>) -> Tensor<B, 3> {
+        let q = apply_rope(split_heads(self.q_proj.forward(x.clone()), self.heads), cos, sin);
+        let k = apply_rope(split_heads(self.k_proj.forward(x.clone()), self.kv_heads), cos, sin);
+        let v = split_heads(self.v_proj.forward(x), self.kv_heads);
+        let (k, v) = self.kv.forward((k, v));
+        self.o_proj.forward(attend(q, k, v, true))
+    }
+}
+
+impl<B: Backend, T: LinearAdapter<B>> Llama<B, T> {
+    /// The final hidden states `[batch, seq, hidden]` for `tokens [batch, seq]`.
+    pub fn hidden_states(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [_, seq] = tokens.dims();
+        let device = tokens.device();
+        let first = &self.model.layers[0].self_attn;
+        // peft's prefixes occupy the first positions: real tokens are rotated from there on.
+        let offset = prefix_len(&first.kv);
+        let head_dim = first.k_proj.base.weight.dims()[1] / first.kv_heads;
+        let (cos, sin) = rope_tables::<B>(seq, offset, head_dim, self.rope_base, &device);
+        let mut h = self.model.embed_tokens.forward(tokens);
+        for layer in &self.model.layers {
+            h = h.clone() + layer.self_attn.forward(layer.input_layernorm.forward(h), &cos, &sin);
+            let x = layer.post_attention_layernorm.forward(h.clone());
+            let mlp = &layer.mlp;
+            h = h + mlp.down_proj.forward(silu(mlp.gate_proj.forward(x.clone())) * mlp.up_proj.forward(x));
+        }
+        self.model.norm.forward(h)
+    }
+
+    /// Logits `[batch, seq, vocab]` for `tokens [batch, seq]`.
+    pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let h = self.hidden_states(tokens);
+        match &self.lm_head {
+            Some(head) => head.forward(h),
+            None => h.matmul(self.model.embed_tokens.base.weight.val().transpose().unsqueeze::<3>()),
+        }
+    }
+}
+
+impl<B: Backend, T: LinearAdapter<B>> HfCheckpoint<B> for Llama<B, T> {
+    /// HF names are this model's field names.
+    fn weight_map(&self) -> WeightMap {
+        WeightMap::new()
+    }
+}
