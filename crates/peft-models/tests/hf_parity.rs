@@ -258,3 +258,53 @@ fn checkpoints_with_missing_or_misshapen_tensors_are_typed_errors() {
     assert!(matches!(HfModel::<B, Lora<B>>::load(&dir, &Default::default()), Err(PeftError::Unsupported(_))));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An adapter made here (not loaded from peft) with non-zero factors, saved for peft. With
+/// `PEFT_EXPORT_DIR` set, `tools/check_ours_in_peft.py` checks it in peft.
+#[test]
+fn fresh_lora_and_prefix_save_for_peft() {
+    use peft_core::Targeting;
+    use peft_lora::LoraConfig;
+    use peft_ptuning::PrefixConfig;
+    let cases: Vec<(&str, peft_models::HfMethod)> = vec![
+        ("fresh_rslora_dora", peft_models::HfMethod::Lora(LoraConfig::new(Targeting::names(&["q_proj", "v_proj", "up_proj"])).with_r(4).with_alpha(8.0).with_use_rslora(true).with_use_dora(true))),
+        ("fresh_prefix", peft_models::HfMethod::Prefix(PrefixConfig::new(Targeting::names(&["kv"])).with_num_virtual_tokens(4))),
+    ];
+    for (case, method) in cases {
+        let mut m = model::<Lora<B>>("llama");
+        match &method {
+            peft_models::HfMethod::Lora(c) => m.add_adapter("mine", c).unwrap(),
+            peft_models::HfMethod::Prefix(c) => m.add_adapter("mine", c).unwrap(),
+            peft_models::HfMethod::Ia3(c) => m.add_adapter("mine", c).unwrap(),
+        };
+        // Non-zero B (peft's default init leaves it zero, which would test nothing).
+        let mut tensors = m.adapter_tensors("mine").unwrap();
+        for params in tensors.values_mut() {
+            for (name, data) in params.iter_mut() {
+                if name == "b" || name == "keys" {
+                    let n = data.num_elements();
+                    let values: Vec<f32> = (0..n).map(|i| ((i * 7919 % 101) as f32 / 101.0 - 0.5) * 0.3).collect();
+                    *data = TensorData::new(values, data.shape.clone());
+                }
+            }
+        }
+        m.set_adapter_tensors("mine", tensors).unwrap();
+        let dir = match std::env::var("PEFT_EXPORT_DIR") {
+            Ok(d) => PathBuf::from(d).join(case),
+            Err(_) => std::env::temp_dir().join(format!("peft-fresh-{case}-{}", std::process::id())),
+        };
+        save_adapter(&mut m, "mine", &method, &dir, Some("CAUSAL_LM")).unwrap();
+        let mut again = model::<Lora<B>>("llama");
+        load_adapter(&mut again, &dir, "x").unwrap();
+        let ours = m.forward(tokens());
+        assert_eq!(again.forward(tokens()).into_data(), ours.clone().into_data(), "{case}");
+        if std::env::var("PEFT_EXPORT_DIR").is_ok() {
+            let data = ours.into_data();
+            let entry = peft_core::checkpoint::TensorEntry::f32("output", data.shape.to_vec(), &data.into_vec::<f32>().unwrap());
+            peft_core::checkpoint::write_atomic(&dir.join("ours.safetensors"), &[entry], None).unwrap();
+            std::fs::write(dir.join("model_dir"), root().join("models/llama").display().to_string()).unwrap();
+        } else {
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+}
