@@ -4,10 +4,12 @@
 //! - `peft dequantize --in FILE --out FILE`
 //! - `peft inspect ADAPTER_DIR [--json]`
 //! - `peft merge --base MODEL_DIR --adapter ADAPTER_DIR --out FILE.safetensors`
+//! - `peft logits --model MODEL_DIR [--adapter ADAPTER_DIR] --tokens 1,2,3 --out FILE.safetensors`
 //!
 //! Errors print one line and exit non-zero; output files appear whole or not at all.
 
 mod adapter;
+mod logits;
 mod quantize;
 
 use std::path::PathBuf;
@@ -65,6 +67,23 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Runs the reference model named by config.json's model_type (llama, gpt2, bert) on one
+    /// sequence, optionally with an HF peft adapter; writes logits [1, seq, vocab] (causal LMs) or
+    /// the last hidden state [1, seq, hidden] (BERT) as the f32 tensor `output`.
+    Logits {
+        /// Folder with config.json and model.safetensors.
+        #[arg(long)]
+        model: PathBuf,
+        /// Folder with adapter_config.json and adapter_model.safetensors.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
+        /// Token ids, comma-separated.
+        #[arg(long)]
+        tokens: String,
+        /// Output safetensors file.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Turns every 4-bit weight back into a dense f32 tensor with its name and shape.
     Dequantize {
         /// Input safetensors file.
@@ -78,14 +97,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Quantize { input, out, quant_type, blocksize, double_quant, include } => {
-            quantize::quantize(&input, &out, &quant_type, blocksize, double_quant, include.as_deref())
-        }
-        Command::Dequantize { input, out } => quantize::dequantize(&input, &out),
-        Command::Inspect { adapter_dir, json } => adapter::inspect(&adapter_dir, json),
-        Command::Merge { base, adapter, out } => adapter::merge(&base, &adapter, &out),
-    };
+    // Every expected failure is a typed error; should a bug still panic, say so in one line
+    // (outputs are written by rename at the very end, so nothing partial is left).
+    std::panic::set_hook(Box::new(|_| {}));
+    let run = std::panic::catch_unwind(move || run(cli.command));
+    let result = run.unwrap_or_else(|panic| {
+        let what = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+        Err(quantize::CliError::Nothing(format!("internal error (please report): {what}")))
+    });
     match result {
         Ok(summary) => {
             println!("{summary}");
@@ -95,5 +114,17 @@ fn main() -> ExitCode {
             eprintln!("error: {}", e.to_string().replace('\n', " "));
             ExitCode::FAILURE
         }
+    }
+}
+
+fn run(command: Command) -> Result<String, quantize::CliError> {
+    match command {
+        Command::Quantize { input, out, quant_type, blocksize, double_quant, include } => {
+            quantize::quantize(&input, &out, &quant_type, blocksize, double_quant, include.as_deref())
+        }
+        Command::Dequantize { input, out } => quantize::dequantize(&input, &out),
+        Command::Inspect { adapter_dir, json } => adapter::inspect(&adapter_dir, json),
+        Command::Merge { base, adapter, out } => adapter::merge(&base, &adapter, &out),
+        Command::Logits { model, adapter, tokens, out } => logits::logits(&model, adapter.as_deref(), &tokens, &out),
     }
 }

@@ -72,6 +72,16 @@ impl<B: Backend, T: LinearAdapter<B>> HfModel<B, T> {
         }
     }
 
+    /// Prefix positions the live prefix adapters add before the tokens.
+    pub fn prefix_len(&self) -> usize {
+        use crate::attention::prefix_len;
+        match self {
+            Self::Llama(m) => m.model.layers.first().map_or(0, |l| prefix_len(&l.self_attn.kv)),
+            Self::Gpt2(m) => m.transformer.h.first().map_or(0, |b| prefix_len(&b.attn.kv)),
+            Self::Bert(m) => m.encoder.layer.first().map_or(0, |l| prefix_len(&l.attention.self_attn.kv)),
+        }
+    }
+
     /// Vocabulary size.
     pub fn vocab_size(&self) -> usize {
         match self {

@@ -100,6 +100,9 @@ impl LlamaConfig {
         if self.num_attention_heads == 0 || self.kv_heads() == 0 || self.num_attention_heads % self.kv_heads() != 0 {
             return Err(PeftError::InvalidConfig(format!("{} attention heads cannot share {} key/value heads", self.num_attention_heads, self.kv_heads())));
         }
+        if self.head_dim() == 0 || self.head_dim() % 2 != 0 {
+            return Err(PeftError::InvalidConfig(format!("RoPE needs an even head width, got {}", self.head_dim())));
+        }
         self.rope_base().map(|_| ())
     }
 

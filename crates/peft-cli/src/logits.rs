@@ -1,0 +1,63 @@
+//! `peft logits`: runs a reference architecture (by `config.json`'s `model_type`) on one
+//! sequence, optionally with an HF peft adapter, and writes its output.
+
+use std::path::Path;
+
+use burn::backend::NdArray;
+use burn::tensor::{Int, Tensor, TensorData};
+use peft_core::PeftError;
+use peft_core::checkpoint::{TensorEntry, write_atomic};
+use peft_core::hf::HfAdapterConfig;
+use peft_lora::{Ia3, Lora};
+use peft_models::{HfModel, LinearAdapter, load_adapter};
+
+use crate::quantize::CliError;
+
+type B = NdArray;
+
+/// Parses `1,2,3`.
+fn parse_tokens(text: &str) -> Result<Vec<i64>, CliError> {
+    let tokens: Vec<i64> = text
+        .split(',')
+        .map(|t| t.trim().parse::<u32>().map(i64::from))
+        .collect::<Result<_, _>>()
+        .map_err(|_| CliError::Nothing(format!("--tokens must be comma-separated token ids, got `{text}`")))?;
+    if tokens.is_empty() {
+        return Err(CliError::Nothing("--tokens is empty".into()));
+    }
+    Ok(tokens)
+}
+
+fn run<T: LinearAdapter<B>>(model_dir: &Path, adapter: Option<&Path>, tokens: &[i64]) -> Result<(Tensor<B, 3>, String), CliError> {
+    let device = Default::default();
+    let (mut model, _) = HfModel::<B, T>::load(model_dir, &device)?;
+    let mut what = String::from("base model");
+    if let Some(dir) = adapter {
+        let loaded = load_adapter(&mut model, dir, "default")?;
+        what = format!("{} adapter on {} modules", loaded.hf.peft_type, loaded.modules.len());
+    }
+    let vocab = model.vocab_size();
+    if let Some(bad) = tokens.iter().find(|t| **t as usize >= vocab) {
+        return Err(CliError::Nothing(format!("token id {bad} is outside the vocabulary of {vocab}")));
+    }
+    let prefix = model.prefix_len();
+    if let Some(max) = model.max_positions().filter(|m| tokens.len() + prefix > *m) {
+        return Err(CliError::Nothing(format!("{} tokens (+{prefix} prefix) exceed the model's {max} positions", tokens.len())));
+    }
+    let input = Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.to_vec(), [1, tokens.len()]), &device);
+    Ok((model.forward(input), what))
+}
+
+pub fn logits(model_dir: &Path, adapter: Option<&Path>, tokens: &str, out: &Path) -> Result<String, CliError> {
+    let tokens = parse_tokens(tokens)?;
+    let ia3 = match adapter {
+        Some(dir) => HfAdapterConfig::read(dir)?.peft_type == "IA3",
+        None => false,
+    };
+    let (output, what) = if ia3 { run::<Ia3<B>>(model_dir, adapter, &tokens)? } else { run::<Lora<B>>(model_dir, adapter, &tokens)? };
+    let data = output.into_data();
+    let shape = data.shape.to_vec();
+    let values = data.into_vec::<f32>().map_err(|e| PeftError::Unsupported(format!("output is not f32: {e:?}")))?;
+    write_atomic(out, &[TensorEntry::f32("output", shape.clone(), &values)], None)?;
+    Ok(format!("{what}: wrote `output` {shape:?} to {}", out.display()))
+}

@@ -1,0 +1,110 @@
+//! `peft logits`, run as a user runs it, against transformers + peft outputs.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use peft_core::checkpoint::{parse, read_bytes, to_f32};
+
+fn peft(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_peft")).args(args).output().expect("the binary runs")
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../peft-models/tests/fixtures/hf")
+}
+
+fn tokens() -> String {
+    let ids: Vec<u32> = serde_json::from_str(&std::fs::read_to_string(fixtures().join("tokens.json")).unwrap()).unwrap();
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("peft-logits-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn tensor(path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
+    let bytes = read_bytes(path).unwrap();
+    let st = parse(&bytes, "t").unwrap();
+    let view = st.tensor(name).unwrap();
+    (view.shape().to_vec(), to_f32(name, &view).unwrap())
+}
+
+fn check(model: &str, case: Option<&str>, which: &str) {
+    let d = out_dir(&format!("{model}-{which}"));
+    let out = d.join("out.safetensors");
+    let model_dir = fixtures().join("models").join(model);
+    let mut args = vec!["logits", "--model", model_dir.to_str().unwrap()];
+    let adapter = case.map(|c| fixtures().join("adapters").join(c));
+    if let Some(a) = &adapter {
+        args.extend(["--adapter", a.to_str().unwrap()]);
+    }
+    let tokens = tokens();
+    args.extend(["--tokens", &tokens, "--out", out.to_str().unwrap()]);
+    let result = peft(&args);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let (shape, ours) = tensor(&out, "output");
+    let reference = fixtures().join("adapters").join(case.unwrap_or(match model {
+        "llama" => "llama_lora",
+        "gpt2_f16" => "gpt2_lora",
+        _ => "bert_lora",
+    }));
+    let (expected_shape, theirs) = tensor(&reference.join("expected.safetensors"), which);
+    assert_eq!(shape, expected_shape);
+    let diff = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(diff < 1e-4, "{model} {case:?}: differs by {diff}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn logits_match_transformers_and_peft() {
+    check("llama", None, "base");
+    check("gpt2_f16", None, "base");
+    check("bert", None, "base");
+    check("llama", Some("llama_lora"), "adapted");
+    check("llama", Some("llama_ia3"), "adapted");
+    check("llama", Some("llama_prefix"), "adapted");
+    check("gpt2_f16", Some("gpt2_prefix"), "adapted");
+    check("bert", Some("bert_ia3"), "adapted");
+}
+
+fn assert_fails(args: &[&str], needle: &str, out: &Path) {
+    let result = peft(args);
+    assert_eq!(result.status.code(), Some(1), "not a handled error: {}", String::from_utf8_lossy(&result.stderr));
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr}");
+    assert!(stderr.starts_with("error: ") && stderr.contains(needle), "{stderr}");
+    assert!(!out.exists(), "a failed command left {}", out.display());
+}
+
+#[test]
+fn bad_input_is_one_line_and_no_output() {
+    let d = out_dir("bad");
+    let out = d.join("out.safetensors");
+    let o = out.to_str().unwrap();
+    let llama = fixtures().join("models/llama");
+    let l = llama.to_str().unwrap();
+    assert_fails(&["logits", "--model", d.join("nope").to_str().unwrap(), "--tokens", "1,2", "--out", o], "config.json", &out);
+    assert_fails(&["logits", "--model", l, "--tokens", "1,x", "--out", o], "--tokens", &out);
+    assert_fails(&["logits", "--model", l, "--tokens", "1,64", "--out", o], "outside the vocabulary", &out);
+    let gpt2 = fixtures().join("models/gpt2_f16");
+    let long = (0..40).map(|i| (i % 60).to_string()).collect::<Vec<_>>().join(",");
+    assert_fails(&["logits", "--model", gpt2.to_str().unwrap(), "--tokens", &long, "--out", o], "positions", &out);
+    // Malformed JSON, unknown model_type, a tensor of the wrong shape.
+    let broken = d.join("model");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::copy(llama.join("model.safetensors"), broken.join("model.safetensors")).unwrap();
+    let b = broken.to_str().unwrap();
+    std::fs::write(broken.join("config.json"), "{\"model_type\": \"llama\", ").unwrap();
+    assert_fails(&["logits", "--model", b, "--tokens", "1,2", "--out", o], "malformed JSON", &out);
+    std::fs::write(broken.join("config.json"), r#"{"model_type": "t5"}"#).unwrap();
+    assert_fails(&["logits", "--model", b, "--tokens", "1,2", "--out", o], "unknown model_type `t5`", &out);
+    let config = std::fs::read_to_string(llama.join("config.json")).unwrap().replace("\"intermediate_size\": 48", "\"intermediate_size\": 40");
+    std::fs::write(broken.join("config.json"), config).unwrap();
+    assert_fails(&["logits", "--model", b, "--tokens", "1,2", "--out", o], "gate_proj.weight", &out);
+    // An adapter for another model.
+    let adapter = fixtures().join("adapters/bert_lora");
+    assert_fails(&["logits", "--model", l, "--adapter", adapter.to_str().unwrap(), "--tokens", "1,2", "--out", o], "matches no adaptable module", &out);
+    std::fs::remove_dir_all(&d).unwrap();
+}
