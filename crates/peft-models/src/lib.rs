@@ -12,6 +12,8 @@ pub mod hf_model;
 pub mod llama;
 pub mod mlp;
 pub mod synthetic;
+#[cfg(feature = "text")]
+pub mod text;
 pub mod tiny;
 pub mod train;
 

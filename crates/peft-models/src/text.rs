@@ -1,0 +1,24 @@
+//! Tokenizers from an HF checkpoint's `tokenizer.json`, through the `tokenizers` crate
+//! (feature `text`).
+
+use std::path::Path;
+
+use peft_core::{PeftError, Result};
+pub use tokenizers::Tokenizer;
+
+/// Reads `dir/tokenizer.json`, without padding (the reference models take one unpadded sequence;
+/// all-MiniLM-L6-v2's file pads to 128).
+pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer> {
+    let path = dir.join("tokenizer.json");
+    let mut tokenizer = Tokenizer::from_file(&path).map_err(|e| PeftError::Unsupported(format!("cannot read tokenizer `{}`: {e}", path.display())))?;
+    tokenizer.with_padding(None);
+    Ok(tokenizer)
+}
+
+/// Token ids of `text`, with the special tokens the tokenizer adds (`[CLS]`/`[SEP]` for BERT).
+pub fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+    tokenizer
+        .encode(text, true)
+        .map(|e| e.get_ids().to_vec())
+        .map_err(|e| PeftError::Unsupported(format!("cannot tokenize: {e}")))
+}
