@@ -26,6 +26,9 @@ pub fn inspect(dir: &Path, json: bool) -> Result<String, CliError> {
     let modules: BTreeSet<String> = tensors
         .iter()
         .filter_map(|(n, _, _)| {
+            if n == "prompt_embeddings" {
+                return Some("(keys and values of every attention layer)".to_string());
+            }
             let inner = n.strip_prefix(KEY_PREFIX)?;
             ["lora_A", "lora_B", "lora_magnitude_vector", "lora_embedding_A", "lora_embedding_B", "ia3_l", "prompt_embeddings"]
                 .iter()
@@ -42,15 +45,32 @@ pub fn inspect(dir: &Path, json: bool) -> Result<String, CliError> {
             "use_dora": config.use_dora,
             "target_modules": config.target_modules,
             "modules": modules,
+            "num_virtual_tokens": config.num_virtual_tokens,
             "parameters": params,
             "tensors": tensors.iter().map(|(n, d, s)| serde_json::json!({"name": n, "dtype": d, "shape": s})).collect::<Vec<_>>(),
         });
         return Ok(serde_json::to_string_pretty(&value).expect("json"));
     }
-    let mut out = format!(
-        "method: {}\nranks: {:?}\nalpha: {} (rslora {}, dora {})\ntargeted modules ({}):\n",
-        config.peft_type, ranks, config.lora_alpha, config.use_rslora, config.use_dora, modules.len()
-    );
+    let mut out = format!("method: {}\n", config.peft_type);
+    match config.peft_type.as_str() {
+        "LORA" => out += &format!("ranks: {ranks:?}\nalpha: {} (rslora {}, dora {})\n", config.lora_alpha, config.use_rslora, config.use_dora),
+        "IA3" => {
+            let ff: Vec<&String> = modules.iter().filter(|m| config.is_feedforward(m).unwrap_or(false)).collect();
+            out += &format!("feed-forward modules (input scaled): {ff:?}\n");
+        }
+        "PREFIX_TUNING" => {
+            let get = |k: &str| config.extra.get(k).map(|v| v.to_string()).unwrap_or_else(|| "?".into());
+            out += &format!(
+                "virtual tokens: {}, layers: {}, key/value width: {} ({} heads)\n",
+                config.num_virtual_tokens.map_or("?".into(), |n| n.to_string()),
+                get("num_layers"),
+                get("token_dim"),
+                get("num_attention_heads")
+            );
+        }
+        _ => {}
+    }
+    out += &format!("targeted modules ({}):\n", modules.len());
     for m in &modules {
         out += &format!("  {m}\n");
     }
