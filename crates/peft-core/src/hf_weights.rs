@@ -157,7 +157,7 @@ struct FileSource<'a, 'b> {
 impl FileSource<'_, '_> {
     fn find(&self, name: &str) -> Option<String> {
         let names = self.file.names();
-        let exists = |n: &str| names.iter().any(|m| *m == n);
+        let exists = |n: &str| names.contains(&n);
         if exists(name) {
             return Some(name.to_string());
         }

@@ -18,6 +18,7 @@ use crate::hf_config::HfModelConfig;
 use crate::llama::Llama;
 
 /// A reference model loaded from an HF checkpoint, its linear layers carrying method `T`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum HfModel<B: Backend, T: Module<B>> {
     /// `LlamaForCausalLM`.

@@ -97,10 +97,10 @@ impl LlamaConfig {
         if self.num_hidden_layers == 0 {
             return Err(PeftError::InvalidConfig("num_hidden_layers is 0".into()));
         }
-        if self.num_attention_heads == 0 || self.kv_heads() == 0 || self.num_attention_heads % self.kv_heads() != 0 {
+        if self.num_attention_heads == 0 || self.kv_heads() == 0 || !self.num_attention_heads.is_multiple_of(self.kv_heads()) {
             return Err(PeftError::InvalidConfig(format!("{} attention heads cannot share {} key/value heads", self.num_attention_heads, self.kv_heads())));
         }
-        if self.head_dim() == 0 || self.head_dim() % 2 != 0 {
+        if self.head_dim() == 0 || !self.head_dim().is_multiple_of(2) {
             return Err(PeftError::InvalidConfig(format!("RoPE needs an even head width, got {}", self.head_dim())));
         }
         self.rope_base().map(|_| ())
