@@ -2,7 +2,7 @@
 """Generates reference-model parity fixtures (run by hand, never in CI).
 
     python3 -m venv /tmp/venv && /tmp/venv/bin/pip install torch transformers peft safetensors
-    /tmp/venv/bin/python tools/make_model_fixtures.py
+    /tmp/venv/bin/python tools/make_model_fixtures.py [CASE ...]
 
 Writes under crates/peft-models/tests/fixtures/hf/:
   models/NAME/      config.json + model.safetensors of a tiny random HF model (f32, bf16 or f16)
@@ -14,6 +14,7 @@ Writes under crates/peft-models/tests/fixtures/hf/:
 import json
 import pathlib
 import shutil
+import sys
 
 import torch
 from peft import IA3Config, LoraConfig, PeftModel, PrefixTuningConfig, get_peft_model
@@ -59,6 +60,7 @@ CASES = {
     "gpt2_lora": ("gpt2_f16", LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True, init_lora_weights=False, task_type="CAUSAL_LM")),
     "gpt2_prefix": ("gpt2_f16", PrefixTuningConfig(num_virtual_tokens=2, task_type="CAUSAL_LM")),
     "bert_lora": ("bert", LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value", "dense"], init_lora_weights=False, task_type="FEATURE_EXTRACTION")),
+    "bert_prefix": ("bert", PrefixTuningConfig(num_virtual_tokens=2, task_type="FEATURE_EXTRACTION")),
     "bert_ia3": ("bert", IA3Config(target_modules=["key", "value", "output.dense"], feedforward_modules=["output.dense"], init_ia3_weights=False, task_type="FEATURE_EXTRACTION")),
 }
 
@@ -87,13 +89,17 @@ def perturb(model):
                 p.add_(0.2 * torch.randn_like(p))
 
 
-def main():
-    if ROOT.exists():
+def main(only):
+    """With case names, (re)makes only those cases and keeps the models."""
+    if not only and ROOT.exists():
         shutil.rmtree(ROOT)
     for name, (make, dtype, _) in MODELS.items():
-        make().to(dtype).save_pretrained(ROOT / "models" / name, safe_serialization=True)
-        (ROOT / "models" / name / "generation_config.json").unlink(missing_ok=True)
+        if not (ROOT / "models" / name).exists():
+            make().to(dtype).save_pretrained(ROOT / "models" / name, safe_serialization=True)
+            (ROOT / "models" / name / "generation_config.json").unlink(missing_ok=True)
     for case, (model_name, config) in CASES.items():
+        if only and case not in only:
+            continue
         out = ROOT / "adapters" / case
         causal = MODELS[model_name][2]
         base = load(model_name)
@@ -118,4 +124,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

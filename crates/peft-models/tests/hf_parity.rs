@@ -104,9 +104,10 @@ fn llama_ia3_matches_peft() {
 }
 
 #[test]
-fn prefix_tuning_matches_peft_on_llama_and_gpt2() {
+fn prefix_tuning_matches_peft_on_llama_gpt2_and_bert() {
     check_case::<Lora<B>>("llama_prefix", "llama");
     check_case::<Lora<B>>("gpt2_prefix", "gpt2_f16");
+    check_case::<Lora<B>>("bert_prefix", "bert");
 }
 
 #[test]
@@ -164,6 +165,7 @@ fn saved_adapters_load_back_identically() {
     round_trip::<Lora<B>>("gpt2_lora", "gpt2_f16", "CAUSAL_LM");
     round_trip::<Lora<B>>("gpt2_prefix", "gpt2_f16", "CAUSAL_LM");
     round_trip::<Lora<B>>("bert_lora", "bert", "FEATURE_EXTRACTION");
+    round_trip::<Lora<B>>("bert_prefix", "bert", "FEATURE_EXTRACTION");
 }
 
 #[test]
