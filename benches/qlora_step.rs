@@ -131,6 +131,19 @@ fn main() {
     println!("| held between steps (model, adapters, Adam state) | {:.1} MiB | {:.1} MiB | {:.2} |", mib(lora_held), mib(qlora_held), qlora_held as f64 / lora_held as f64);
     println!("| peak during a training step | {:.1} MiB | {:.1} MiB | {:.2} |", mib(lora_peak), mib(qlora_peak), qlora_peak as f64 / lora_peak as f64);
     if let (Some(l), Some(q)) = (median_ms("qlora_bench_lora_step"), median_ms("qlora_bench_qlora_step")) {
-        println!("| training step (median) | {l:.1} ms | {q:.1} ms | {:.2} |", q / l);
+        println!("| training step (criterion medians, one after the other) | {l:.1} ms | {q:.1} ms | {:.2} |", q / l);
     }
+    // The machine's speed drifts over a run; alternating the two steps cancels the drift.
+    let time = |step: &mut dyn FnMut()| {
+        let t = std::time::Instant::now();
+        step();
+        t.elapsed().as_secs_f64() * 1e3
+    };
+    let (mut l, mut q): (Vec<f64>, Vec<f64>) = (0..20).map(|_| (time(&mut lora_step), time(&mut qlora_step))).unzip();
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (l, q) = (median(&mut l), median(&mut q));
+    println!("| training step (medians of 20 alternating steps) | {l:.1} ms | {q:.1} ms | {:.2} |", q / l);
 }

@@ -71,46 +71,48 @@ pub trait QuantLinearBackend: Backend {
         let x = Tensor::<Self, 2>::from_primitive(TensorPrimitive::Float(x));
         x.matmul(Self::dequantize_packed(&w).transpose()).into_primitive().tensor()
     }
+
+    /// The input gradient `∂y [n, rows] -> ∂x = ∂y·W [n, cols]`.
+    fn packed_linear_backward(grad: FloatTensor<Self>, w: &PackedWeight<Self>) -> FloatTensor<Self> {
+        let grad = Tensor::<Self, 2>::from_primitive(TensorPrimitive::Float(grad));
+        grad.matmul(Self::dequantize_packed(w)).into_primitive().tensor()
+    }
 }
 
-/// The CPU backend decodes on the host in one pass: a table lookup and a multiply per weight.
+/// The CPU backend decodes on the host, tile by tile, inside the product (see [`crate::host`]).
 #[cfg(feature = "ndarray")]
 impl QuantLinearBackend for burn::backend::NdArray<f32> {
     fn dequantize_packed(w: &PackedWeight<Self>) -> Tensor<Self, 2> {
-        let host = |t: FloatTensor<Self>| Tensor::<Self, 1>::from_primitive(TensorPrimitive::Float(t)).into_data().to_vec::<f32>().expect("f32");
-        let (absmax, code) = (host(w.absmax.clone()), host(w.code.clone()));
-        let words = Tensor::<Self, 1, Int>::from_primitive(w.words.clone()).into_data();
-        let words = words.as_slice::<i64>().expect("ndarray's words are i64");
-        let n = w.rows * w.cols;
-        let blocks = absmax.len();
-        let words_per_block = w.blocksize / 16;
-        let mut out = vec![0f32; blocks * w.blocksize];
-        let decode = |first_block: usize, chunk: &mut [f32]| {
-            for (b, values) in chunk.chunks_mut(w.blocksize).enumerate() {
-                let block = first_block + b;
-                let table: [f32; 16] = core::array::from_fn(|q| code[q] * absmax[block]);
-                let block_words = &words[block * words_per_block..(block + 1) * words_per_block];
-                for (word, sixteen) in block_words.iter().zip(values.chunks_mut(16)) {
-                    for (k, value) in sixteen.iter_mut().enumerate() {
-                        *value = table[((word >> (60 - 4 * k)) & 15) as usize];
-                    }
-                }
-            }
-        };
-        // One 16-entry table per block (`code·absmax`), then a lookup per weight; a 64-bit word
-        // holds 16 codes, the first in the highest nibble. Blocks are split across the cores.
-        let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(blocks.max(1));
-        let per_thread = blocks.div_ceil(threads);
-        std::thread::scope(|scope| {
-            for (t, chunk) in out.chunks_mut(per_thread * w.blocksize).enumerate() {
-                let decode = &decode;
-                scope.spawn(move || decode(t * per_thread, chunk));
-            }
-        });
-        out.truncate(n);
-        let device = Default::default();
-        Tensor::from_data(burn::tensor::TensorData::new(out, [w.rows, w.cols]), &device)
+        with_host(w, |h| Tensor::from_data(burn::tensor::TensorData::new(h.decode_all(), [w.rows, w.cols]), &Default::default()))
     }
+
+    fn packed_linear(x: FloatTensor<Self>, w: PackedWeight<Self>) -> FloatTensor<Self> {
+        let x = Tensor::<Self, 2>::from_primitive(TensorPrimitive::Float(x));
+        let [n, _] = x.dims();
+        let device = x.device();
+        let x = x.into_data().to_vec::<f32>().expect("f32");
+        let y = with_host(&w, |h| h.linear(&x, n));
+        Tensor::<Self, 2>::from_data(burn::tensor::TensorData::new(y, [n, w.rows]), &device).into_primitive().tensor()
+    }
+
+    fn packed_linear_backward(grad: FloatTensor<Self>, w: &PackedWeight<Self>) -> FloatTensor<Self> {
+        let grad = Tensor::<Self, 2>::from_primitive(TensorPrimitive::Float(grad));
+        let [n, _] = grad.dims();
+        let device = grad.device();
+        let g = grad.into_data().to_vec::<f32>().expect("f32");
+        let dx = with_host(w, |h| h.linear_backward(&g, n));
+        Tensor::<Self, 2>::from_data(burn::tensor::TensorData::new(dx, [n, w.cols]), &device).into_primitive().tensor()
+    }
+}
+
+#[cfg(feature = "ndarray")]
+fn with_host<R>(w: &PackedWeight<burn::backend::NdArray<f32>>, f: impl FnOnce(&crate::host::HostWeight<'_>) -> R) -> R {
+    type Nd = burn::backend::NdArray<f32>;
+    let host = |t: FloatTensor<Nd>| Tensor::<Nd, 1>::from_primitive(TensorPrimitive::Float(t)).into_data().to_vec::<f32>().expect("f32");
+    let (absmax, code) = (host(w.absmax.clone()), host(w.code.clone()));
+    let words = Tensor::<Nd, 1, Int>::from_primitive(w.words.clone()).into_data();
+    let words = words.as_slice::<i64>().expect("ndarray's words are i64");
+    f(&crate::host::HostWeight { words, absmax: &absmax, code: &code, rows: w.rows, cols: w.cols, blocksize: w.blocksize })
 }
 
 #[cfg(feature = "cuda")]
@@ -129,8 +131,7 @@ impl<B: QuantLinearBackend> Backward<B, 1> for PackedLinearBackward {
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let weight = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-            let grad = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(grad));
-            grad.matmul(B::dequantize_packed(&weight)).into_primitive().tensor()
+            B::packed_linear_backward(grad, &weight)
         });
     }
 }

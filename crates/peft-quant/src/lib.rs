@@ -8,6 +8,8 @@ pub mod blockwise;
 mod code;
 mod dynamic_map;
 mod error;
+#[cfg(feature = "ndarray")]
+mod host;
 pub mod layout;
 mod qlinear;
 mod state;
