@@ -311,11 +311,20 @@ fn matrix_entry(name: String, data: &TensorData) -> TensorEntry {
     TensorEntry::f32(name, vec![shape[1], shape[0]], &transpose(&values, shape[0], shape[1]))
 }
 
+/// Options of [`save_adapter`].
+#[derive(Clone, Debug, Default)]
+pub struct SaveOptions<'a> {
+    /// peft's `task_type` (`CAUSAL_LM`, `FEATURE_EXTRACTION`, ...).
+    pub task_type: Option<&'a str>,
+    /// Modules (our paths) trained in full, saved whole as peft's `modules_to_save`.
+    pub modules_to_save: &'a [&'a str],
+}
+
 /// Saves adapter `name` of `model` as an HF peft folder (`adapter_config.json`,
 /// `adapter_model.safetensors`) in `dir`, which peft's `PeftModel.from_pretrained` loads.
-/// `method` is the config the adapter was built with; `task_type` is peft's (`CAUSAL_LM`,
-/// `FEATURE_EXTRACTION`, ...). Files appear whole or not at all.
-pub fn save_adapter<B: Backend, M: HfCheckpoint<B>>(model: &mut M, name: &str, method: &HfMethod, dir: &Path, task_type: Option<&str>) -> Result<()> {
+/// `method` is the config the adapter was built with. Files appear whole or not at all.
+pub fn save_adapter<B: Backend, M: HfCheckpoint<B>>(model: &mut M, name: &str, method: &HfMethod, dir: &Path, options: &SaveOptions<'_>) -> Result<()> {
+    let task_type = options.task_type;
     let map = model.weight_map();
     let tensors = model.adapter_tensors(name)?;
     if tensors.is_empty() {
@@ -432,6 +441,20 @@ pub fn save_adapter<B: Backend, M: HfCheckpoint<B>>(model: &mut M, name: &str, m
                 ("num_transformer_submodules".into(), 1.into()),
             ]);
         }
+    }
+    if !options.modules_to_save.is_empty() {
+        let base = model.hf_tensors();
+        let mut saved = Vec::new();
+        for module in options.modules_to_save {
+            let hf = map.to_hf(module);
+            let before = entries.len();
+            entries.extend(base.iter().filter(|e| e.name.starts_with(&format!("{hf}."))).map(|e| TensorEntry { name: format!("{KEY_PREFIX}{}", e.name), ..e.clone() }));
+            if entries.len() == before {
+                return Err(PeftError::MissingTensor(format!("{hf}.* (modules_to_save `{module}` has no parameters)")));
+            }
+            saved.push(hf);
+        }
+        config["modules_to_save"] = serde_json::json!(saved);
     }
     std::fs::create_dir_all(dir).map_err(|source| PeftError::Io { path: dir.display().to_string(), source })?;
     let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);

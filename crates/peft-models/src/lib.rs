@@ -18,7 +18,7 @@ pub mod tiny;
 pub mod train;
 
 pub use attention::{AdaptedLinear, LinearAdapter};
-pub use hf_adapter::{HfMethod, LoadedAdapter, load_adapter, save_adapter};
+pub use hf_adapter::{HfMethod, LoadedAdapter, SaveOptions, load_adapter, save_adapter};
 pub use hf_config::HfModelConfig;
 pub use hf_model::HfModel;
 pub use tiny::{TinyTransformer, TinyTransformerConfig};

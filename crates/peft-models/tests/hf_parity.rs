@@ -11,7 +11,7 @@ use peft_core::checkpoint::{parse, read_bytes, to_f32};
 use peft_core::hf_weights::HfCheckpoint;
 use peft_core::{PeftError, PeftModel};
 use peft_lora::{Ia3, Lora};
-use peft_models::{HfModel, LinearAdapter, load_adapter, save_adapter};
+use peft_models::{HfModel, LinearAdapter, SaveOptions, load_adapter, save_adapter};
 
 type B = NdArray;
 
@@ -140,7 +140,7 @@ fn round_trip<T: LinearAdapter<B>>(case: &str, model_name: &str, task: &str) {
         Ok(d) => PathBuf::from(d).join(case),
         Err(_) => std::env::temp_dir().join(format!("peft-roundtrip-{case}-{}", std::process::id())),
     };
-    save_adapter(&mut m, "hf", &loaded.method, &dir, Some(task)).unwrap();
+    save_adapter(&mut m, "hf", &loaded.method, &dir, &SaveOptions { task_type: Some(task), ..Default::default() }).unwrap();
     let mut again = model::<T>(model_name);
     load_adapter(&mut again, &dir, "x").unwrap();
     let ours = m.forward(tokens());
@@ -295,7 +295,14 @@ fn fresh_lora_and_prefix_save_for_peft() {
             Ok(d) => PathBuf::from(d).join(case),
             Err(_) => std::env::temp_dir().join(format!("peft-fresh-{case}-{}", std::process::id())),
         };
-        save_adapter(&mut m, "mine", &method, &dir, Some("CAUSAL_LM")).unwrap();
+        // The LoRA case also trains the output head in full (peft's modules_to_save).
+        let heads: &[&str] = if case == "fresh_rslora_dora" { &["lm_head"] } else { &[] };
+        if !heads.is_empty() {
+            let peft_models::HfModel::Llama(llama) = &mut m else { unreachable!() };
+            let head = &mut llama.lm_head.as_mut().unwrap().base;
+            head.weight = peft_core::frozen_like(&head.weight, head.weight.val().mul_scalar(1.5));
+        }
+        save_adapter(&mut m, "mine", &method, &dir, &SaveOptions { task_type: Some("CAUSAL_LM"), modules_to_save: heads }).unwrap();
         let mut again = model::<Lora<B>>("llama");
         load_adapter(&mut again, &dir, "x").unwrap();
         let ours = m.forward(tokens());
