@@ -39,8 +39,9 @@ pub(crate) fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B
 
 /// Scaled dot-product attention. `q [batch, heads, seq, hd]`, `k`/`v [batch, kv_heads, total, hd]`
 /// (`total - seq` prefix positions first; each kv head serves `heads / kv_heads` query heads);
-/// with `causal`, position `i` sees the prefix and positions `<= i`. Returns `[batch, seq, heads * hd]`.
-pub(crate) fn attend<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, causal: bool) -> Tensor<B, 3> {
+/// with `causal`, position `i` sees the prefix and positions `<= i`; `padding` (`[batch, seq]`, 1 for
+/// real tokens, 0 for padding) hides padded keys. Returns `[batch, seq, heads * hd]`.
+pub(crate) fn attend<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, causal: bool, padding: Option<&Tensor<B, 2>>) -> Tensor<B, 3> {
     let [batch, heads, seq, hd] = q.dims();
     let [_, kv_heads, total, _] = k.dims();
     let repeat = |t: Tensor<B, 4>| {
@@ -57,6 +58,14 @@ pub(crate) fn attend<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 
         let mask: Vec<f32> = (0..seq).flat_map(|i| (0..total).map(move |j| if j > i + offset { f32::NEG_INFINITY } else { 0.0 })).collect();
         let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [seq, total]), &scores.device());
         scores = scores + mask.unsqueeze::<4>();
+    }
+    if let Some(padding) = padding {
+        // Prefix keys are always visible; padded keys get -inf (as a large negative number, so
+        // that a fully padded row stays finite).
+        let prefix = Tensor::<B, 2>::ones([batch, total - seq], &scores.device());
+        let visible = Tensor::cat(vec![prefix, padding.clone()], 1);
+        let bias = (visible - 1.0).mul_scalar(1e9);
+        scores = scores + bias.unsqueeze_dim::<3>(1).unsqueeze_dim::<4>(1);
     }
     softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([batch, seq, heads * hd])
 }

@@ -210,6 +210,12 @@ impl<B: Backend, T: LinearAdapter<B>> Bert<B, T> {
     /// The last hidden state `[batch, seq, hidden]` for `tokens [batch, seq]` (one segment, no
     /// padding).
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.forward_padded(tokens, None)
+    }
+
+    /// Like [`forward`](Self::forward) for a padded batch: `padding [batch, seq]` is 1 for real
+    /// tokens and 0 for padding (HF's `attention_mask`); padded keys are not attended to.
+    pub fn forward_padded(&self, tokens: Tensor<B, 2, Int>, padding: Option<Tensor<B, 2>>) -> Tensor<B, 3> {
         let [batch, seq] = tokens.dims();
         let device = tokens.device();
         let e = &self.embeddings;
@@ -220,7 +226,7 @@ impl<B: Backend, T: LinearAdapter<B>> Bert<B, T> {
         for layer in &self.encoder.layer {
             let a = &layer.attention.self_attn;
             let (k, v) = a.kv.forward((split_heads(a.key.forward(h.clone()), a.heads), split_heads(a.value.forward(h.clone()), a.heads)));
-            let context = attend(split_heads(a.query.forward(h.clone()), a.heads), k, v, false);
+            let context = attend(split_heads(a.query.forward(h.clone()), a.heads), k, v, false, padding.as_ref());
             h = layer.attention.output.forward(context, h);
             let up = gelu(layer.intermediate.dense.forward(h.clone()));
             h = layer.output.forward(up, h);

@@ -153,7 +153,7 @@ impl<B: Backend, T: LinearAdapter<B>> Gpt2<B, T> {
             let d = qkv.dims()[2] / 3;
             let part = |i: usize| split_heads(qkv.clone().narrow(2, i * d, d), block.attn.heads);
             let (k, v) = block.attn.kv.forward((part(1), part(2)));
-            h = h + block.attn.c_proj.forward(attend(part(0), k, v, true));
+            h = h + block.attn.c_proj.forward(attend(part(0), k, v, true, None));
             let up = block.mlp.c_fc.forward(block.ln_2.forward(h.clone()));
             let act = if block.mlp.tanh { gelu_tanh(up) } else { burn::tensor::activation::gelu(up) };
             h = h.clone() + block.mlp.c_proj.forward(act);

@@ -247,7 +247,7 @@ impl<B: Backend, T: LinearAdapter<B>> LlamaAttention<B, T> {
         let k = apply_rope(split_heads(self.k_proj.forward(x.clone()), self.kv_heads), cos, sin);
         let v = split_heads(self.v_proj.forward(x), self.kv_heads);
         let (k, v) = self.kv.forward((k, v));
-        self.o_proj.forward(attend(q, k, v, true))
+        self.o_proj.forward(attend(q, k, v, true, None))
     }
 }
 

@@ -317,3 +317,25 @@ fn fresh_lora_and_prefix_save_for_peft() {
         }
     }
 }
+
+/// A padded batch gives each sequence's unpadded output (HF's attention_mask semantics).
+#[test]
+fn bert_padded_batch_equals_single_sequences() {
+    let m = model::<Lora<B>>("bert");
+    let device = Default::default();
+    let a = [3i64, 17, 5, 42, 8, 1, 60];
+    let b = [9i64, 4, 33];
+    let single = |ids: &[i64]| m.forward(Tensor::from_data(TensorData::new(ids.to_vec(), [1, ids.len()]), &device));
+    let mut ids = a.to_vec();
+    ids.extend(b);
+    ids.extend([0, 0, 0, 0]);
+    let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [2, 7]), &device);
+    let mask: Vec<f32> = (0..14).map(|i| if i < 7 || i < 10 { 1.0 } else { 0.0 }).collect();
+    let padding = Tensor::<B, 2>::from_data(TensorData::new(mask, [2, 7]), &device);
+    let peft_models::HfModel::Bert(bert) = &m else { unreachable!() };
+    let out = bert.forward_padded(tokens, Some(padding));
+    let first = out.clone().narrow(0, 0, 1);
+    let second = out.narrow(0, 1, 1).narrow(1, 0, 3);
+    assert!((first - single(&a)).abs().max().into_scalar() < 1e-5);
+    assert!((second - single(&b)).abs().max().into_scalar() < 1e-5);
+}
