@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use peft_core::checkpoint::{metadata, parse, read_bytes, write_atomic};
-use peft_core::hf::{HfAdapterConfig, KEY_PREFIX};
+use peft_core::hf::{HfAdapterConfig, IA3_SUFFIXES, LORA_SUFFIXES, PROMPT_EMBEDDINGS, split_key};
 
 use crate::quantize::CliError;
 
@@ -26,13 +26,11 @@ pub fn inspect(dir: &Path, json: bool) -> Result<String, CliError> {
     let modules: BTreeSet<String> = tensors
         .iter()
         .filter_map(|(n, _, _)| {
-            if n == "prompt_embeddings" {
+            if n == PROMPT_EMBEDDINGS {
                 return Some("(keys and values of every attention layer)".to_string());
             }
-            let inner = n.strip_prefix(KEY_PREFIX)?;
-            ["lora_A", "lora_B", "lora_magnitude_vector", "lora_embedding_A", "lora_embedding_B", "ia3_l", "prompt_embeddings"]
-                .iter()
-                .find_map(|s| inner.find(&format!(".{s}")).map(|i| inner[..i].to_string()).or_else(|| (inner == *s || inner.starts_with(&format!("{s}."))).then(|| String::from("(prompt)"))))
+            let suffixes: Vec<&str> = LORA_SUFFIXES.iter().chain(&IA3_SUFFIXES).copied().collect();
+            split_key(n, &suffixes).map(|(module, _)| module.to_string())
         })
         .collect();
     let ranks: BTreeSet<usize> = tensors.iter().filter(|(n, _, _)| n.contains("lora_A")).filter_map(|(_, _, s)| s.first().copied()).collect();

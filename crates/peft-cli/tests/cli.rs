@@ -1,13 +1,11 @@
 //! The `peft quantize` / `peft dequantize` commands, run as a user runs them.
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use common::{assert_fails, peft};
 
 use peft_core::checkpoint::{TensorEntry, from_f32, parse, read_bytes, to_f32, write_atomic};
 use safetensors::tensor::Dtype;
-
-fn peft(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_peft")).args(args).output().expect("the binary runs")
-}
 
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("peft-cli-{name}-{}", std::process::id()));
@@ -32,14 +30,6 @@ fn input(d: &Path) -> PathBuf {
     path
 }
 
-fn assert_fails(out: &Output, needle: &str, target: &Path) {
-    assert!(!out.status.success(), "expected failure");
-    assert_eq!(out.status.code(), Some(1), "a panic or usage error, not a handled error");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr}");
-    assert!(stderr.starts_with("error: ") && stderr.contains(needle), "{stderr}");
-    assert!(!target.exists(), "a failed command left {}", target.display());
-}
 
 #[test]
 fn quantize_then_dequantize_round_trips_names_shapes_and_values() {

@@ -1,6 +1,8 @@
 //! `peft merge` and `peft inspect` against HF peft 0.x on fixtures from tools/make_peft_fixtures.py.
 use std::path::PathBuf;
-use std::process::Command;
+mod common;
+
+use common::peft;
 
 use peft_core::checkpoint::{parse, read_bytes, to_f32};
 
@@ -8,21 +10,25 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/peft")
 }
 
-fn peft(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_peft")).args(args).output().expect("runs")
-}
-
 #[test]
 fn merge_matches_peft_merge_and_unload_on_every_case() {
     let out_dir = std::env::temp_dir().join(format!("peft-hf-merge-{}", std::process::id()));
     std::fs::create_dir_all(&out_dir).unwrap();
-    let cases = ["lora_patterns", "rslora_regex_layers", "dora", "all_linear", "layers_to_transform", "ia3", "gpt2_fan_in_fan_out"];
-    for case in cases {
-        let dir = fixtures().join(case);
+    let mut cases: Vec<(String, PathBuf, PathBuf, PathBuf)> = ["lora_patterns", "rslora_regex_layers", "dora", "all_linear", "layers_to_transform", "ia3", "gpt2_fan_in_fan_out"]
+        .iter()
+        .map(|c| (c.to_string(), fixtures().join(c).join("base"), fixtures().join(c).join("adapter"), fixtures().join(c).join("merged.safetensors")))
+        .collect();
+    // peft-models' f32 fixtures; llama_lora targets an embedding, so peft saved its base layer.
+    let hf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../peft-models/tests/fixtures/hf");
+    for (case, model) in [("llama_lora", "llama"), ("llama_dora_layers", "llama"), ("llama_ia3", "llama"), ("bert_lora", "bert"), ("bert_ia3", "bert")] {
+        let adapter = hf.join("adapters").join(case);
+        cases.push((case.to_string(), hf.join("models").join(model), adapter.clone(), adapter.join("merged.safetensors")));
+    }
+    for (case, base_dir, adapter_dir, merged) in cases {
         let out = out_dir.join(format!("{case}.safetensors"));
-        let run = peft(&["merge", "--base", dir.join("base").to_str().unwrap(), "--adapter", dir.join("adapter").to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        let run = peft(&["merge", "--base", base_dir.to_str().unwrap(), "--adapter", adapter_dir.to_str().unwrap(), "--out", out.to_str().unwrap()]);
         assert!(run.status.success(), "{case}: {}", String::from_utf8_lossy(&run.stderr));
-        let (ours_b, theirs_b, base_b) = (read_bytes(&out).unwrap(), read_bytes(&dir.join("merged.safetensors")).unwrap(), read_bytes(&dir.join("base/model.safetensors")).unwrap());
+        let (ours_b, theirs_b, base_b) = (read_bytes(&out).unwrap(), read_bytes(&merged).unwrap(), read_bytes(&base_dir.join("model.safetensors")).unwrap());
         let (ours, theirs, base) = (parse(&ours_b, "ours").unwrap(), parse(&theirs_b, "theirs").unwrap(), parse(&base_b, "base").unwrap());
         let mut names: Vec<&str> = ours.names();
         names.sort();

@@ -1,12 +1,10 @@
 //! `peft logits`, run as a user runs it, against transformers + peft outputs.
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use common::peft;
 
 use peft_core::checkpoint::{parse, read_bytes, to_f32};
-
-fn peft(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_peft")).args(args).output().expect("the binary runs")
-}
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../peft-models/tests/fixtures/hf")
@@ -69,14 +67,6 @@ fn logits_match_transformers_and_peft() {
     check("bert", Some("bert_ia3"), "adapted");
 }
 
-fn assert_fails(args: &[&str], needle: &str, out: &Path) {
-    let result = peft(args);
-    assert_eq!(result.status.code(), Some(1), "not a handled error: {}", String::from_utf8_lossy(&result.stderr));
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr}");
-    assert!(stderr.starts_with("error: ") && stderr.contains(needle), "{stderr}");
-    assert!(!out.exists(), "a failed command left {}", out.display());
-}
 
 #[test]
 fn bad_input_is_one_line_and_no_output() {
@@ -85,26 +75,26 @@ fn bad_input_is_one_line_and_no_output() {
     let o = out.to_str().unwrap();
     let llama = fixtures().join("models/llama");
     let l = llama.to_str().unwrap();
-    assert_fails(&["logits", "--model", d.join("nope").to_str().unwrap(), "--tokens", "1,2", "--out", o], "config.json", &out);
-    assert_fails(&["logits", "--model", l, "--tokens", "1,x", "--out", o], "--tokens", &out);
-    assert_fails(&["logits", "--model", l, "--tokens", "1,64", "--out", o], "outside the vocabulary", &out);
+    common::assert_fails(&peft(&["logits", "--model", d.join("nope").to_str().unwrap(), "--tokens", "1,2", "--out", o]), "config.json", &out);
+    common::assert_fails(&peft(&["logits", "--model", l, "--tokens", "1,x", "--out", o]), "--tokens", &out);
+    common::assert_fails(&peft(&["logits", "--model", l, "--tokens", "1,64", "--out", o]), "outside the vocabulary", &out);
     let gpt2 = fixtures().join("models/gpt2_f16");
     let long = (0..40).map(|i| (i % 60).to_string()).collect::<Vec<_>>().join(",");
-    assert_fails(&["logits", "--model", gpt2.to_str().unwrap(), "--tokens", &long, "--out", o], "positions", &out);
+    common::assert_fails(&peft(&["logits", "--model", gpt2.to_str().unwrap(), "--tokens", &long, "--out", o]), "positions", &out);
     // Malformed JSON, unknown model_type, a tensor of the wrong shape.
     let broken = d.join("model");
     std::fs::create_dir_all(&broken).unwrap();
     std::fs::copy(llama.join("model.safetensors"), broken.join("model.safetensors")).unwrap();
     let b = broken.to_str().unwrap();
     std::fs::write(broken.join("config.json"), "{\"model_type\": \"llama\", ").unwrap();
-    assert_fails(&["logits", "--model", b, "--tokens", "1,2", "--out", o], "malformed JSON", &out);
+    common::assert_fails(&peft(&["logits", "--model", b, "--tokens", "1,2", "--out", o]), "malformed JSON", &out);
     std::fs::write(broken.join("config.json"), r#"{"model_type": "t5"}"#).unwrap();
-    assert_fails(&["logits", "--model", b, "--tokens", "1,2", "--out", o], "unknown model_type `t5`", &out);
+    common::assert_fails(&peft(&["logits", "--model", b, "--tokens", "1,2", "--out", o]), "unknown model_type `t5`", &out);
     let config = std::fs::read_to_string(llama.join("config.json")).unwrap().replace("\"intermediate_size\": 48", "\"intermediate_size\": 40");
     std::fs::write(broken.join("config.json"), config).unwrap();
-    assert_fails(&["logits", "--model", b, "--tokens", "1,2", "--out", o], "gate_proj.weight", &out);
+    common::assert_fails(&peft(&["logits", "--model", b, "--tokens", "1,2", "--out", o]), "gate_proj.weight", &out);
     // An adapter for another model.
     let adapter = fixtures().join("adapters/bert_lora");
-    assert_fails(&["logits", "--model", l, "--adapter", adapter.to_str().unwrap(), "--tokens", "1,2", "--out", o], "matches no adaptable module", &out);
+    common::assert_fails(&peft(&["logits", "--model", l, "--adapter", adapter.to_str().unwrap(), "--tokens", "1,2", "--out", o]), "matches no adaptable module", &out);
     std::fs::remove_dir_all(&d).unwrap();
 }

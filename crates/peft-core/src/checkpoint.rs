@@ -86,6 +86,23 @@ pub fn to_f32(name: &str, view: &TensorView<'_>) -> Result<Vec<f32>> {
     })
 }
 
+/// The shape and `f32` values of tensor `name` of `file`.
+pub fn read_f32(file: &SafeTensors<'_>, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+    let view = file.tensor(name).map_err(|e| PeftError::Safetensors { path: name.into(), reason: e.to_string() })?;
+    Ok((view.shape().to_vec(), to_f32(name, &view)?))
+}
+
+/// The transpose of a row-major `rows × cols` matrix.
+pub fn transpose<T: Copy + Default>(m: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut t = vec![T::default(); m.len()];
+    for i in 0..rows {
+        for j in 0..cols {
+            t[j * rows + i] = m[i * cols + j];
+        }
+    }
+    t
+}
+
 /// `f32` values encoded as `dtype` (`F32`, `F16` or `BF16`, rounding to nearest even).
 pub fn from_f32(values: &[f32], dtype: Dtype) -> Result<Vec<u8>> {
     Ok(match dtype {
@@ -96,16 +113,22 @@ pub fn from_f32(values: &[f32], dtype: Dtype) -> Result<Vec<u8>> {
     })
 }
 
-/// Writes `entries` to `path` through a temporary file in the same folder, renamed into place
-/// at the end: a failure never leaves a partial file at `path`.
-pub fn write_atomic(path: &Path, entries: &[TensorEntry], metadata: Option<HashMap<String, String>>) -> Result<()> {
-    let io = |source| PeftError::Io { path: path.display().to_string(), source };
+/// `entries` as the bytes of a safetensors file (`name` labels errors).
+pub fn serialize(entries: &[TensorEntry], metadata: Option<HashMap<String, String>>, name: &str) -> Result<Vec<u8>> {
+    let error = |e: safetensors::SafeTensorError| PeftError::Safetensors { path: name.into(), reason: e.to_string() };
     let views = entries
         .iter()
         .map(|e| TensorView::new(e.dtype, e.shape.clone(), &e.data).map(|v| (e.name.clone(), v)))
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| PeftError::Safetensors { path: path.display().to_string(), reason: e.to_string() })?;
-    let bytes = safetensors::serialize(views, metadata).map_err(|e| PeftError::Safetensors { path: path.display().to_string(), reason: e.to_string() })?;
+        .map_err(error)?;
+    safetensors::serialize(views, metadata).map_err(error)
+}
+
+/// Writes `entries` to `path` through a temporary file in the same folder, renamed into place
+/// at the end: a failure never leaves a partial file at `path`.
+pub fn write_atomic(path: &Path, entries: &[TensorEntry], metadata: Option<HashMap<String, String>>) -> Result<()> {
+    let io = |source| PeftError::Io { path: path.display().to_string(), source };
+    let bytes = serialize(entries, metadata, &path.display().to_string())?;
     let file_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "out".into());
     let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
     let result = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, path));

@@ -12,6 +12,30 @@ use crate::{PeftError, Result, TargetModules};
 /// The prefix peft puts before a module's path in saved adapters.
 pub const KEY_PREFIX: &str = "base_model.model.";
 
+/// What follows a module's path in a saved LoRA adapter (DoRA, embeddings and LoRA bias included).
+pub const LORA_SUFFIXES: [&str; 6] = ["lora_A.weight", "lora_B.weight", "lora_B.bias", "lora_magnitude_vector", "lora_embedding_A", "lora_embedding_B"];
+
+/// What follows a module's path in a saved IA3 adapter.
+pub const IA3_SUFFIXES: [&str; 1] = ["ia3_l"];
+
+/// Prefix tuning's single tensor (no module path, no prefix).
+pub const PROMPT_EMBEDDINGS: &str = "prompt_embeddings";
+
+/// The base-model name of a base tensor saved in an adapter file: peft's `modules_to_save`
+/// copies (`<m>.modules_to_save.<adapter>.<p>`, or `<m>.<p>` when `<m>` is listed in
+/// `modules_to_save`) and embedding layers saved with the adapter (`<m>.base_layer.<p>`).
+pub fn saved_base_tensor(key: &str, modules_to_save: &[String]) -> Option<String> {
+    let inner = key.strip_prefix(KEY_PREFIX)?;
+    if let Some((module, rest)) = inner.split_once(".modules_to_save.") {
+        return rest.split_once('.').map(|(_, param)| format!("{module}.{param}"));
+    }
+    if let Some((module, param)) = inner.split_once(".base_layer.") {
+        return Some(format!("{module}.{param}"));
+    }
+    let (module, _) = inner.rsplit_once('.')?;
+    modules_to_save.iter().any(|m| crate::targeting::name_matches(m, module)).then(|| inner.to_string())
+}
+
 fn null_as_default<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> std::result::Result<T, D::Error> {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
@@ -91,9 +115,7 @@ pub struct HfAdapterConfig {
 impl HfAdapterConfig {
     /// Reads `dir/adapter_config.json`.
     pub fn read(dir: &Path) -> Result<Self> {
-        let path = dir.join("adapter_config.json");
-        let text = std::fs::read_to_string(&path).map_err(|source| PeftError::Io { path: path.display().to_string(), source })?;
-        Self::parse(&text, &path.display().to_string())
+        read_json(&dir.join("adapter_config.json"))
     }
 
     /// Parses the JSON text of an adapter config.
@@ -110,6 +132,13 @@ impl HfAdapterConfig {
     pub fn is_feedforward(&self, path: &str) -> Result<bool> {
         self.feedforward_modules.as_ref().map_or(Ok(false), |m| m.matches(path, crate::LayerKind::Linear))
     }
+}
+
+/// Reads and parses a JSON file, naming it in errors.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| PeftError::Io { path: name.clone(), source })?;
+    serde_json::from_str(&text).map_err(|source| PeftError::Json { path: name, source })
 }
 
 /// HF peft's LoRA rank and scaling at `path`: the rank and alpha after `rank_pattern` and
@@ -167,5 +196,10 @@ mod tests {
             Some(("model.layers.0.self_attn.q_proj", "lora_A.weight"))
         );
         assert_eq!(split_key("model.q.lora_A.weight", &["lora_A.weight"]), None);
+        let save = vec!["lm_head".to_string()];
+        assert_eq!(saved_base_tensor("base_model.model.lm_head.weight", &save).as_deref(), Some("lm_head.weight"));
+        assert_eq!(saved_base_tensor("base_model.model.score.modules_to_save.default.bias", &[]).as_deref(), Some("score.bias"));
+        assert_eq!(saved_base_tensor("base_model.model.model.embed_tokens.base_layer.weight", &[]).as_deref(), Some("model.embed_tokens.weight"));
+        assert_eq!(saved_base_tensor("base_model.model.model.norm.weight", &save), None);
     }
 }

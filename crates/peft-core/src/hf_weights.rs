@@ -16,7 +16,8 @@ use burn::tensor::TensorData;
 use burn::tensor::backend::Backend;
 use safetensors::SafeTensors;
 
-use crate::checkpoint::{TensorEntry, to_f32};
+use crate::checkpoint::{TensorEntry, read_f32};
+pub use crate::checkpoint::transpose;
 use crate::params::PathStack;
 use crate::weights::{WeightSource, assign_base_weights};
 use crate::{PeftError, Result};
@@ -135,17 +136,6 @@ pub struct LoadReport {
     pub unused: Vec<String>,
 }
 
-/// `values` laid out `[rows, cols]` as `[cols, rows]`.
-pub fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; values.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = values[r * cols + c];
-        }
-    }
-    out
-}
-
 struct FileSource<'a, 'b> {
     file: &'a SafeTensors<'b>,
     map: &'a WeightMap,
@@ -156,8 +146,7 @@ struct FileSource<'a, 'b> {
 
 impl FileSource<'_, '_> {
     fn find(&self, name: &str) -> Option<String> {
-        let names = self.file.names();
-        let exists = |n: &str| names.contains(&n);
+        let exists = |n: &str| self.file.tensor(n).is_ok();
         if exists(name) {
             return Some(name.to_string());
         }
@@ -175,22 +164,20 @@ impl WeightSource for FileSource<'_, '_> {
         let Some(found) = self.find(&name) else {
             return if self.partial { Ok(None) } else { Err(PeftError::MissingTensor(name)) };
         };
-        let view = self.file.tensor(&found).map_err(|e| PeftError::Safetensors { path: found.clone(), reason: e.to_string() })?;
-        let shape = view.shape().to_vec();
-        let mut values = to_f32(&found, &view)?;
-        let shape = match (layout, shape.as_slice()) {
+        let (file_shape, mut values) = read_f32(self.file, &found)?;
+        let shape = match (layout, file_shape.as_slice()) {
             (Layout::Transposed, &[rows, cols]) => {
                 values = transpose(&values, rows, cols);
                 vec![cols, rows]
             }
-            _ => shape,
+            _ => file_shape.clone(),
         };
         if shape != expected {
             let expected = match layout {
                 Layout::Transposed => expected.iter().rev().copied().collect(),
                 Layout::Same => expected.to_vec(),
             };
-            return Err(PeftError::ShapeMismatch { name: found, expected, actual: view.shape().to_vec() });
+            return Err(PeftError::ShapeMismatch { name: found, expected, actual: file_shape });
         }
         if values.iter().any(|v| !v.is_finite()) {
             return Err(PeftError::NonFiniteTensor(found));
@@ -225,6 +212,7 @@ fn load<B: Backend, M: Module<B>>(model: M, file: &SafeTensors<'_>, map: &Weight
 struct Export<'a> {
     path: PathStack,
     map: &'a WeightMap,
+    keep: &'a dyn Fn(&str) -> bool,
     out: Vec<TensorEntry>,
 }
 
@@ -240,6 +228,9 @@ impl<B: Backend> ModuleVisitor<B> for Export<'_> {
             return;
         }
         let (name, layout) = self.map.param_to_hf(&self.path.plain_path(), self.path.owner());
+        if !(self.keep)(&name) {
+            return;
+        }
         let data = param.val().into_data().convert::<f32>();
         let shape = data.shape.to_vec();
         let values = data.into_vec::<f32>().unwrap_or_default();
@@ -250,10 +241,11 @@ impl<B: Backend> ModuleVisitor<B> for Export<'_> {
     }
 }
 
-/// The base weights of `model` (adapters left out) as f32 tensors with HF names and layouts:
-/// after merging, a checkpoint `transformers` loads.
-pub fn export_hf_weights<B: Backend, M: Module<B>>(model: &M, map: &WeightMap) -> Vec<TensorEntry> {
-    let mut export = Export { path: PathStack::default(), map, out: Vec::new() };
+/// The base weights of `model` (adapters left out) whose HF name `keep` accepts, as f32 tensors
+/// with HF names and layouts: after merging, all of them make a checkpoint `transformers` loads.
+/// Only the kept ones are copied off the device.
+pub fn export_hf_weights<B: Backend, M: Module<B>>(model: &M, map: &WeightMap, keep: &dyn Fn(&str) -> bool) -> Vec<TensorEntry> {
+    let mut export = Export { path: PathStack::default(), map, keep, out: Vec::new() };
     model.visit(&mut export);
     export.out
 }
@@ -270,9 +262,10 @@ pub trait HfCheckpoint<B: Backend>: crate::Adaptable<B> {
         if partial { load_hf_weights_partial(self, file, &map) } else { load_hf_weights(self, file, &map) }
     }
 
-    /// The base weights with HF names and layouts (see [`export_hf_weights`]).
-    fn hf_tensors(&self) -> Vec<TensorEntry> {
-        export_hf_weights(self, &self.weight_map())
+    /// The base weights whose HF name `keep` accepts, with HF names and layouts (see
+    /// [`export_hf_weights`]).
+    fn hf_tensors(&self, keep: &dyn Fn(&str) -> bool) -> Vec<TensorEntry> {
+        export_hf_weights(self, &self.weight_map(), keep)
     }
 }
 

@@ -7,20 +7,16 @@
 
 use std::collections::BTreeMap;
 
-use peft_core::checkpoint::{TensorEntry, from_f32, to_f32};
-use peft_core::hf::{HfAdapterConfig, KEY_PREFIX};
+use peft_core::checkpoint::{TensorEntry, from_f32, read_f32, to_f32, transpose};
+use peft_core::hf::{HfAdapterConfig, IA3_SUFFIXES, KEY_PREFIX, LORA_SUFFIXES, saved_base_tensor};
 use peft_core::{PeftError, Result};
 use safetensors::SafeTensors;
-
-use crate::svd::transpose;
 
 /// What an adapter holds for one module.
 #[derive(Default)]
 struct ModuleParts {
     tensors: BTreeMap<&'static str, (Vec<usize>, Vec<f32>)>,
 }
-
-const SUFFIXES: [&str; 7] = ["lora_A.weight", "lora_B.weight", "lora_B.bias", "lora_magnitude_vector", "lora_embedding_A", "lora_embedding_B", "ia3_l"];
 
 /// Summary of a merge.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,24 +48,18 @@ pub fn merge_checkpoint(base: &SafeTensors<'_>, adapter: &SafeTensors<'_>, confi
     if config.peft_type != "LORA" && config.peft_type != "IA3" {
         return Err(PeftError::Unsupported(format!("merging a {} adapter into a checkpoint is not supported (LORA and IA3 are)", config.peft_type)));
     }
+    let suffixes: Vec<&'static str> = LORA_SUFFIXES.iter().chain(&IA3_SUFFIXES).copied().collect();
     let mut modules: BTreeMap<String, ModuleParts> = BTreeMap::new();
+    // Base tensors saved with the adapter (modules_to_save, embedding layers), by base name.
     let mut saved: BTreeMap<String, String> = BTreeMap::new();
     for key in adapter.names() {
-        let view = adapter.tensor(key).map_err(|e| PeftError::Safetensors { path: "adapter".into(), reason: e.to_string() })?;
-        match peft_core::hf::split_key(key, &SUFFIXES) {
-            Some((path, suffix)) => {
-                let suffix = SUFFIXES.iter().find(|s| **s == suffix).expect("from the list");
-                modules.entry(path.to_string()).or_default().tensors.insert(suffix, (view.shape().to_vec(), to_f32(key, &view)?));
-            }
-            None => {
-                // modules_to_save: `base_model.model.<module>.modules_to_save.<name>.<param>` or `<module>.<param>`.
-                let inner = key.strip_prefix(KEY_PREFIX).ok_or_else(|| PeftError::Unsupported(format!("unexpected adapter tensor `{key}`")))?;
-                let target = match inner.split_once(".modules_to_save.") {
-                    Some((module, rest)) => format!("{module}.{}", rest.split_once('.').map_or(rest, |(_, p)| p)),
-                    None => inner.to_string(),
-                };
-                saved.insert(target, key.to_string());
-            }
+        if let Some((path, suffix)) = peft_core::hf::split_key(key, &suffixes) {
+            let suffix = suffixes.iter().find(|s| **s == suffix).expect("from the list");
+            modules.entry(path.to_string()).or_default().tensors.insert(suffix, read_f32(adapter, key)?);
+        } else if let Some(target) = saved_base_tensor(key, &config.modules_to_save) {
+            saved.insert(target, key.to_string());
+        } else {
+            return Err(PeftError::Unsupported(format!("unexpected adapter tensor `{key}`")));
         }
     }
     let mut replaced: BTreeMap<String, Vec<f32>> = BTreeMap::new();
@@ -80,7 +70,17 @@ pub fn merge_checkpoint(base: &SafeTensors<'_>, adapter: &SafeTensors<'_>, confi
         if shape.len() != 2 {
             return Err(PeftError::Unsupported(format!("`{weight_key}` has shape {shape:?}; only 2-D weights merge without model code")));
         }
-        let mut w = to_f32(&weight_key, &view)?;
+        // A base weight saved with the adapter is what the adapter was trained on.
+        let mut w = match saved.remove(&weight_key) {
+            Some(key) => {
+                let (saved_shape, values) = read_f32(adapter, &key)?;
+                if saved_shape != shape {
+                    return Err(PeftError::ShapeMismatch { name: key, expected: shape, actual: saved_shape });
+                }
+                values
+            }
+            None => to_f32(&weight_key, &view)?,
+        };
         let get = |s: &str| parts.tensors.get(s);
         if let Some((l_shape, l)) = get("ia3_l") {
             let ff = config.is_feedforward(path)?;

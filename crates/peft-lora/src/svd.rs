@@ -1,5 +1,7 @@
 //! A thin singular value decomposition on the host (one-sided Jacobi), for PiSSA.
 
+use peft_core::checkpoint::transpose;
+
 /// `m = U·diag(S)·Vᵀ` for a row-major `rows × cols` matrix, `k = min(rows, cols)`.
 ///
 /// Returns `U` (`rows × k`, row-major), `S` (descending) and `Vᵀ` (`k × cols`, row-major).
@@ -69,17 +71,6 @@ pub fn svd(m: &[f64], rows: usize, cols: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>
         }
     }
     (u, s, vt)
-}
-
-/// The transpose of a row-major `rows × cols` matrix.
-pub(crate) fn transpose<T: Copy + Default>(m: &[T], rows: usize, cols: usize) -> Vec<T> {
-    let mut t = vec![T::default(); m.len()];
-    for i in 0..rows {
-        for j in 0..cols {
-            t[j * rows + i] = m[i * cols + j];
-        }
-    }
-    t
 }
 
 #[cfg(test)]

@@ -39,9 +39,9 @@ pub(crate) fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B
 
 /// Scaled dot-product attention. `q [batch, heads, seq, hd]`, `k`/`v [batch, kv_heads, total, hd]`
 /// (`total - seq` prefix positions first; each kv head serves `heads / kv_heads` query heads);
-/// with `causal`, position `i` sees the prefix and positions `<= i`; `padding` (`[batch, seq]`, 1 for
-/// real tokens, 0 for padding) hides padded keys. Returns `[batch, seq, heads * hd]`.
-pub(crate) fn attend<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, causal: bool, padding: Option<&Tensor<B, 2>>) -> Tensor<B, 3> {
+/// `bias` (from [`causal_bias`] or [`padding_bias`], built once per forward pass) is added to the
+/// scores. Returns `[batch, seq, heads * hd]`.
+pub(crate) fn attend<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, bias: Option<&Tensor<B, 4>>) -> Tensor<B, 3> {
     let [batch, heads, seq, hd] = q.dims();
     let [_, kv_heads, total, _] = k.dims();
     let repeat = |t: Tensor<B, 4>| {
@@ -53,21 +53,26 @@ pub(crate) fn attend<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 
     };
     let (k, v) = (repeat(k), repeat(v));
     let mut scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f64).sqrt());
-    if causal {
-        let offset = total - seq;
-        let mask: Vec<f32> = (0..seq).flat_map(|i| (0..total).map(move |j| if j > i + offset { f32::NEG_INFINITY } else { 0.0 })).collect();
-        let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [seq, total]), &scores.device());
-        scores = scores + mask.unsqueeze::<4>();
-    }
-    if let Some(padding) = padding {
-        // Prefix keys are always visible; padded keys get -inf (as a large negative number, so
-        // that a fully padded row stays finite).
-        let prefix = Tensor::<B, 2>::ones([batch, total - seq], &scores.device());
-        let visible = Tensor::cat(vec![prefix, padding.clone()], 1);
-        let bias = (visible - 1.0).mul_scalar(1e9);
-        scores = scores + bias.unsqueeze_dim::<3>(1).unsqueeze_dim::<4>(1);
+    if let Some(bias) = bias {
+        scores = scores + bias.clone();
     }
     softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([batch, seq, heads * hd])
+}
+
+/// `[1, 1, seq, prefix + seq]`: position `i` sees the prefix and positions `<= i`.
+pub(crate) fn causal_bias<B: Backend>(seq: usize, prefix: usize, device: &B::Device) -> Tensor<B, 4> {
+    let total = prefix + seq;
+    let mask: Vec<f32> = (0..seq).flat_map(|i| (0..total).map(move |j| if j > i + prefix { f32::NEG_INFINITY } else { 0.0 })).collect();
+    Tensor::<B, 2>::from_data(TensorData::new(mask, [seq, total]), device).unsqueeze::<4>()
+}
+
+/// `[batch, 1, 1, prefix + seq]` from `padding [batch, seq]` (1 real token, 0 padding): padded keys
+/// get a large negative score (finite, so that a fully padded row stays finite); prefix keys are
+/// always visible.
+pub(crate) fn padding_bias<B: Backend>(padding: &Tensor<B, 2>, prefix: usize) -> Tensor<B, 4> {
+    let [batch, _] = padding.dims();
+    let visible = Tensor::cat(vec![Tensor::<B, 2>::ones([batch, prefix], &padding.device()), padding.clone()], 1);
+    (visible - 1.0).mul_scalar(1e9).unsqueeze_dim::<3>(1).unsqueeze_dim::<4>(1)
 }
 
 /// Positions `offset .. offset + seq` for every row: `[batch, seq]`.

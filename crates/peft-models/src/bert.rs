@@ -13,7 +13,7 @@ use peft_lora::LoraEmbedding;
 use peft_ptuning::PrefixKv;
 use serde::Deserialize;
 
-use crate::attention::{AdaptedLinear, LinearAdapter, attend, kv_site, linear, positions, prefix_len, split_heads};
+use crate::attention::{AdaptedLinear, LinearAdapter, attend, kv_site, linear, padding_bias, positions, prefix_len, split_heads};
 
 fn default_eps() -> f64 {
     1e-12
@@ -207,6 +207,11 @@ impl<B: Backend, T: LinearAdapter<B>> BertOutput<B, T> {
 }
 
 impl<B: Backend, T: LinearAdapter<B>> Bert<B, T> {
+    /// Positions the live prefix adapters put before the tokens.
+    pub fn prefix_len(&self) -> usize {
+        self.encoder.layer.first().map_or(0, |l| prefix_len(&l.attention.self_attn.kv))
+    }
+
     /// The last hidden state `[batch, seq, hidden]` for `tokens [batch, seq]` (one segment, no
     /// padding).
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
@@ -219,14 +224,15 @@ impl<B: Backend, T: LinearAdapter<B>> Bert<B, T> {
         let [batch, seq] = tokens.dims();
         let device = tokens.device();
         let e = &self.embeddings;
-        let offset = self.encoder.layer.first().map_or(0, |l| prefix_len(&l.attention.self_attn.kv));
+        let offset = self.prefix_len();
         let types = Tensor::<B, 2, Int>::zeros([batch, seq], &device);
         let x = e.word_embeddings.forward(tokens) + e.position_embeddings.forward(positions::<B>(batch, seq, offset, &device)) + e.token_type_embeddings.forward(types);
         let mut h = e.layer_norm.forward(x);
+        let bias = padding.map(|p| padding_bias(&p, offset));
         for layer in &self.encoder.layer {
             let a = &layer.attention.self_attn;
             let (k, v) = a.kv.forward((split_heads(a.key.forward(h.clone()), a.heads), split_heads(a.value.forward(h.clone()), a.heads)));
-            let context = attend(split_heads(a.query.forward(h.clone()), a.heads), k, v, false, padding.as_ref());
+            let context = attend(split_heads(a.query.forward(h.clone()), a.heads), k, v, bias.as_ref());
             h = layer.attention.output.forward(context, h);
             let up = gelu(layer.intermediate.dense.forward(h.clone()));
             h = layer.output.forward(up, h);

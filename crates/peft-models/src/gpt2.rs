@@ -11,7 +11,7 @@ use peft_lora::LoraEmbedding;
 use peft_ptuning::PrefixKv;
 use serde::Deserialize;
 
-use crate::attention::{AdaptedLinear, LinearAdapter, attend, kv_site, linear, positions, prefix_len, split_heads};
+use crate::attention::{AdaptedLinear, LinearAdapter, attend, causal_bias, kv_site, linear, positions, prefix_len, split_heads};
 
 fn default_eps() -> f64 {
     1e-5
@@ -140,12 +140,18 @@ fn gelu_tanh<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
 }
 
 impl<B: Backend, T: LinearAdapter<B>> Gpt2<B, T> {
+    /// Positions the live prefix adapters put before the tokens.
+    pub fn prefix_len(&self) -> usize {
+        self.transformer.h.first().map_or(0, |b| prefix_len(&b.attn.kv))
+    }
+
     /// Final hidden states `[batch, seq, n_embd]` for `tokens [batch, seq]`.
     pub fn hidden_states(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let [batch, seq] = tokens.dims();
         let t = &self.transformer;
         // With a prefix, real tokens take positions after it, as in peft.
-        let offset = t.h.first().map_or(0, |b| prefix_len(&b.attn.kv));
+        let offset = self.prefix_len();
+        let mask = causal_bias::<B>(seq, offset, &tokens.device());
         let mut h = t.wte.forward(tokens.clone()) + t.wpe.forward(positions::<B>(batch, seq, offset, &tokens.device()));
         for block in &t.h {
             let x = block.ln_1.forward(h.clone());
@@ -153,7 +159,7 @@ impl<B: Backend, T: LinearAdapter<B>> Gpt2<B, T> {
             let d = qkv.dims()[2] / 3;
             let part = |i: usize| split_heads(qkv.clone().narrow(2, i * d, d), block.attn.heads);
             let (k, v) = block.attn.kv.forward((part(1), part(2)));
-            h = h + block.attn.c_proj.forward(attend(part(0), k, v, true, None));
+            h = h + block.attn.c_proj.forward(attend(part(0), k, v, Some(&mask)));
             let up = block.mlp.c_fc.forward(block.ln_2.forward(h.clone()));
             let act = if block.mlp.tanh { gelu_tanh(up) } else { burn::tensor::activation::gelu(up) };
             h = h.clone() + block.mlp.c_proj.forward(act);

@@ -12,10 +12,10 @@ use std::path::Path;
 
 use burn::tensor::TensorData;
 use burn::tensor::backend::Backend;
-use peft_core::checkpoint::{TensorEntry, parse, read_bytes, to_f32, write_atomic};
-use peft_core::hf::{HfAdapterConfig, KEY_PREFIX};
-use peft_core::hf_weights::{HfCheckpoint, transpose};
-use peft_core::{AdapterTensors, LayerKind, PeftError, PeftModel, Result, TargetModules, Targeting};
+use peft_core::checkpoint::{TensorEntry, parse, read_bytes, read_f32, serialize, transpose, write_atomic};
+use peft_core::hf::{HfAdapterConfig, IA3_SUFFIXES, KEY_PREFIX, LORA_SUFFIXES, PROMPT_EMBEDDINGS as PROMPT, saved_base_tensor, split_key};
+use peft_core::hf_weights::HfCheckpoint;
+use peft_core::{AdapterTensors, LayerKind, MethodConfig, PeftError, PeftModel, Result, TargetModules, Targeting};
 use peft_lora::{Ia3Config, LoraConfig};
 use peft_ptuning::PrefixConfig;
 use safetensors::SafeTensors;
@@ -46,10 +46,6 @@ pub struct LoadedAdapter {
     pub base_tensors: Vec<String>,
 }
 
-const LORA_SUFFIXES: [&str; 6] = ["lora_A.weight", "lora_B.weight", "lora_B.bias", "lora_magnitude_vector", "lora_embedding_A", "lora_embedding_B"];
-const IA3_SUFFIXES: [&str; 1] = ["ia3_l"];
-const PROMPT: &str = "prompt_embeddings";
-
 struct Tensor2 {
     key: String,
     shape: Vec<usize>,
@@ -57,12 +53,11 @@ struct Tensor2 {
 }
 
 fn read_tensor(file: &SafeTensors<'_>, key: &str) -> Result<Tensor2> {
-    let view = file.tensor(key).map_err(|e| PeftError::Safetensors { path: key.into(), reason: e.to_string() })?;
-    let values = to_f32(key, &view)?;
+    let (shape, values) = read_f32(file, key)?;
     if values.iter().any(|v| !v.is_finite()) {
         return Err(PeftError::NonFiniteTensor(key.into()));
     }
-    Ok(Tensor2 { key: key.into(), shape: view.shape().to_vec(), values })
+    Ok(Tensor2 { key: key.into(), shape, values })
 }
 
 /// An HF `[rows, cols]` matrix in Burn's layout `[cols, rows]`.
@@ -77,12 +72,9 @@ fn vector(t: &Tensor2) -> TensorData {
     TensorData::new(t.values.clone(), [t.values.len()])
 }
 
+/// `path` as a regular expression matching itself (for per-module rank and alpha patterns).
 fn escape(path: &str) -> String {
-    regex_escape(path)
-}
-
-fn regex_escape(s: &str) -> String {
-    s.chars().flat_map(|c| if "\\.+*?()|[]{}^$#&-~".contains(c) { vec!['\\', c] } else { vec![c] }).collect()
+    path.chars().flat_map(|c| if "\\.+*?()|[]{}^$#&-~".contains(c) { vec!['\\', c] } else { vec![c] }).collect()
 }
 
 /// Loads the adapter in `dir` into `model` under `name`. On error the model is unchanged.
@@ -106,9 +98,9 @@ pub fn load_adapter<B: Backend, M: HfCheckpoint<B>>(model: &mut M, dir: &Path, n
     for key in names {
         if key == PROMPT && hf.peft_type == "PREFIX_TUNING" {
             prompt = Some(read_tensor(&file, key)?);
-        } else if let Some((module, suffix)) = peft_core::hf::split_key(key, suffixes) {
+        } else if let Some((module, suffix)) = split_key(key, suffixes) {
             by_module.entry(module.to_string()).or_default().insert(suffix, read_tensor(&file, key)?);
-        } else if let Some(base_name) = base_tensor_name(key, &hf) {
+        } else if let Some(base_name) = saved_base_tensor(key, &hf.modules_to_save) {
             base.push((key.to_string(), base_name));
         } else {
             return Err(PeftError::Unsupported(format!("tensor `{key}` is not part of a {} adapter", hf.peft_type)));
@@ -126,12 +118,7 @@ pub fn load_adapter<B: Backend, M: HfCheckpoint<B>>(model: &mut M, dir: &Path, n
             .iter()
             .map(|(key, name)| file.tensor(key).map(|v| TensorEntry::from_view(name, &v)).map_err(|e| PeftError::Safetensors { path: key.clone(), reason: e.to_string() }))
             .collect::<Result<Vec<_>>>()?;
-        let views: Vec<_> = entries
-            .iter()
-            .map(|e| safetensors::tensor::TensorView::new(e.dtype, e.shape.clone(), &e.data).map(|v| (e.name.clone(), v)))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| PeftError::Safetensors { path: path.display().to_string(), reason: e.to_string() })?;
-        let bytes = safetensors::serialize(views, None).map_err(|e| PeftError::Safetensors { path: path.display().to_string(), reason: e.to_string() })?;
+        let bytes = serialize(&entries, None, &path.display().to_string())?;
         let renamed = parse(&bytes, &path.display().to_string())?;
         let (loaded, report) = work.assign_hf_weights(&renamed, true)?;
         if let Some(unused) = report.unused.first() {
@@ -143,19 +130,19 @@ pub fn load_adapter<B: Backend, M: HfCheckpoint<B>>(model: &mut M, dir: &Path, n
     Ok(LoadedAdapter { hf, method, modules, base_tensors })
 }
 
-/// The base-model name of a saved base tensor: peft's `modules_to_save` copies
-/// (`<m>.modules_to_save.<adapter>.<p>` or `<m>.<p>`) and saved embedding layers
-/// (`<m>.base_layer.<p>`).
-fn base_tensor_name(key: &str, hf: &HfAdapterConfig) -> Option<String> {
-    let inner = key.strip_prefix(KEY_PREFIX)?;
-    if let Some((module, rest)) = inner.split_once(".modules_to_save.") {
-        return rest.split_once('.').map(|(_, param)| format!("{module}.{param}"));
+/// The modules `tensors` covers; none is a missing tensor (`what` says which).
+fn modules_of(tensors: &AdapterTensors, what: &str) -> Result<Vec<String>> {
+    let modules: Vec<String> = tensors.keys().cloned().collect();
+    if modules.is_empty() {
+        return Err(PeftError::MissingTensor(format!("{KEY_PREFIX}<module>.{what}")));
     }
-    if let Some((module, param)) = inner.split_once(".base_layer.") {
-        return Some(format!("{module}.{param}"));
-    }
-    let (module, _) = inner.rsplit_once('.')?;
-    hf.modules_to_save.iter().any(|m| peft_core::targeting::name_matches(m, module)).then(|| inner.to_string())
+    Ok(modules)
+}
+
+/// Attaches adapter `name` built from `config`, then gives it the file's values.
+fn attach<B: Backend, M: PeftModel<B>, C: MethodConfig>(model: &mut M, name: &str, config: &C, tensors: AdapterTensors) -> Result<()> {
+    model.add_adapter(name, config)?;
+    model.set_adapter_tensors(name, tensors)
 }
 
 fn need<'a>(tensors: &'a BTreeMap<&str, Tensor2>, module: &str, suffix: &str) -> Result<&'a Tensor2> {
@@ -201,10 +188,7 @@ fn lora_into<B: Backend, M: HfCheckpoint<B>>(
         alphas.insert(escape(&ours), scaling * r as f64);
         tensors.insert(ours, values);
     }
-    let modules: Vec<String> = tensors.keys().cloned().collect();
-    if modules.is_empty() {
-        return Err(PeftError::MissingTensor(format!("{KEY_PREFIX}<module>.lora_A.weight (the adapter has no LoRA tensors)")));
-    }
+    let modules = modules_of(&tensors, "lora_A.weight (the adapter has no LoRA tensors)")?;
     let config = LoraConfig::new(Targeting::names(&modules))
         .with_r(hf.r.max(1))
         .with_alpha(hf.lora_alpha)
@@ -212,8 +196,7 @@ fn lora_into<B: Backend, M: HfCheckpoint<B>>(
         .with_bias(bias)
         .with_rank_pattern(ranks)
         .with_alpha_pattern(alphas);
-    model.add_adapter(name, &config)?;
-    model.set_adapter_tensors(name, tensors)?;
+    attach(model, name, &config, tensors)?;
     Ok((HfMethod::Lora(config), modules))
 }
 
@@ -241,13 +224,9 @@ fn ia3_into<B: Backend, M: HfCheckpoint<B>>(
         }
         tensors.insert(ours, BTreeMap::from([("scale".to_string(), vector(l))]));
     }
-    let modules: Vec<String> = tensors.keys().cloned().collect();
-    if modules.is_empty() {
-        return Err(PeftError::MissingTensor(format!("{KEY_PREFIX}<module>.ia3_l (the adapter has no IA3 tensors)")));
-    }
+    let modules = modules_of(&tensors, "ia3_l (the adapter has no IA3 tensors)")?;
     let config = Ia3Config::new(Targeting::names(&modules)).with_feedforward_modules(TargetModules::names(&feedforward));
-    model.add_adapter(name, &config)?;
-    model.set_adapter_tensors(name, tensors)?;
+    attach(model, name, &config, tensors)?;
     Ok((HfMethod::Ia3(config), modules))
 }
 
@@ -296,8 +275,7 @@ fn prefix_into<B: Backend, M: HfCheckpoint<B>>(model: &mut M, name: &str, hf: &H
         tensors.insert(site.clone(), BTreeMap::from([("keys".to_string(), part(2 * l)), ("values".to_string(), part(2 * l + 1))]));
     }
     let config = PrefixConfig::new(Targeting::names(&sites)).with_num_virtual_tokens(nvt);
-    model.add_adapter(name, &config)?;
-    model.set_adapter_tensors(name, tensors)?;
+    attach(model, name, &config, tensors)?;
     Ok((HfMethod::Prefix(config), sites))
 }
 
@@ -443,15 +421,15 @@ pub fn save_adapter<B: Backend, M: HfCheckpoint<B>>(model: &mut M, name: &str, m
         }
     }
     if !options.modules_to_save.is_empty() {
-        let base = model.hf_tensors();
         let mut saved = Vec::new();
         for module in options.modules_to_save {
             let hf = map.to_hf(module);
-            let before = entries.len();
-            entries.extend(base.iter().filter(|e| e.name.starts_with(&format!("{hf}."))).map(|e| TensorEntry { name: format!("{KEY_PREFIX}{}", e.name), ..e.clone() }));
-            if entries.len() == before {
+            let prefix = format!("{hf}.");
+            let tensors = model.hf_tensors(&|name| name.starts_with(&prefix));
+            if tensors.is_empty() {
                 return Err(PeftError::MissingTensor(format!("{hf}.* (modules_to_save `{module}` has no parameters)")));
             }
+            entries.extend(tensors.into_iter().map(|e| TensorEntry { name: format!("{KEY_PREFIX}{}", e.name), ..e }));
             saved.push(hf);
         }
         config["modules_to_save"] = serde_json::json!(saved);

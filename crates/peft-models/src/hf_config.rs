@@ -25,13 +25,15 @@ impl HfModelConfig {
     /// Reads `dir/config.json`.
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).map_err(|source| PeftError::Io { path: path.display().to_string(), source })?;
-        Self::parse(&text, &path.display().to_string())
+        Self::from_value(peft_core::hf::read_json(&path)?, &path.display().to_string())
     }
 
     /// Parses the text of a `config.json`; an unknown `model_type` is an error.
     pub fn parse(text: &str, name: &str) -> Result<Self> {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|source| PeftError::Json { path: name.into(), source })?;
+        Self::from_value(serde_json::from_str(text).map_err(|source| PeftError::Json { path: name.into(), source })?, name)
+    }
+
+    fn from_value(value: serde_json::Value, name: &str) -> Result<Self> {
         #[derive(Deserialize)]
         struct Kind {
             model_type: String,

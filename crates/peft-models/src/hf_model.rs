@@ -75,11 +75,10 @@ impl<B: Backend, T: LinearAdapter<B>> HfModel<B, T> {
 
     /// Prefix positions the live prefix adapters add before the tokens.
     pub fn prefix_len(&self) -> usize {
-        use crate::attention::prefix_len;
         match self {
-            Self::Llama(m) => m.model.layers.first().map_or(0, |l| prefix_len(&l.self_attn.kv)),
-            Self::Gpt2(m) => m.transformer.h.first().map_or(0, |b| prefix_len(&b.attn.kv)),
-            Self::Bert(m) => m.encoder.layer.first().map_or(0, |l| prefix_len(&l.attention.self_attn.kv)),
+            Self::Llama(m) => m.prefix_len(),
+            Self::Gpt2(m) => m.prefix_len(),
+            Self::Bert(m) => m.prefix_len(),
         }
     }
 
@@ -112,11 +111,11 @@ impl<B: Backend, T: LinearAdapter<B>> HfCheckpoint<B> for HfModel<B, T> {
         }
     }
 
-    fn hf_tensors(&self) -> Vec<TensorEntry> {
+    fn hf_tensors(&self, keep: &dyn Fn(&str) -> bool) -> Vec<TensorEntry> {
         match self {
-            Self::Llama(m) => m.hf_tensors(),
-            Self::Gpt2(m) => m.hf_tensors(),
-            Self::Bert(m) => m.hf_tensors(),
+            Self::Llama(m) => m.hf_tensors(keep),
+            Self::Gpt2(m) => m.hf_tensors(keep),
+            Self::Bert(m) => m.hf_tensors(keep),
         }
     }
 

@@ -12,7 +12,7 @@ use peft_lora::LoraEmbedding;
 use peft_ptuning::PrefixKv;
 use serde::Deserialize;
 
-use crate::attention::{AdaptedLinear, LinearAdapter, attend, kv_site, linear, prefix_len, split_heads};
+use crate::attention::{AdaptedLinear, LinearAdapter, attend, causal_bias, kv_site, linear, prefix_len, split_heads};
 
 fn default_eps() -> f64 {
     1e-6
@@ -241,29 +241,36 @@ fn apply_rope<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2
 }
 
 impl<B: Backend, T: LinearAdapter<B>> LlamaAttention<B, T> {
-    /// `[batch, seq, hidden] -> [batch, seq, hidden]`, with rotary tables for the real positions.
-    pub fn forward(&self, x: Tensor<B, 3>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2>) -> Tensor<B, 3> {
+    /// `[batch, seq, hidden] -> [batch, seq, hidden]`, with rotary tables for the real positions
+    /// and the causal mask [`causal_bias`](crate::attention) of the pass.
+    pub fn forward(&self, x: Tensor<B, 3>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2>, mask: &Tensor<B, 4>) -> Tensor<B, 3> {
         let q = apply_rope(split_heads(self.q_proj.forward(x.clone()), self.heads), cos, sin);
         let k = apply_rope(split_heads(self.k_proj.forward(x.clone()), self.kv_heads), cos, sin);
         let v = split_heads(self.v_proj.forward(x), self.kv_heads);
         let (k, v) = self.kv.forward((k, v));
-        self.o_proj.forward(attend(q, k, v, true, None))
+        self.o_proj.forward(attend(q, k, v, Some(mask)))
     }
 }
 
 impl<B: Backend, T: LinearAdapter<B>> Llama<B, T> {
+    /// Positions the live prefix adapters put before the tokens.
+    pub fn prefix_len(&self) -> usize {
+        self.model.layers.first().map_or(0, |l| prefix_len(&l.self_attn.kv))
+    }
+
     /// The final hidden states `[batch, seq, hidden]` for `tokens [batch, seq]`.
     pub fn hidden_states(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let [_, seq] = tokens.dims();
         let device = tokens.device();
         let first = &self.model.layers[0].self_attn;
         // peft's prefixes occupy the first positions: real tokens are rotated from there on.
-        let offset = prefix_len(&first.kv);
+        let offset = self.prefix_len();
         let head_dim = first.k_proj.base.weight.dims()[1] / first.kv_heads;
         let (cos, sin) = rope_tables::<B>(seq, offset, head_dim, self.rope_base, &device);
+        let mask = causal_bias::<B>(seq, offset, &device);
         let mut h = self.model.embed_tokens.forward(tokens);
         for layer in &self.model.layers {
-            h = h.clone() + layer.self_attn.forward(layer.input_layernorm.forward(h), &cos, &sin);
+            h = h.clone() + layer.self_attn.forward(layer.input_layernorm.forward(h), &cos, &sin, &mask);
             let x = layer.post_attention_layernorm.forward(h.clone());
             let mlp = &layer.mlp;
             h = h + mlp.down_proj.forward(silu(mlp.gate_proj.forward(x.clone())) * mlp.up_proj.forward(x));

@@ -11,7 +11,7 @@ use peft_core::checkpoint::{parse, read_bytes, to_f32};
 use peft_core::hf_weights::HfCheckpoint;
 use peft_core::{PeftError, PeftModel};
 use peft_lora::{Ia3, Lora};
-use peft_models::{HfModel, LinearAdapter, SaveOptions, load_adapter, save_adapter};
+use peft_models::{HfMethod, HfModel, LinearAdapter, SaveOptions, load_adapter, save_adapter};
 
 type B = NdArray;
 
@@ -67,7 +67,7 @@ fn check_merged<T: LinearAdapter<B>>(case: &str, mut m: HfModel<B, T>) {
     let bytes = read_bytes(&root().join("adapters").join(case).join("merged.safetensors")).unwrap();
     let st = parse(&bytes, case).unwrap();
     let mut worst = 0.0f32;
-    for entry in m.hf_tensors() {
+    for entry in m.hf_tensors(&|_| true) {
         let view = st.tensor(&entry.name).unwrap_or_else(|_| panic!("{case}: peft's merged state has no `{}`", entry.name));
         assert_eq!(view.shape(), entry.shape.as_slice(), "{}", entry.name);
         let theirs = to_f32(&entry.name, &view).unwrap();
@@ -136,16 +136,24 @@ fn bert_lora_and_ia3_match_peft() {
 fn round_trip<T: LinearAdapter<B>>(case: &str, model_name: &str, task: &str) {
     let mut m = model::<T>(model_name);
     let loaded = load_adapter(&mut m, &root().join("adapters").join(case), "hf").unwrap();
-    let dir = match std::env::var("PEFT_EXPORT_DIR") {
-        Ok(d) => PathBuf::from(d).join(case),
-        Err(_) => std::env::temp_dir().join(format!("peft-roundtrip-{case}-{}", std::process::id())),
+    save_reload_export(&mut m, "hf", &loaded.method, case, model_name, &SaveOptions { task_type: Some(task), ..Default::default() });
+}
+
+/// Saves adapter `name`, loads the folder into a fresh model and asserts identical outputs. With
+/// `PEFT_EXPORT_DIR` set, keeps the folder there with our output (`ours.safetensors`) and the base
+/// model's path (`model_dir`) for `tools/check_ours_in_peft.py`; otherwise removes it.
+fn save_reload_export<T: LinearAdapter<B>>(m: &mut HfModel<B, T>, name: &str, method: &HfMethod, case: &str, model_name: &str, options: &SaveOptions<'_>) {
+    let export = std::env::var("PEFT_EXPORT_DIR").ok();
+    let dir = match &export {
+        Some(d) => PathBuf::from(d).join(case),
+        None => std::env::temp_dir().join(format!("peft-save-{case}-{}", std::process::id())),
     };
-    save_adapter(&mut m, "hf", &loaded.method, &dir, &SaveOptions { task_type: Some(task), ..Default::default() }).unwrap();
+    save_adapter(m, name, method, &dir, options).unwrap();
     let mut again = model::<T>(model_name);
     load_adapter(&mut again, &dir, "x").unwrap();
     let ours = m.forward(tokens());
     assert_eq!(again.forward(tokens()).into_data(), ours.clone().into_data(), "{case}");
-    if std::env::var("PEFT_EXPORT_DIR").is_ok() {
+    if export.is_some() {
         let data = ours.into_data();
         let entry = peft_core::checkpoint::TensorEntry::f32("output", data.shape.to_vec(), &data.into_vec::<f32>().unwrap());
         peft_core::checkpoint::write_atomic(&dir.join("ours.safetensors"), &[entry], None).unwrap();
@@ -291,10 +299,6 @@ fn fresh_lora_and_prefix_save_for_peft() {
             }
         }
         m.set_adapter_tensors("mine", tensors).unwrap();
-        let dir = match std::env::var("PEFT_EXPORT_DIR") {
-            Ok(d) => PathBuf::from(d).join(case),
-            Err(_) => std::env::temp_dir().join(format!("peft-fresh-{case}-{}", std::process::id())),
-        };
         // The LoRA case also trains the output head in full (peft's modules_to_save).
         let heads: &[&str] = if case == "fresh_rslora_dora" { &["lm_head"] } else { &[] };
         if !heads.is_empty() {
@@ -302,19 +306,7 @@ fn fresh_lora_and_prefix_save_for_peft() {
             let head = &mut llama.lm_head.as_mut().unwrap().base;
             head.weight = peft_core::frozen_like(&head.weight, head.weight.val().mul_scalar(1.5));
         }
-        save_adapter(&mut m, "mine", &method, &dir, &SaveOptions { task_type: Some("CAUSAL_LM"), modules_to_save: heads }).unwrap();
-        let mut again = model::<Lora<B>>("llama");
-        load_adapter(&mut again, &dir, "x").unwrap();
-        let ours = m.forward(tokens());
-        assert_eq!(again.forward(tokens()).into_data(), ours.clone().into_data(), "{case}");
-        if std::env::var("PEFT_EXPORT_DIR").is_ok() {
-            let data = ours.into_data();
-            let entry = peft_core::checkpoint::TensorEntry::f32("output", data.shape.to_vec(), &data.into_vec::<f32>().unwrap());
-            peft_core::checkpoint::write_atomic(&dir.join("ours.safetensors"), &[entry], None).unwrap();
-            std::fs::write(dir.join("model_dir"), root().join("models/llama").display().to_string()).unwrap();
-        } else {
-            std::fs::remove_dir_all(&dir).unwrap();
-        }
+        save_reload_export(&mut m, "mine", &method, case, "llama", &SaveOptions { task_type: Some("CAUSAL_LM"), modules_to_save: heads });
     }
 }
 
