@@ -23,7 +23,7 @@ pub use adapter_tensors::AdapterTensors;
 pub use error::{PeftError, Result};
 pub use layer::{Layer, LayerKind, linear_features};
 pub use model::{Adaptable, PeftModel, TunedLayerInfo, TunedVisitor, join_path};
-pub use params::{ParamInfo, TrainMode, TrainableReport, all_finite, frozen_like, list_params, set_trainable, trainable};
+pub use params::{ParamInfo, TrainMode, TrainableReport, all_finite, frozen_like, in_dtype, list_params, set_trainable, trainable, upcast_half};
 pub use targeting::{TargetMatcher, TargetModules, Targeting};
 pub use transfer::transfer_base_weights;
 pub use tuned::{AdapterSlots, Tuned};

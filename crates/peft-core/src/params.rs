@@ -244,6 +244,26 @@ pub fn all_finite<B: Backend, M: Module<B>>(module: &M) -> bool {
     v.0
 }
 
+/// `t` in `dtype`, untouched (no cast recorded) when it already is.
+pub fn in_dtype<B: Backend, const D: usize>(t: Tensor<B, D>, dtype: burn::tensor::DType) -> Tensor<B, D> {
+    if t.dtype() == dtype { t } else { t.cast(dtype) }
+}
+
+/// `param` in f32 when it is in a half-precision type (f16, bf16), same id and trainability:
+/// trainable weights kept in f32 while the frozen base computes in half precision, as HF peft's
+/// `autocast_adapter_dtype` does.
+pub fn upcast_half<B: Backend, const D: usize>(param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+    let value = param.val();
+    if !matches!(value.dtype(), burn::tensor::DType::F16 | burn::tensor::DType::BF16) {
+        return param;
+    }
+    let grad = value.is_require_grad();
+    // Through the host: a cast is an operation, and its result cannot become a leaf to train.
+    let device = value.device();
+    let f32 = Tensor::from_data(value.into_data().convert::<f32>(), (&device, burn::tensor::DType::F32));
+    Param::initialized(param.id, f32.set_require_grad(grad))
+}
+
 /// A new trainable parameter holding `value`.
 pub fn trainable<B: Backend, const D: usize>(value: Tensor<B, D>) -> Param<Tensor<B, D>> {
     Param::initialized(burn::module::ParamId::new(), value.require_grad())

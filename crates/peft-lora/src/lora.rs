@@ -7,7 +7,7 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{embedding, linear};
 use burn::tensor::{Int, Tensor};
-use peft_core::{Combination, PeftError, Result, Site, Tuner, TunerForward, frozen_like, trainable};
+use peft_core::{Combination, PeftError, Result, Site, Tuner, TunerForward, frozen_like, trainable, upcast_half};
 
 use crate::init::{kaiming_uniform_a_sqrt5, normal, pissa};
 use crate::{LoraConfig, LoraInit};
@@ -52,6 +52,17 @@ impl<B: Backend> Lora<B> {
             scaling,
             merged_norm: None,
         })
+    }
+
+    /// The adapter's weights in f32 when they are half precision (f16, bf16), as HF peft's
+    /// `autocast_adapter_dtype` keeps them: Adam's second moments of small gradients underflow in
+    /// f16. The frozen base still computes in its own type.
+    pub fn autocast_adapter_dtype(mut self) -> Self {
+        self.a = upcast_half(self.a);
+        self.b = upcast_half(self.b);
+        self.bias = self.bias.map(upcast_half);
+        self.magnitude = self.magnitude.map(upcast_half);
+        self
     }
 
     /// The rank.

@@ -6,8 +6,8 @@ use burn::module::{Param, ParamId};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{ElementConversion, Tensor};
 use burn::tensor::backend::Backend;
-use peft_core::{PeftError, Result, Site, Tuned, Tuner, TunerForward};
-use peft_quant::backend::QuantLinearBackend;
+use peft_core::{PeftError, Result, Site, Tuned, Tuner, TunerForward, in_dtype};
+use peft_quant::backend::{QuantLinearBackend, dequantize_weight};
 use peft_quant::{QLinear, QuantConfig};
 
 use crate::lora::build;
@@ -29,7 +29,7 @@ impl<B: Backend> Tuner<B, QLinear<B>> for Lora<B> {
             return Some(Err(PeftError::Unsupported(format!("PiSSA and DoRA on the 4-bit layer `{path}` are not supported yet"))));
         }
         let dims = [base.meta.d_input, base.meta.d_output];
-        Some(build(config, dims, &base.absmax.device(), || base.dequantize(), path, false).map(|(lora, _)| lora))
+        Some(build(config, dims, &base.absmax.device(), || dequantize_weight(&base.packed()).transpose(), path, false).map(|(lora, _)| lora.autocast_adapter_dtype()))
     }
 
     fn merge(&mut self, _base: QLinear<B>, path: &str) -> Result<QLinear<B>> {
@@ -41,8 +41,12 @@ impl<B: Backend> Tuner<B, QLinear<B>> for Lora<B> {
 
 impl<B: QuantLinearBackend, const D: usize> TunerForward<B, QLinear<B>, Tensor<B, D>> for Lora<B> {
     /// `h + s·B(A(dropout(x)))`: the 4-bit product plus the low-rank one, `[..., d_in] -> [..., d_out]`.
+    /// With a half-precision compute type the low-rank product runs in the factors' f32 and is
+    /// rounded to `h`'s type, as in HF peft's bitsandbytes LoRA layer.
     fn post(&self, _base: &QLinear<B>, input: &Tensor<B, D>, output: Tensor<B, D>) -> Tensor<B, D> {
-        output + self.low_rank(self.dropout.forward(input.clone()))
+        let x = in_dtype(self.dropout.forward(input.clone()), self.a.val().dtype());
+        let dtype = output.dtype();
+        output + in_dtype(self.low_rank(x), dtype)
     }
 }
 
@@ -61,11 +65,12 @@ pub struct QloraMerge<B: Backend> {
 
 /// Merges the active adapters of a QLoRA layer into its dequantized weight (the recipe users ask
 /// HF peft for), and optionally quantizes the result again, reporting the rounding error.
-pub fn merge_qlora<B: Backend>(layer: &QLoraLinear<B>, requantize: Option<QuantConfig>) -> Result<QloraMerge<B>> {
+pub fn merge_qlora<B: QuantLinearBackend>(layer: &QLoraLinear<B>, requantize: Option<QuantConfig>) -> Result<QloraMerge<B>> {
     let mut weight = layer.base.dequantize();
     for name in layer.names() {
         if layer.is_active(name) {
-            weight = weight + layer.adapter(name).expect("named adapter").delta_weight();
+            let delta = layer.adapter(name).expect("named adapter").delta_weight();
+            weight = weight.clone() + in_dtype(delta, weight.dtype());
         }
     }
     let meta = &layer.base.meta;

@@ -23,9 +23,9 @@ use burn::tensor::{ElementConversion, Int, Tensor, TensorPrimitive};
 pub struct PackedWeight<B: Backend> {
     /// Packed codes.
     pub words: IntTensor<B>,
-    /// Per-block scales, `[blocks]`.
+    /// Per-block scales, `[blocks]`, in f32 whatever the backend's float type.
     pub absmax: FloatTensor<B>,
-    /// The 16 code values.
+    /// The 16 code values, in f32.
     pub code: FloatTensor<B>,
     /// Output features.
     pub rows: usize,
@@ -56,7 +56,8 @@ pub fn dequantize_weight<B: Backend>(w: &PackedWeight<B>) -> Tensor<B, 2> {
     let codes = codes.slice(0..blocks * w.blocksize);
     let values = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(w.code.clone())).select(0, codes);
     let values = values.reshape([blocks, w.blocksize]) * absmax.unsqueeze_dim::<2>(1);
-    values.reshape([blocks * w.blocksize]).slice(0..w.rows * w.cols).reshape([w.rows, w.cols])
+    let dense = values.reshape([blocks * w.blocksize]).slice(0..w.rows * w.cols).reshape([w.rows, w.cols]);
+    dense.cast(<B::FloatElem as burn::tensor::Element>::dtype())
 }
 
 /// Backends that run the 4-bit linear product `x·Wᵀ`.
@@ -114,13 +115,6 @@ fn with_host<R>(w: &PackedWeight<burn::backend::NdArray<f32>>, f: impl FnOnce(&c
     let words = words.as_slice::<i64>().expect("ndarray's words are i64");
     f(&crate::host::HostWeight { words, absmax: &absmax, code: &code, rows: w.rows, cols: w.cols, blocksize: w.blocksize })
 }
-
-#[cfg(feature = "cuda")]
-impl QuantLinearBackend for burn::backend::Cuda<f32, i32> {}
-#[cfg(feature = "cuda")]
-impl QuantLinearBackend for burn::backend::Cuda<burn::tensor::bf16, i32> {}
-#[cfg(feature = "cuda")]
-impl QuantLinearBackend for burn::backend::Cuda<burn::tensor::f16, i32> {}
 
 #[derive(Debug)]
 struct PackedLinearBackward;

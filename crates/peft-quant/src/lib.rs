@@ -8,8 +8,12 @@ pub mod blockwise;
 mod code;
 mod dynamic_map;
 mod error;
+#[cfg(feature = "cubecl")]
+mod fusion;
 #[cfg(feature = "ndarray")]
 mod host;
+#[cfg(feature = "cubecl")]
+pub mod kernel;
 pub mod layout;
 mod qlinear;
 mod state;

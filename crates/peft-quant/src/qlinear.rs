@@ -6,7 +6,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Element, Int, Tensor, TensorData, TensorPrimitive};
 use peft_core::{Adaptable, Layer, LayerKind};
 
-use crate::backend::{PackedWeight, QuantLinearBackend, dequantize_weight};
+use crate::backend::{PackedWeight, QuantLinearBackend};
 use crate::{QuantConfig, QuantError, QuantType, Quantized4bit, Result};
 
 /// Sizes and format of a [`QLinear`].
@@ -32,9 +32,10 @@ pub struct QLinearMeta {
 pub struct QLinear<B: Backend> {
     /// Packed codes.
     pub words: Tensor<B, 1, Int>,
-    /// Per-block scales (padded to whole blocks).
+    /// Per-block scales (padded to whole blocks), in f32 on every backend: dequantization
+    /// multiplies in f32 and rounds once to the compute type, as bitsandbytes does.
     pub absmax: Tensor<B, 1>,
-    /// The 16 code values.
+    /// The 16 code values, in f32.
     pub code: Tensor<B, 1>,
     /// Bias `[d_output]`.
     pub bias: Option<Tensor<B, 1>>,
@@ -75,8 +76,8 @@ impl<B: Backend> QLinear<B> {
         let absmax = q.absmax();
         Ok(Self {
             words: Tensor::from_data(int_data::<B>(words, nibbles_per_word), device),
-            absmax: Tensor::from_data(TensorData::new(absmax, [blocks]), device),
-            code: Tensor::from_data(TensorData::new(q.state.code.to_vec(), [16]), device),
+            absmax: Tensor::from_data(TensorData::new(absmax, [blocks]), (device, DType::F32)),
+            code: Tensor::from_data(TensorData::new(q.state.code.to_vec(), [16]), (device, DType::F32)),
             bias: bias.map(|b| Tensor::from_data(TensorData::new(b.to_vec(), [d_output]), device)),
             meta: QLinearMeta { d_input, d_output, blocksize: q.state.blocksize, nibbles_per_word, quant_type: q.state.quant_type },
         })
@@ -93,7 +94,8 @@ impl<B: Backend> QLinear<B> {
         Self::from_quantized(&q, bias.as_deref(), &device)
     }
 
-    fn packed(&self) -> PackedWeight<B> {
+    /// The packed weight as the backend operations take it (shares the device buffers).
+    pub fn packed(&self) -> PackedWeight<B> {
         PackedWeight {
             words: self.words.clone().into_primitive(),
             absmax: self.absmax.clone().into_primitive().tensor(),
@@ -105,11 +107,6 @@ impl<B: Backend> QLinear<B> {
         }
     }
 
-    /// The dense weight in Burn's layout `[d_input, d_output]` (for merging and checks).
-    pub fn dequantize(&self) -> Tensor<B, 2> {
-        dequantize_weight(&self.packed()).transpose()
-    }
-
     /// Bytes held on the device: packed words, scales, code table and bias.
     pub fn device_bytes(&self) -> usize {
         let int_bytes = core::mem::size_of::<B::IntElem>();
@@ -118,6 +115,12 @@ impl<B: Backend> QLinear<B> {
 }
 
 impl<B: QuantLinearBackend> QLinear<B> {
+    /// The dense weight in Burn's layout `[d_input, d_output]` (for merging and checks), by the
+    /// backend's dequantization (the CubeCL kernel on GPU backends).
+    pub fn dequantize(&self) -> Tensor<B, 2> {
+        B::dequantize_packed(&self.packed()).transpose()
+    }
+
     /// `[..., d_input] -> [..., d_output]`, dequantizing the weight for this product only.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let dims = x.dims();

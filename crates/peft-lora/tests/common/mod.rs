@@ -3,7 +3,12 @@ use burn::backend::{Autodiff, NdArray};
 use burn::module::{Module, Param, ParamId};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Tensor, TensorData};
-use peft_lora::LoraLinear;
+use burn::optim::{GradientsParams, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{DType, ElementConversion};
+use peft_core::{PeftModel, Targeting, TrainMode, set_trainable};
+use peft_lora::{LoraConfig, LoraLinear};
+use peft_quant::backend::QuantLinearBackend;
 
 pub type Nd = NdArray<f32>;
 pub type Ad = Autodiff<Nd>;
@@ -74,4 +79,46 @@ impl<B: burn::tensor::backend::Backend> Mlp<B> {
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         self.down.forward(burn::tensor::activation::relu(self.up.forward(x)))
     }
+}
+
+/// Two 4-bit layers with LoRA, `d -> 2d -> d`.
+#[derive(Module, Debug)]
+pub struct QMlp<B: burn::tensor::backend::Backend> {
+    pub up: peft_lora::QLoraLinear<B>,
+    pub down: peft_lora::QLoraLinear<B>,
+}
+peft_core::adaptable!(QMlp { up, down });
+
+impl<B: peft_quant::backend::QuantLinearBackend> QMlp<B> {
+    pub fn new(d: usize, seed: u64) -> Self {
+        let q = |l: &burn::nn::Linear<B>| peft_core::Tuned::new(peft_quant::QLinear::from_linear(l, peft_quant::QuantConfig::qlora()).unwrap());
+        Self { up: q(&linear(d, 2 * d, seed)), down: q(&linear(2 * d, d, seed + 1)) }
+    }
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.down.forward(burn::tensor::activation::relu(self.up.forward(x)))
+    }
+}
+
+/// Trains LoRA on the 4-bit MLP with compute type `dtype`; returns the first and last loss.
+pub fn train<B: AutodiffBackend + QuantLinearBackend>(dtype: DType) -> (f32, f32) {
+    let mut m = QMlp::<B>::new(16, 1);
+    m.add_adapter("task", &LoraConfig::new(Targeting::names(&["up", "down"])).with_r(4).with_alpha(8.0)).unwrap();
+    let mut m = set_trainable(m, &TrainMode::adapters());
+    // The frozen base computes in `dtype`; the adapter's weights stay in f32 (peft's autocast).
+    assert_eq!(m.up.adapter("task").unwrap().a.val().dtype(), DType::F32);
+    let words_before = values(&m.up.base.words.clone().float());
+    let x = tensor::<B, 2>([32, 16], 2);
+    let target = tensor::<B, 2>([32, 16], 3) * 0.5 + m.forward(x.clone()).detach();
+    let mut optim = burn::optim::AdamConfig::new().init::<B, QMlp<B>>();
+    let mut losses = Vec::new();
+    for _ in 0..60 {
+        let loss = (m.forward(x.clone()) - target.clone()).square().mean();
+        assert_eq!(loss.dtype(), dtype);
+        losses.push(loss.clone().into_scalar().elem::<f32>());
+        let grads = GradientsParams::from_grads(loss.backward(), &m);
+        m = optim.step(5e-3, m, grads);
+    }
+    assert_eq!(values(&m.up.base.words.clone().float()), words_before, "the 4-bit base changed");
+    assert_eq!(optim.to_record().len(), 4, "optimizer state beyond the four adapter factors");
+    (losses[0], *losses.last().unwrap())
 }
