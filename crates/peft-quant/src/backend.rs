@@ -57,7 +57,9 @@ pub fn dequantize_weight<B: Backend>(w: &PackedWeight<B>) -> Tensor<B, 2> {
     let values = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(w.code.clone())).select(0, codes);
     let values = values.reshape([blocks, w.blocksize]) * absmax.unsqueeze_dim::<2>(1);
     let dense = values.reshape([blocks * w.blocksize]).slice(0..w.rows * w.cols).reshape([w.rows, w.cols]);
-    dense.cast(<B::FloatElem as burn::tensor::Element>::dtype())
+    // The product above is in f32 (the scales' type); round once to the compute type.
+    let dtype: burn::tensor::DType = burn::tensor::get_device_settings::<B>(&device).float_dtype.into();
+    peft_core::in_dtype(dense, dtype)
 }
 
 /// Backends that run the 4-bit linear product `x·Wᵀ`.
@@ -115,6 +117,10 @@ fn with_host<R>(w: &PackedWeight<burn::backend::NdArray<f32>>, f: impl FnOnce(&c
     let words = words.as_slice::<i64>().expect("ndarray's words are i64");
     f(&crate::host::HostWeight { words, absmax: &absmax, code: &code, rows: w.rows, cols: w.cols, blocksize: w.blocksize })
 }
+
+/// Burn's portable CPU backend with f16 and bf16: dequantizes with tensor operations.
+#[cfg(feature = "flex")]
+impl QuantLinearBackend for burn::backend::Flex {}
 
 #[derive(Debug)]
 struct PackedLinearBackward;
