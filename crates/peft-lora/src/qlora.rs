@@ -70,7 +70,8 @@ pub fn merge_qlora<B: QuantLinearBackend>(layer: &QLoraLinear<B>, requantize: Op
     for name in layer.names() {
         if layer.is_active(name) {
             let delta = layer.adapter(name).expect("named adapter").delta_weight();
-            weight = weight.clone() + in_dtype(delta, weight.dtype());
+            let dtype = weight.dtype();
+            weight = weight + in_dtype(delta, dtype);
         }
     }
     let meta = &layer.base.meta;
