@@ -19,7 +19,7 @@ use burn::tensor::{Distribution, Int, Tensor};
 use std::hint::black_box;
 
 use criterion::Criterion;
-use peft::models::{TinyTransformer, TinyTransformerConfig};
+use peft_toy::{TinyTransformer, TinyTransformerConfig};
 use peft::prelude::*;
 
 type Train = Autodiff<NdArray>;

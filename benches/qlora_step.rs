@@ -19,7 +19,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use peft::core::Layer;
-use peft::models::mlp::ResidualMlp;
+use peft_toy::mlp::ResidualMlp;
 use burn::tensor::{Distribution, Tensor};
 use criterion::Criterion;
 use peft::lora::QLoraLinear;

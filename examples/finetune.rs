@@ -14,15 +14,15 @@
 use std::time::Instant;
 
 use burn::backend::{Autodiff, NdArray};
-use peft::models::synthetic::{Domain, dataset};
-use peft::models::train::{FitConfig, Metrics, evaluate, fit};
-use peft::models::{TinyTransformer, TinyTransformerConfig};
+use peft_toy::synthetic::{Domain, dataset};
+use peft_toy::train::{FitConfig, Metrics, evaluate, fit};
+use peft_toy::{TinyTransformer, TinyTransformerConfig};
 use peft::prelude::*;
 
 type Train = Autodiff<NdArray>;
 
-fn report(label: &str, model: &TinyTransformer<Train>, general: &[peft::models::synthetic::Example], shifted: &[peft::models::synthetic::Example]) -> (Metrics, Metrics) {
-    let inner = peft::models::train::inference(model);
+fn report(label: &str, model: &TinyTransformer<Train>, general: &[peft_toy::synthetic::Example], shifted: &[peft_toy::synthetic::Example]) -> (Metrics, Metrics) {
+    let inner = peft_toy::train::inference(model);
     let (g, s) = (evaluate(&inner, general), evaluate(&inner, shifted));
     println!("{label:<34} general: {g} | shifted: {s}");
     (g, s)
@@ -33,7 +33,7 @@ fn main() -> Result<(), PeftError> {
     // Seeded: the same numbers on every run.
     <Train as burn::tensor::backend::Backend>::seed(&device, 42);
     let steps = std::env::var("FINETUNE_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
-    let config = TinyTransformerConfig::new(peft::models::synthetic::VOCAB, peft::models::synthetic::SEQ_LEN, 2);
+    let config = TinyTransformerConfig::new(peft_toy::synthetic::VOCAB, peft_toy::synthetic::SEQ_LEN, 2);
     let general_train = dataset(Domain::General, 4000, 1);
     let shifted_train = dataset(Domain::Shifted, 4000, 2);
     let general_test = dataset(Domain::General, 1000, 3);

@@ -27,7 +27,7 @@ mod measure {
     use burn::tensor::{DType, Distribution, FloatDType, IntDType, Tensor, bf16, f16, set_default_dtypes};
     use peft::core::Layer;
     use peft::lora::QLoraLinear;
-    use peft::models::mlp::ResidualMlp;
+    use peft_toy::mlp::ResidualMlp;
     use peft::prelude::*;
     use peft::quant::backend::{QuantLinearBackend, dequantize_weight};
     use peft::quant::kernel::device_memory;

@@ -15,9 +15,9 @@ use std::path::PathBuf;
 
 use burn::backend::NdArray;
 use burn::tensor::{Int, Tensor, TensorData};
-use peft::lora::Lora;
 use peft::models::text::{encode, load_tokenizer};
-use peft::models::{HfModel, HfModelConfig, load_adapter};
+use peft::hf::load_adapter;
+use peft::models::{HfModel, HfModelConfig};
 use peft::core::checkpoint::{parse, read_bytes, to_f32};
 
 
@@ -48,7 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let device = Default::default();
     let started = std::time::Instant::now();
-    let (mut model, report) = HfModel::<B, Lora<B>>::load(&dir, &device)?;
+    let (mut model, report) = HfModel::<B>::load(&dir, &device)?;
     println!("loaded {} tensors in {:.1?} (unused in the file: {:?})", report.loaded, started.elapsed(), report.unused);
     if let Some(adapter) = adapter {
         let loaded = load_adapter(&mut model, &adapter, "default")?;

@@ -25,7 +25,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use peft::lora::Lora;
 use peft::models::bert::Bert;
-use peft::models::synthetic::Lcg;
+use peft_toy::synthetic::Lcg;
 use peft::models::text::{encode, load_tokenizer};
 use peft::models::HfModel;
 use peft::prelude::*;

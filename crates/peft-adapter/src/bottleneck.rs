@@ -1,13 +1,11 @@
 //! The bottleneck adapter module and its place in the one trait.
 
-use std::any::Any;
-
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::Tensor;
 use burn::tensor::activation::{gelu, relu, silu};
 use burn::tensor::backend::Backend;
-use peft_core::{Adaptable, Layer, PeftError, Result, Site, Tuner, TunerForward};
+use peft_core::{Adaptable, Layer, PeftError, Result, Tuner, TunerForward};
 
 use crate::{AdapterActivation, AdapterPlacement, BottleneckConfig};
 
@@ -61,21 +59,16 @@ impl<B: Backend> Bottleneck<B> {
 }
 
 impl<B: Backend, L: Adaptable<B>> Tuner<B, L> for Bottleneck<B> {
-    const SITE: Site = Site::SubLayer;
+    type Config = BottleneckConfig;
 
-    fn accepts(config: &dyn Any) -> bool {
-        config.is::<BottleneckConfig>()
+    fn init(config: &BottleneckConfig, base: &mut L, path: &str) -> Result<Self> {
+        let d = base.output_features().ok_or_else(|| PeftError::NoOutputWidth { path: path.into() })?;
+        let device = base.devices().into_iter().next().ok_or_else(|| PeftError::NoParameters(path.into()))?;
+        Self::build(config, d, path, &device)
     }
 
-    fn from_config(config: &dyn Any, base: &mut L, path: &str) -> Option<Result<Self>> {
-        let config = config.downcast_ref::<BottleneckConfig>()?;
-        let Some(d) = base.output_features() else {
-            return Some(Err(PeftError::Unsupported(format!("`{path}` does not report its output width"))));
-        };
-        let Some(device) = base.devices().into_iter().next() else {
-            return Some(Err(PeftError::Unsupported(format!("`{path}` has no parameters"))));
-        };
-        Some(Self::build(config, d, path, &device))
+    fn method(&self) -> &'static str {
+        "BOTTLENECK"
     }
 }
 

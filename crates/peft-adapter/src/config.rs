@@ -1,7 +1,7 @@
 //! Bottleneck adapter configs, with AdapterHub's presets.
 
 use burn::config::Config;
-use peft_core::{MethodConfig, Targeting};
+use peft_core::{MethodConfig, PeftError, Site, Targeting};
 
 /// The non-linearity between the projections.
 #[derive(Config, Debug, PartialEq, Copy)]
@@ -64,7 +64,16 @@ impl MethodConfig for BottleneckConfig {
     fn peft_type(&self) -> &'static str {
         "BOTTLENECK"
     }
+    fn site(&self) -> Site {
+        Site::SubLayer
+    }
     fn targeting(&self) -> &Targeting {
         &self.targets
+    }
+    fn validate(&self) -> peft_core::Result<()> {
+        if !self.scaling.is_finite() {
+            return Err(PeftError::InvalidConfig(format!("scaling must be finite, got {}", self.scaling)));
+        }
+        Ok(())
     }
 }

@@ -4,7 +4,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use peft_core::checkpoint::{metadata, parse, read_bytes, write_atomic};
-use peft_core::hf::{HfAdapterConfig, IA3_SUFFIXES, LORA_SUFFIXES, PROMPT_EMBEDDINGS, split_key};
+use peft_hf::keys::{IA3_SUFFIXES, LORA_SUFFIXES, PROMPT_EMBEDDINGS, split_key};
+use peft_hf::{AdapterFolder, HfAdapterConfig};
 
 use crate::quantize::CliError;
 
@@ -80,14 +81,11 @@ pub fn inspect(dir: &Path, json: bool) -> Result<String, CliError> {
 }
 
 pub fn merge(base_dir: &Path, adapter_dir: &Path, out: &Path) -> Result<String, CliError> {
-    let config = HfAdapterConfig::read(adapter_dir)?;
+    let folder = AdapterFolder::read(adapter_dir)?;
     let base_path = base_dir.join("model.safetensors");
     let base_bytes = read_bytes(&base_path)?;
     let base = parse(&base_bytes, &base_path.display().to_string())?;
-    let adapter_path = adapter_dir.join("adapter_model.safetensors");
-    let adapter_bytes = read_bytes(&adapter_path)?;
-    let adapter = parse(&adapter_bytes, &adapter_path.display().to_string())?;
-    let (entries, summary) = peft_lora::hf_merge::merge_checkpoint(&base, &adapter, &config)?;
+    let (entries, summary) = peft_hf::merge_checkpoint(&base, &folder)?;
     write_atomic(out, &entries, Some(metadata(&base_bytes, &base_path.display().to_string())?))?;
     Ok(format!("merged {} adapter into {} modules; wrote {} tensors to {}", summary.method, summary.modules.len(), entries.len(), out.display()))
 }

@@ -1,5 +1,5 @@
 //! `peft logits`: runs a reference architecture (by `config.json`'s `model_type`) on one
-//! sequence, optionally with an HF peft adapter, and writes its output.
+//! sequence, optionally with an HF peft adapter of any method it loads, and writes its output.
 
 use std::path::Path;
 
@@ -7,9 +7,8 @@ use burn::backend::NdArray;
 use burn::tensor::{Int, Tensor, TensorData};
 use peft_core::PeftError;
 use peft_core::checkpoint::{TensorEntry, write_atomic};
-use peft_core::hf::HfAdapterConfig;
-use peft_lora::{Ia3, Lora};
-use peft_models::{HfModel, LinearAdapter, load_adapter};
+use peft_hf::load_adapter;
+use peft_models::HfModel;
 
 use crate::quantize::CliError;
 
@@ -28,9 +27,9 @@ fn parse_tokens(text: &str) -> Result<Vec<i64>, CliError> {
     Ok(tokens)
 }
 
-fn run<T: LinearAdapter<B>>(model_dir: &Path, adapter: Option<&Path>, tokens: &[i64]) -> Result<(Tensor<B, 3>, String), CliError> {
+fn run(model_dir: &Path, adapter: Option<&Path>, tokens: &[i64]) -> Result<(Tensor<B, 3>, String), CliError> {
     let device = Default::default();
-    let (mut model, _) = HfModel::<B, T>::load(model_dir, &device)?;
+    let (mut model, _) = HfModel::<B>::load(model_dir, &device)?;
     let mut what = String::from("base model");
     if let Some(dir) = adapter {
         let loaded = load_adapter(&mut model, dir, "default")?;
@@ -50,14 +49,10 @@ fn run<T: LinearAdapter<B>>(model_dir: &Path, adapter: Option<&Path>, tokens: &[
 
 pub fn logits(model_dir: &Path, adapter: Option<&Path>, tokens: &str, out: &Path) -> Result<String, CliError> {
     let tokens = parse_tokens(tokens)?;
-    let ia3 = match adapter {
-        Some(dir) => HfAdapterConfig::read(dir)?.peft_type == "IA3",
-        None => false,
-    };
-    let (output, what) = if ia3 { run::<Ia3<B>>(model_dir, adapter, &tokens)? } else { run::<Lora<B>>(model_dir, adapter, &tokens)? };
+    let (output, what) = run(model_dir, adapter, &tokens)?;
     let data = output.into_data();
-    let shape = data.shape.to_vec();
-    let values = data.into_vec::<f32>().map_err(|e| PeftError::Unsupported(format!("output is not f32: {e:?}")))?;
+    let (shape, dtype) = (data.shape.to_vec(), data.dtype);
+    let values = data.into_vec::<f32>().map_err(|_| PeftError::UnsupportedDtype { name: "output".into(), dtype: format!("{dtype:?}"), expected: "F32" })?;
     write_atomic(out, &[TensorEntry::f32("output", shape.clone(), &values)], None)?;
     Ok(format!("{what}: wrote `output` {shape:?} to {}", out.display()))
 }

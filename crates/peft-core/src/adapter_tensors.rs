@@ -3,61 +3,37 @@
 
 use std::collections::BTreeMap;
 
-use burn::module::{ModuleMapper, ModuleVisitor, Param};
+use burn::module::Param;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
-use crate::model::LayerOp;
+use crate::path::{ModulePath, ParamMapper, ParamVisitor, map_params, visit_params};
+use crate::walk::LayerOp;
 use crate::{Adaptable, PeftError, Result, Tuned, Tuner};
 
 /// An adapter's values: module path → parameter path inside the adapter → value.
 pub type AdapterTensors = BTreeMap<String, BTreeMap<String, TensorData>>;
 
-#[derive(Default)]
-struct Names(Vec<String>);
+struct Read(BTreeMap<String, TensorData>);
 
-impl Names {
-    fn path(&self) -> String {
-        self.0.join(".")
-    }
-}
-
-struct Read {
-    names: Names,
-    out: BTreeMap<String, TensorData>,
-}
-
-impl<B: Backend> ModuleVisitor<B> for Read {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.names.0.push(name.into());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.names.0.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        self.out.insert(self.names.path(), param.val().into_data());
+impl<B: Backend> ParamVisitor<B> for Read {
+    fn visit<const D: usize>(&mut self, path: &ModulePath, param: &Param<Tensor<B, D>>) {
+        self.0.insert(path.path(), param.val().into_data());
     }
 }
 
 struct Write {
     module: String,
-    names: Names,
     values: BTreeMap<String, TensorData>,
     error: Option<PeftError>,
 }
 
-impl<B: Backend> ModuleMapper<B> for Write {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.names.0.push(name.into());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.names.0.pop();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+impl<B: Backend> ParamMapper<B> for Write {
+    fn map<const D: usize>(&mut self, path: &ModulePath, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         if self.error.is_some() {
             return param;
         }
-        let name = self.names.path();
+        let name = path.path();
         let full = format!("{}.{name}", self.module);
         let Some(data) = self.values.remove(&name) else {
             self.error = Some(PeftError::MissingTensor(full));
@@ -82,9 +58,9 @@ pub(crate) struct CollectTensors<'a> {
 impl<B: Backend> LayerOp<B> for CollectTensors<'_> {
     fn apply<L: Adaptable<B>, T: Tuner<B, L>>(&mut self, path: &str, layer: &mut Tuned<B, L, T>) -> Result<()> {
         if let Some(adapter) = layer.adapter(self.name) {
-            let mut read = Read { names: Names::default(), out: BTreeMap::new() };
-            adapter.visit(&mut read);
-            self.out.insert(path.into(), read.out);
+            let mut read = Read(BTreeMap::new());
+            visit_params(adapter, &mut read);
+            self.out.insert(path.into(), read.0);
         }
         Ok(())
     }
@@ -97,19 +73,19 @@ pub(crate) struct AssignTensors<'a> {
 
 impl<B: Backend> LayerOp<B> for AssignTensors<'_> {
     fn apply<L: Adaptable<B>, T: Tuner<B, L>>(&mut self, path: &str, layer: &mut Tuned<B, L, T>) -> Result<()> {
-        let Some(i) = layer.names().iter().position(|n| n == self.name) else { return Ok(()) };
+        let Some(adapter) = layer.adapter_mut(self.name) else { return Ok(()) };
         let Some(values) = self.tensors.remove(path) else {
             return Err(PeftError::MissingTensor(format!("{path} (adapter `{}`)", self.name)));
         };
-        let mut write = Write { module: path.into(), names: Names::default(), values, error: None };
-        let adapter = layer.adapters[i].clone().map(&mut write);
+        let mut write = Write { module: path.into(), values, error: None };
+        let updated = map_params(adapter.clone(), &mut write);
         if let Some(e) = write.error {
             return Err(e);
         }
         if let Some(extra) = write.values.keys().next() {
-            return Err(PeftError::Unsupported(format!("tensor `{path}.{extra}` is not a parameter of adapter `{}`", self.name)));
+            return Err(PeftError::UnexpectedTensor { name: format!("{path}.{extra}"), reason: format!("not a parameter of adapter `{}`", self.name) });
         }
-        layer.adapters[i] = adapter;
+        *adapter = updated;
         Ok(())
     }
 }

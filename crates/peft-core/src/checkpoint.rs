@@ -1,4 +1,4 @@
-//! Safetensors files: reading tensors as `f32`, and writing all-or-nothing.
+//! Safetensors files: reading tensors as `f32`, and writing files all-or-nothing.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -82,7 +82,7 @@ pub fn to_f32(name: &str, view: &TensorView<'_>) -> Result<Vec<f32>> {
         Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
         Dtype::F16 => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
         Dtype::BF16 => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        other => return Err(PeftError::Unsupported(format!("tensor `{name}` has dtype {other:?}, expected a float type"))),
+        other => return Err(PeftError::UnsupportedDtype { name: name.into(), dtype: format!("{other:?}"), expected: "F32, F16 or BF16" }),
     })
 }
 
@@ -109,7 +109,7 @@ pub fn from_f32(values: &[f32], dtype: Dtype) -> Result<Vec<u8>> {
         Dtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         Dtype::F16 => values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
         Dtype::BF16 => values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
-        other => return Err(PeftError::Unsupported(format!("cannot encode floats as {other:?}"))),
+        other => return Err(PeftError::UnsupportedDtype { name: "(encoded floats)".into(), dtype: format!("{other:?}"), expected: "F32, F16 or BF16" }),
     })
 }
 
@@ -124,18 +124,28 @@ pub fn serialize(entries: &[TensorEntry], metadata: Option<HashMap<String, Strin
     safetensors::serialize(views, metadata).map_err(error)
 }
 
-/// Writes `entries` to `path` through a temporary file in the same folder, renamed into place
-/// at the end: a failure never leaves a partial file at `path`.
+/// Writes `entries` to `path` all-or-nothing (see [`write_bytes_atomic`]).
 pub fn write_atomic(path: &Path, entries: &[TensorEntry], metadata: Option<HashMap<String, String>>) -> Result<()> {
-    let io = |source| PeftError::Io { path: path.display().to_string(), source };
-    let bytes = serialize(entries, metadata, &path.display().to_string())?;
+    write_bytes_atomic(path, &serialize(entries, metadata, &path.display().to_string())?)
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder, renamed into place at
+/// the end: a failure never leaves a partial file at `path`.
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let file_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "out".into());
     let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, path));
+    let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result.map_err(io)
+    result.map_err(|source| PeftError::Io { path: path.display().to_string(), source })
+}
+
+/// Reads and parses a JSON file, naming it in errors.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| PeftError::Io { path: name.clone(), source })?;
+    serde_json::from_str(&text).map_err(|source| PeftError::Json { path: name, source })
 }
 
 #[cfg(test)]

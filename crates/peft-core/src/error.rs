@@ -80,12 +80,92 @@ pub enum PeftError {
         /// Module path of the layer.
         path: String,
     },
-    /// The operation is not defined for this method or layer.
-    #[error("{0}")]
-    Unsupported(String),
     /// The adapter is merged into the base weights and cannot be changed until unmerged.
     #[error("adapter `{0}` is merged; unmerge it first")]
     Merged(String),
+    /// A tensor was given that has no place: not a parameter of the adapter or model, or not
+    /// part of the method's file format.
+    #[error("unexpected tensor `{name}`: {reason}")]
+    UnexpectedTensor {
+        /// Name of the tensor.
+        name: String,
+        /// Why it has no place.
+        reason: String,
+    },
+    /// An active adapter's method cannot fold into the base weights.
+    #[error(
+        "adapter `{adapter}` ({method} at `{path}`) cannot be merged into the weights{reason}; deactivate it with `set_active_adapters`, or merge only the mergeable adapters with `merge_mergeable_adapters`"
+    )]
+    NotMergeable {
+        /// The adapter.
+        adapter: String,
+        /// Its method (HF peft's `peft_type`).
+        method: &'static str,
+        /// Module path of the layer.
+        path: String,
+        /// Why, when more than the method says it (starts with `: `), or empty.
+        reason: String,
+    },
+    /// Adapters that cannot be combined into one.
+    #[error("cannot combine adapters: {0}")]
+    CannotCombine(String),
+    /// A method option that this kind of layer does not support.
+    #[error("{feature} is not supported on `{path}`")]
+    NotSupportedOn {
+        /// The option (`DoRA`, `PiSSA`, `grouped convolution`, ...).
+        feature: String,
+        /// Module path of the layer.
+        path: String,
+    },
+    /// The model has no layer wrapped for the method of a config.
+    #[error("no layer of the model is wrapped for {method} adapters, which act on {site}; wrap the layers they should adapt in `Tuned` (see docs/custom-models.md)")]
+    NoWrappedLayer {
+        /// The method.
+        method: &'static str,
+        /// Where the method acts, in words.
+        site: &'static str,
+    },
+    /// Wrapped layers that the model walk does not reach.
+    #[error("wrapped layers {} are not reached by the model walk: list their fields in the `adaptable!` of the module that holds them", paths.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", "))]
+    UnreachedLayers {
+        /// Their module paths.
+        paths: Vec<String>,
+    },
+    /// A sub-layer that an adapter needs the output width of does not give it.
+    #[error("`{path}` does not report its output width: name the field that gives it with `adaptable!(Name {{ ... }}, output = field)`")]
+    NoOutputWidth {
+        /// Module path of the sub-layer.
+        path: String,
+    },
+    /// A module that has no parameters where some are needed (to find its device or shape).
+    #[error("`{0}` has no parameters")]
+    NoParameters(String),
+    /// A value of a model or adapter config that this library does not implement.
+    #[error("unknown {key} `{value}` (supported: {supported})")]
+    UnsupportedValue {
+        /// The config key (`model_type`, `peft_type`, `rope_type`, ...).
+        key: String,
+        /// The value found.
+        value: String,
+        /// What is supported.
+        supported: String,
+    },
+    /// A tensor of a type that cannot be used where it is.
+    #[error("tensor `{name}` has dtype {dtype}, expected {expected}")]
+    UnsupportedDtype {
+        /// Name of the tensor.
+        name: String,
+        /// Its dtype.
+        dtype: String,
+        /// What is needed.
+        expected: &'static str,
+    },
+    /// 4-bit quantization failed (`peft-quant`'s error).
+    #[error(transparent)]
+    Quantization(Box<dyn std::error::Error + Send + Sync>),
+    /// A tokenizer file could not be read, or text could not be tokenized.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
     /// A file could not be read or written.
     #[error("I/O error on `{path}`: {source}")]
     Io {

@@ -1,145 +1,14 @@
-//! Walking a user's model to reach every [`Tuned`] layer by module path, and the model-level
-//! adapter operations built on that walk (add, activate, disable, delete, merge).
+//! The model-level adapter operations (add, activate, disable, delete, merge, combine, values),
+//! each built on the walk of [`crate::walk`] and all-or-nothing on the whole model.
 
-use std::collections::BTreeSet;
+use std::any::{Any, TypeId};
+use std::collections::{BTreeSet, HashMap};
 
-use burn::module::Module;
-use burn::nn::conv::Conv2d;
-use burn::nn::{Embedding, Linear};
 use burn::tensor::backend::Backend;
 
 use crate::adapter_tensors::{AdapterTensors, AssignTensors, CollectTensors};
-use crate::{Combination, LayerKind, MethodConfig, PeftError, Result, TargetMatcher, Tuned, Tuner};
-
-/// Something that may contain [`Tuned`] layers: a layer, a block, a whole model.
-///
-/// Implemented for Burn's `Linear`, `Embedding` and `Conv2d`, for [`Tuned`], `Vec` and `Option`.
-/// Implement it for your own modules with [`adaptable!`](crate::adaptable).
-pub trait Adaptable<B: Backend>: Module<B> + burn::module::ModuleDisplay {
-    /// The kind of layer this is, for targeting.
-    fn kind(&self) -> LayerKind {
-        LayerKind::Other
-    }
-
-    /// The width of the layer's output, when it has one (used by adapters that need it).
-    fn output_features(&self) -> Option<usize> {
-        None
-    }
-
-    /// Calls `visitor` on every [`Tuned`] layer below `self`, `path` being `self`'s module path.
-    fn visit_tuned<V: TunedVisitor<B>>(&mut self, path: &str, visitor: &mut V) {
-        let _ = (path, visitor);
-    }
-}
-
-/// A function over every [`Tuned`] layer of a model.
-pub trait TunedVisitor<B: Backend> {
-    /// Called once per wrapped layer with its module path.
-    fn visit<L: Adaptable<B>, T: Tuner<B, L>>(&mut self, path: &str, layer: &mut Tuned<B, L, T>);
-}
-
-/// `parent.child`, or `child` at the root.
-pub fn join_path(parent: &str, child: &str) -> String {
-    if parent.is_empty() { child.to_string() } else { format!("{parent}.{child}") }
-}
-
-impl<B: Backend> Adaptable<B> for Linear<B> {
-    fn kind(&self) -> LayerKind {
-        LayerKind::Linear
-    }
-    fn output_features(&self) -> Option<usize> {
-        Some(self.weight.dims()[1])
-    }
-}
-
-impl<B: Backend> Adaptable<B> for Embedding<B> {
-    fn kind(&self) -> LayerKind {
-        LayerKind::Embedding
-    }
-}
-
-impl<B: Backend> Adaptable<B> for Conv2d<B> {
-    fn kind(&self) -> LayerKind {
-        LayerKind::Conv2d
-    }
-}
-
-impl<B: Backend, M: Adaptable<B>> Adaptable<B> for Vec<M> {
-    fn visit_tuned<V: TunedVisitor<B>>(&mut self, path: &str, visitor: &mut V) {
-        for (i, m) in self.iter_mut().enumerate() {
-            m.visit_tuned(&join_path(path, &i.to_string()), visitor);
-        }
-    }
-}
-
-impl<B: Backend, M: Adaptable<B>> Adaptable<B> for Option<M> {
-    fn visit_tuned<V: TunedVisitor<B>>(&mut self, path: &str, visitor: &mut V) {
-        if let Some(m) = self {
-            m.visit_tuned(path, visitor);
-        }
-    }
-}
-
-impl<B: Backend, L: Adaptable<B>, T: Tuner<B, L>> Adaptable<B> for Tuned<B, L, T> {
-    fn kind(&self) -> LayerKind {
-        self.base.kind()
-    }
-
-    fn output_features(&self) -> Option<usize> {
-        self.base.output_features()
-    }
-
-    /// Visits this layer, then any wrapper nested inside it under the same path.
-    fn visit_tuned<V: TunedVisitor<B>>(&mut self, path: &str, visitor: &mut V) {
-        visitor.visit(path, self);
-        self.base.visit_tuned(path, visitor);
-    }
-}
-
-/// Implements [`Adaptable`] for a module struct generic over `B`, listing the fields that
-/// contain tuned layers.
-///
-/// ```ignore
-/// peft_core::adaptable!(Block { attention, feed_forward });
-/// // A sub-layer that bottleneck adapters wrap also says which field gives its output width:
-/// peft_core::adaptable!(FeedForward { up, down }, output = down);
-/// // A module generic over the method of its linear layers:
-/// peft_core::adaptable!(Attention<T: MyLinearAdapter<B>> { q_proj, v_proj });
-/// ```
-#[macro_export]
-macro_rules! adaptable {
-    ($name:ident { $($field:ident),* $(,)? }, output = $out:ident) => {
-        impl<B: burn::tensor::backend::Backend> $crate::Adaptable<B> for $name<B> {
-            fn output_features(&self) -> Option<usize> {
-                $crate::Adaptable::<B>::output_features(&self.$out)
-            }
-            fn visit_tuned<V: $crate::TunedVisitor<B>>(&mut self, path: &str, visitor: &mut V) {
-                $( $crate::Adaptable::<B>::visit_tuned(&mut self.$field, &$crate::join_path(path, stringify!($field)), visitor); )*
-            }
-        }
-    };
-    ($name:ident { $($field:ident),* $(,)? }) => {
-        impl<B: burn::tensor::backend::Backend> $crate::Adaptable<B> for $name<B> {
-            fn visit_tuned<V: $crate::TunedVisitor<B>>(&mut self, path: &str, visitor: &mut V) {
-                $( $crate::Adaptable::<B>::visit_tuned(&mut self.$field, &$crate::join_path(path, stringify!($field)), visitor); )*
-            }
-        }
-    };
-    ($name:ident<$t:ident: $bound:path> { $($field:ident),* $(,)? }) => {
-        impl<B: burn::tensor::backend::Backend, $t: $bound> $crate::Adaptable<B> for $name<B, $t> {
-            fn visit_tuned<V: $crate::TunedVisitor<B>>(&mut self, path: &str, visitor: &mut V) {
-                $( $crate::Adaptable::<B>::visit_tuned(&mut self.$field, &$crate::join_path(path, stringify!($field)), visitor); )*
-            }
-        }
-    };
-    ($name:ident: $kind:expr) => {
-        impl<B: burn::tensor::backend::Backend> $crate::Adaptable<B> for $name<B> {
-            fn kind(&self) -> $crate::LayerKind {
-                $kind
-            }
-        }
-    };
-}
+use crate::walk::{LayerOp, for_each, unreached_layers};
+use crate::{Adaptable, Combination, LayerKind, MethodConfig, PeftError, Result, TargetMatcher, Tuned, Tuner, TunedVisitor};
 
 /// One wrapped layer, as seen by [`PeftModel::tuned_layers`].
 #[derive(Clone, Debug, PartialEq)]
@@ -152,78 +21,60 @@ pub struct TunedLayerInfo {
     pub adapters: Vec<String>,
 }
 
+/// The config given to `add_adapter`, cast once to the config type of each method met in the walk.
+struct Configs<'a> {
+    given: &'a dyn MethodConfig,
+    cast: HashMap<TypeId, Option<Box<dyn Any>>>,
+}
+
+impl<'a> Configs<'a> {
+    fn new(given: &'a dyn MethodConfig) -> Self {
+        Self { given, cast: HashMap::new() }
+    }
+
+    /// `given` as a `C`, when the method of `C` takes it.
+    fn get<C: MethodConfig + Clone>(&mut self) -> Option<&C> {
+        let given = self.given;
+        let cast = self.cast.entry(TypeId::of::<C>()).or_insert_with(|| C::cast(given).map(|c| Box::new(c) as Box<dyn Any>));
+        cast.as_ref()?.downcast_ref()
+    }
+}
+
+/// Every wrapped layer, or only those whose method takes a config.
 struct Collect<'a> {
-    config: Option<&'a dyn MethodConfig>,
+    configs: Option<Configs<'a>>,
     out: Vec<TunedLayerInfo>,
 }
 
 impl<B: Backend> TunedVisitor<B> for Collect<'_> {
     fn visit<L: Adaptable<B>, T: Tuner<B, L>>(&mut self, path: &str, layer: &mut Tuned<B, L, T>) {
-        let fits = self.config.is_none_or(|c| T::accepts(c as &dyn std::any::Any));
-        if fits {
-            self.out.push(TunedLayerInfo {
-                path: path.into(),
-                kind: layer.kind(),
-                adapters: layer.names().to_vec(),
-            });
+        if self.configs.as_mut().is_none_or(|c| c.get::<T::Config>().is_some()) {
+            self.out.push(TunedLayerInfo { path: path.into(), kind: layer.kind(), adapters: layer.names().to_vec() });
         }
     }
 }
 
-struct Attach<'a, C: MethodConfig> {
+struct Attach<'a> {
     name: &'a str,
-    config: &'a C,
+    configs: Configs<'a>,
     selected: BTreeSet<String>,
     attached: Vec<String>,
     error: Option<PeftError>,
 }
 
-impl<B: Backend, C: MethodConfig> TunedVisitor<B> for Attach<'_, C> {
+impl<B: Backend> TunedVisitor<B> for Attach<'_> {
     fn visit<L: Adaptable<B>, T: Tuner<B, L>>(&mut self, path: &str, layer: &mut Tuned<B, L, T>) {
         if self.error.is_some() || !self.selected.contains(path) {
             return;
         }
-        let Some(adapter) = T::from_config(self.config, &mut layer.base, path) else { return };
-        let result = adapter.and_then(|a| {
-            layer.add_adapter(self.name, a).map_err(|_| PeftError::DuplicateAdapter {
-                name: self.name.into(),
-                path: path.into(),
-            })
+        let Some(config) = self.configs.get::<T::Config>() else { return };
+        let result = T::init(config, &mut layer.base, path).and_then(|adapter| {
+            layer.add_adapter(self.name, adapter).map_err(|_| PeftError::DuplicateAdapter { name: self.name.into(), path: path.into() })
         });
         match result {
             Ok(()) => self.attached.push(path.into()),
             Err(e) => self.error = Some(e),
         }
-    }
-}
-
-/// A closure-like visitor: applies `f` to every tuned layer and keeps the first error.
-struct Each<F> {
-    f: F,
-    error: Option<PeftError>,
-}
-
-/// The operation [`Each`] applies, generic over the layer and method types.
-pub(crate) trait LayerOp<B: Backend> {
-    fn apply<L: Adaptable<B>, T: Tuner<B, L>>(&mut self, path: &str, layer: &mut Tuned<B, L, T>) -> Result<()>;
-}
-
-impl<B: Backend, F: LayerOp<B>> TunedVisitor<B> for Each<F> {
-    fn visit<L: Adaptable<B>, T: Tuner<B, L>>(&mut self, path: &str, layer: &mut Tuned<B, L, T>) {
-        if self.error.is_none()
-            && let Err(e) = self.f.apply(path, layer)
-        {
-            self.error = Some(e);
-        }
-    }
-}
-
-pub(crate) fn for_each<B: Backend, M: Adaptable<B>, F: LayerOp<B>>(model: &mut M, f: F) -> Result<F> {
-    let mut each = Each { f, error: None };
-    model.visit_tuned("", &mut each);
-    match each.error {
-        Some(e) => Err(e),
-        None => Ok(each.f),
     }
 }
 
@@ -252,10 +103,13 @@ impl<B: Backend> LayerOp<B> for Delete<'_> {
     }
 }
 
-struct Merge(bool);
+struct Merge {
+    safe: bool,
+    skip_unmergeable: bool,
+}
 impl<B: Backend> LayerOp<B> for Merge {
     fn apply<L: Adaptable<B>, T: Tuner<B, L>>(&mut self, path: &str, layer: &mut Tuned<B, L, T>) -> Result<()> {
-        layer.merge(path, self.0)
+        layer.merge_with(path, self.safe, self.skip_unmergeable)
     }
 }
 
@@ -278,7 +132,7 @@ impl<B: Backend> LayerOp<B> for Combine<'_> {
             return Ok(());
         }
         if present.len() != self.parts.len() {
-            return Err(PeftError::Unsupported(format!("`{path}` carries only some of the adapters to combine")));
+            return Err(PeftError::CannotCombine(format!("`{path}` carries only some of the adapters to combine")));
         }
         let combined = T::combine(&present, self.how)?;
         layer.add_adapter(self.name, combined).map_err(|_| PeftError::DuplicateAdapter { name: self.name.into(), path: path.into() })?;
@@ -294,7 +148,7 @@ impl<B: Backend> LayerOp<B> for Combine<'_> {
 pub trait PeftModel<B: Backend>: Adaptable<B> + Sized {
     /// Every wrapped layer, with its path, kind and adapter names.
     fn tuned_layers(&mut self) -> Vec<TunedLayerInfo> {
-        let mut collect = Collect { config: None, out: Vec::new() };
+        let mut collect = Collect { configs: None, out: Vec::new() };
         self.visit_tuned("", &mut collect);
         collect.out
     }
@@ -306,20 +160,26 @@ pub trait PeftModel<B: Backend>: Adaptable<B> + Sized {
     }
 
     /// Attaches a new adapter called `name`, built from `config`, to every targeted layer whose
-    /// method accepts the config. Returns the paths it was attached to.
-    fn add_adapter<C: MethodConfig>(&mut self, name: &str, config: &C) -> Result<Vec<String>> {
-        let mut collect = Collect { config: Some(config), out: Vec::new() };
+    /// method takes the config. Returns the paths it was attached to.
+    ///
+    /// The config is validated once; a target that matches no wrapped layer is an error naming
+    /// the closest paths (or the wrapped layers an `adaptable!` list leaves out).
+    fn add_adapter(&mut self, name: &str, config: &dyn MethodConfig) -> Result<Vec<String>> {
+        config.validate()?;
+        let mut collect = Collect { configs: Some(Configs::new(config)), out: Vec::new() };
         self.visit_tuned("", &mut collect);
         if collect.out.is_empty() {
-            return Err(PeftError::Unsupported(format!(
-                "the model has no layer wrapped for {} adapters",
-                config.peft_type()
-            )));
+            let none = PeftError::NoWrappedLayer { method: config.peft_type(), site: config.site().describe() };
+            return Err(unreached_layers(self).unwrap_or(none));
         }
-        let candidates: Vec<_> = collect.out.iter().map(|l| (l.path.clone(), l.kind)).collect();
-        let selected = TargetMatcher::new(config.targeting())?.select(&candidates)?;
+        let candidates: Vec<(String, LayerKind)> = collect.out.iter().map(|l| (l.path.clone(), l.kind)).collect();
+        let selected = match TargetMatcher::new(config.targeting())?.select(&candidates) {
+            Err(e @ PeftError::NoTargetMatch { .. }) => return Err(unreached_layers(self).unwrap_or(e)),
+            other => other?,
+        };
         let mut model = self.clone();
-        let mut attach = Attach { name, config, selected: selected.into_iter().collect(), attached: Vec::new(), error: None };
+        let configs = collect.configs.take().expect("set above");
+        let mut attach = Attach { name, configs, selected: selected.into_iter().collect(), attached: Vec::new(), error: None };
         model.visit_tuned("", &mut attach);
         if let Some(e) = attach.error {
             return Err(e);
@@ -363,10 +223,20 @@ pub trait PeftModel<B: Backend>: Adaptable<B> + Sized {
     }
 
     /// Folds every active adapter into the base weights. With `safe`, non-finite results are
-    /// refused and the model is unchanged.
+    /// refused and the model is unchanged. An active adapter whose method cannot merge (prefix,
+    /// bottleneck) is an error naming it, and the model is unchanged.
     fn merge_adapters(&mut self, safe: bool) -> Result<()> {
         let mut model = self.clone();
-        for_each(&mut model, Merge(safe))?;
+        for_each(&mut model, Merge { safe, skip_unmergeable: false })?;
+        *self = model;
+        Ok(())
+    }
+
+    /// Like [`merge_adapters`](Self::merge_adapters), but active adapters whose method cannot
+    /// merge are left active and unmerged.
+    fn merge_mergeable_adapters(&mut self, safe: bool) -> Result<()> {
+        let mut model = self.clone();
+        for_each(&mut model, Merge { safe, skip_unmergeable: true })?;
         *self = model;
         Ok(())
     }
@@ -407,7 +277,7 @@ pub trait PeftModel<B: Backend>: Adaptable<B> + Sized {
         let assign = for_each(&mut model, AssignTensors { name, tensors })?;
         if let Some((path, params)) = assign.tensors.iter().next() {
             let param = params.keys().next().map(String::as_str).unwrap_or("");
-            return Err(PeftError::Unsupported(format!("tensor `{path}.{param}` has no place: the model has no adapter `{name}` at `{path}`")));
+            return Err(PeftError::UnexpectedTensor { name: format!("{path}.{param}"), reason: format!("the model has no adapter `{name}` at `{path}`") });
         }
         *self = model;
         Ok(())
@@ -415,3 +285,107 @@ pub trait PeftModel<B: Backend>: Adaptable<B> + Sized {
 }
 
 impl<B: Backend, M: Adaptable<B>> PeftModel<B> for M {}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::Module;
+    use burn::nn::Linear;
+    use burn::tensor::backend::Backend;
+
+    use crate::testing::{B, Shift, ShiftConfig, input, layer, values};
+    use crate::{PeftError, PeftModel, Site, Targeting, Tuned};
+
+    #[derive(Module, Debug)]
+    struct Block<B: Backend> {
+        up: Tuned<B, Linear<B>, Shift<B>>,
+        down: Tuned<B, Linear<B>, Shift<B>>,
+    }
+    crate::adaptable!(Block { up, down });
+
+    fn block() -> Block<B> {
+        Block { up: layer(3, 4), down: layer(4, 3) }
+    }
+
+    impl Block<B> {
+        fn forward(&self, x: burn::tensor::Tensor<B, 2>) -> burn::tensor::Tensor<B, 2> {
+            self.down.forward(self.up.forward(x))
+        }
+    }
+
+    #[test]
+    fn add_adapter_attaches_to_the_targets_and_is_all_or_nothing() {
+        let mut m = block();
+        assert_eq!(m.add_adapter("a", &ShiftConfig::new(&["down"], 1.0)).unwrap(), ["down"]);
+        assert_eq!(m.adapter_names(), ["a"]);
+        // An invalid config is refused before any layer is touched.
+        assert!(matches!(m.add_adapter("b", &ShiftConfig::new(&["up", "down"], f32::NAN)), Err(PeftError::InvalidConfig(_))));
+        // `down` already has `a`: the whole attach is refused, `up` included.
+        assert!(matches!(m.add_adapter("a", &ShiftConfig::new(&["up", "down"], 1.0)), Err(PeftError::DuplicateAdapter { .. })));
+        assert!(m.up.names().is_empty());
+    }
+
+    #[test]
+    fn a_config_of_a_method_no_layer_carries_names_the_method_and_site() {
+        #[derive(Clone, Debug)]
+        struct Other(Targeting);
+        impl crate::MethodConfig for Other {
+            fn peft_type(&self) -> &'static str {
+                "OTHER"
+            }
+            fn site(&self) -> Site {
+                Site::KeyValue
+            }
+            fn targeting(&self) -> &Targeting {
+                &self.0
+            }
+        }
+        let err = block().add_adapter("a", &Other(Targeting::names(&["up"]))).unwrap_err();
+        assert!(matches!(err, PeftError::NoWrappedLayer { method: "OTHER", .. }), "{err}");
+        assert!(err.to_string().contains("keys and values"), "{err}");
+    }
+
+    #[test]
+    fn a_wrapped_field_left_out_of_adaptable_is_named() {
+        #[derive(Module, Debug)]
+        struct Forgetful<B: Backend> {
+            up: Tuned<B, Linear<B>, Shift<B>>,
+            down: Tuned<B, Linear<B>, Shift<B>>,
+        }
+        crate::adaptable!(Forgetful { up });
+        let mut m = Forgetful { up: layer(3, 4), down: layer(4, 3) };
+        let err = m.add_adapter("a", &ShiftConfig::new(&["down"], 1.0)).unwrap_err();
+        assert!(matches!(&err, PeftError::UnreachedLayers { paths } if paths == &["down"]), "{err}");
+        assert!(err.to_string().contains("adaptable!"), "{err}");
+    }
+
+    #[test]
+    fn merging_names_an_unmergeable_adapter_and_the_way_out() {
+        let x = input(2, 3);
+        let mut m = block();
+        m.add_adapter("fold", &ShiftConfig::new(&["up", "down"], 0.5)).unwrap();
+        m.add_adapter("stay", &ShiftConfig { mergeable: false, ..ShiftConfig::new(&["down"], 1.0) }).unwrap();
+        m.set_active_adapters(&["fold", "stay"]).unwrap();
+        let before = values(m.forward(x.clone()));
+        let err = m.merge_adapters(true).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("`stay`") && text.contains("SHIFT") && text.contains("set_active_adapters") && text.contains("merge_mergeable_adapters"), "{text}");
+        assert!(!m.up.is_merged(), "a refused merge changed the model");
+        m.merge_mergeable_adapters(true).unwrap();
+        assert!(m.up.is_merged() && m.down.is_merged());
+        assert_eq!(values(m.forward(x)), before);
+    }
+
+    #[test]
+    fn adapter_values_round_trip_by_path_and_strays_are_refused() {
+        let mut m = block();
+        m.add_adapter("a", &ShiftConfig::new(&["up", "down"], 0.5)).unwrap();
+        let mut tensors = m.adapter_tensors("a").unwrap();
+        assert_eq!(tensors.keys().collect::<Vec<_>>(), ["down", "up"]);
+        assert_eq!(tensors["up"].keys().collect::<Vec<_>>(), ["c"]);
+        tensors.get_mut("up").unwrap().insert("c".into(), burn::tensor::TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [4]));
+        m.set_adapter_tensors("a", tensors.clone()).unwrap();
+        assert_eq!(m.adapter_tensors("a").unwrap(), tensors);
+        tensors.get_mut("up").unwrap().insert("d".into(), burn::tensor::TensorData::new(vec![1.0f32], [1]));
+        assert!(matches!(m.set_adapter_tensors("a", tensors), Err(PeftError::UnexpectedTensor { name, .. }) if name == "up.d"));
+    }
+}

@@ -1,73 +1,11 @@
 //! Parameters by path: which ones train, how many there are, and whether they are finite.
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
+use crate::path::{ModulePath, ParamMapper, ParamVisitor, map_params, visit_params};
 use crate::targeting::name_matches;
-
-/// The container type Burn's derive reports for a [`crate::Tuned`] struct.
-const TUNED_CONTAINER: &str = "Struct:Tuned";
-/// The field of [`crate::Tuned`] that holds adapter parameters.
-const ADAPTERS_FIELD: &str = "adapters";
-
-/// The field of [`crate::Tuned`] that holds the wrapped layer.
-const BASE_FIELD: &str = "base";
-
-/// Tracks the module path during a Burn visit or map, whether it lies inside adapters, and which
-/// segments are a wrapper's `base` field (absent from the plain, unwrapped model's paths).
-#[derive(Default)]
-pub(crate) struct PathStack {
-    names: Vec<String>,
-    containers: Vec<String>,
-    wrapper_base: Vec<bool>,
-    adapter_depth: Option<usize>,
-}
-
-impl PathStack {
-    pub(crate) fn enter(&mut self, name: &str, container: &str) {
-        let in_tuned = container == TUNED_CONTAINER;
-        if self.adapter_depth.is_none() && name == ADAPTERS_FIELD && in_tuned {
-            self.adapter_depth = Some(self.names.len());
-        }
-        self.names.push(name.to_string());
-        self.containers.push(container.to_string());
-        self.wrapper_base.push(in_tuned && name == BASE_FIELD);
-    }
-
-    pub(crate) fn exit(&mut self) {
-        self.names.pop();
-        self.containers.pop();
-        self.wrapper_base.pop();
-        if self.adapter_depth.is_some_and(|d| d >= self.names.len()) {
-            self.adapter_depth = None;
-        }
-    }
-
-    pub(crate) fn path(&self) -> String {
-        self.names.join(".")
-    }
-
-    /// The path the unwrapped model would have: wrappers' `base` segments left out.
-    pub(crate) fn plain_path(&self) -> String {
-        let kept: Vec<&str> = self.names.iter().zip(&self.wrapper_base).filter(|(_, base)| !**base).map(|(n, _)| n.as_str()).collect();
-        kept.join(".")
-    }
-
-    /// The type holding the current parameter, as Burn names it (`Struct:Linear`, ...).
-    pub(crate) fn owner(&self) -> &str {
-        self.containers.last().map_or("", String::as_str)
-    }
-
-    pub(crate) fn in_adapter(&self) -> bool {
-        self.adapter_depth.is_some()
-    }
-
-    /// Every ancestor module path of the current parameter, innermost first.
-    fn module_paths(&self) -> impl Iterator<Item = String> + '_ {
-        (1..self.names.len()).rev().map(|n| self.names[..n].join("."))
-    }
-}
 
 /// One floating-point parameter of a model.
 #[derive(Clone, Debug, PartialEq)]
@@ -87,32 +25,19 @@ impl ParamInfo {
     }
 }
 
-struct ListParams {
-    stack: PathStack,
-    out: Vec<ParamInfo>,
-}
+struct ListParams(Vec<ParamInfo>);
 
-impl<B: Backend> ModuleVisitor<B> for ListParams {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.stack.enter(name, container_type);
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.stack.exit();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        self.out.push(ParamInfo {
-            path: self.stack.path(),
-            shape: param.shape().dims::<D>().to_vec(),
-            is_adapter: self.stack.in_adapter(),
-        });
+impl<B: Backend> ParamVisitor<B> for ListParams {
+    fn visit<const D: usize>(&mut self, path: &ModulePath, param: &Param<Tensor<B, D>>) {
+        self.0.push(ParamInfo { path: path.path(), shape: param.shape().dims::<D>().to_vec(), is_adapter: path.in_adapter() });
     }
 }
 
 /// Every floating-point parameter of `module`, with its path.
 pub fn list_params<B: Backend, M: Module<B>>(module: &M) -> Vec<ParamInfo> {
-    let mut v = ListParams { stack: PathStack::default(), out: Vec::new() };
-    module.visit(&mut v);
-    v.out
+    let mut list = ListParams(Vec::new());
+    visit_params(module, &mut list);
+    list.0
 }
 
 /// What trains: adapters (plus named modules saved in full), or everything.
@@ -139,46 +64,26 @@ impl TrainMode {
         Self::Adapters { modules_to_save: modules_to_save.iter().map(|s| s.as_ref().to_string()).collect() }
     }
 
-    fn trains(&self, stack: &PathStack) -> bool {
+    fn trains(&self, path: &ModulePath) -> bool {
         match self {
             Self::Full => true,
             Self::Adapters { modules_to_save } => {
-                stack.in_adapter()
-                    || stack
-                        .module_paths()
-                        .any(|p| modules_to_save.iter().any(|m| name_matches(m, &p)))
+                path.in_adapter() || path.module_paths().any(|p| modules_to_save.iter().any(|m| name_matches(m, &p)))
             }
         }
     }
 
     /// Whether the parameter `info` trains under this mode.
     pub fn trains_param(&self, info: &ParamInfo) -> bool {
-        let mut stack = PathStack::default();
-        for segment in info.path.split('.') {
-            stack.names.push(segment.to_string());
-            stack.wrapper_base.push(false);
-        }
-        if info.is_adapter {
-            stack.adapter_depth = Some(0);
-        }
-        self.trains(&stack)
+        self.trains(&ModulePath::parse(&info.path, info.is_adapter))
     }
 }
 
-struct Freeze<'a> {
-    stack: PathStack,
-    mode: &'a TrainMode,
-}
+struct Freeze<'a>(&'a TrainMode);
 
-impl<B: Backend> ModuleMapper<B> for Freeze<'_> {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.stack.enter(name, container_type);
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.stack.exit();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let trains = self.mode.trains(&self.stack);
+impl<B: Backend> ParamMapper<B> for Freeze<'_> {
+    fn map<const D: usize>(&mut self, path: &ModulePath, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let trains = self.0.trains(path);
         let (id, tensor, mapper) = param.consume();
         Param::from_mapped_value(id, tensor.set_require_grad(trains), mapper)
     }
@@ -186,8 +91,7 @@ impl<B: Backend> ModuleMapper<B> for Freeze<'_> {
 
 /// Sets which parameters of `model` receive gradients (and so optimizer state).
 pub fn set_trainable<B: Backend, M: Module<B>>(model: M, mode: &TrainMode) -> M {
-    let mut freeze = Freeze { stack: PathStack::default(), mode };
-    model.map(&mut freeze)
+    map_params(model, &mut Freeze(mode))
 }
 
 /// Trainable and total parameter counts, like HF peft's `print_trainable_parameters`.

@@ -7,34 +7,25 @@
 
 use std::collections::HashMap;
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
-use crate::params::PathStack;
+use crate::path::{ModulePath, ParamVisitor, visit_params};
 use crate::weights::{WeightSource, assign_base_weights};
 use crate::{PeftError, Result};
 
-struct Collect {
-    path: PathStack,
-    out: HashMap<String, TensorData>,
-}
+struct Collect(HashMap<String, TensorData>);
 
-impl<B: Backend> ModuleVisitor<B> for Collect {
-    fn enter_module(&mut self, name: &str, container: &str) {
-        self.path.enter(name, container);
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.exit();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        self.out.insert(self.path.plain_path(), param.val().into_data());
+impl<B: Backend> ParamVisitor<B> for Collect {
+    fn visit<const D: usize>(&mut self, path: &ModulePath, param: &Param<Tensor<B, D>>) {
+        self.0.insert(path.plain_path(), param.val().into_data());
     }
 }
 
 impl WeightSource for HashMap<String, TensorData> {
-    fn take(&mut self, stack: &PathStack, _expected: &[usize]) -> Result<Option<TensorData>> {
-        let path = stack.plain_path();
+    fn take(&mut self, path: &ModulePath, _expected: &[usize]) -> Result<Option<TensorData>> {
+        let path = path.plain_path();
         self.remove(&path).map(Some).ok_or(PeftError::MissingTensor(path))
     }
 }
@@ -44,12 +35,12 @@ impl WeightSource for HashMap<String, TensorData> {
 /// non-adapter parameter of `target` must be found with its shape, and every parameter of
 /// `source` must be used; otherwise a typed error names the tensor and `target` is not returned.
 pub fn transfer_base_weights<B: Backend, S: Module<B>, T: Module<B>>(target: T, source: &S) -> Result<T> {
-    let mut collect = Collect { path: PathStack::default(), out: HashMap::new() };
-    source.visit(&mut collect);
-    let mut source = collect.out;
+    let mut collect = Collect(HashMap::new());
+    visit_params(source, &mut collect);
+    let mut source = collect.0;
     let target = assign_base_weights(target, &mut source)?;
     if let Some(unused) = source.keys().min() {
-        return Err(PeftError::Unsupported(format!("source parameter `{unused}` has no place in the wrapped model")));
+        return Err(PeftError::UnexpectedTensor { name: unused.clone(), reason: "the wrapped model has no parameter at this path".into() });
     }
     Ok(target)
 }

@@ -153,6 +153,12 @@ impl<B: Backend, L: Module<B>, T: Tuner<B, L>> Tuned<B, L, T> {
     /// With `safe`, a merge that would produce NaN or infinite weights is refused and the layer is
     /// left as it was.
     pub fn merge(&mut self, path: &str, safe: bool) -> Result<()> {
+        self.merge_with(path, safe, false)
+    }
+
+    /// [`merge`](Self::merge); with `skip_unmergeable`, adapters whose method cannot merge stay
+    /// active and unmerged instead of failing the merge.
+    pub fn merge_with(&mut self, path: &str, safe: bool, skip_unmergeable: bool) -> Result<()> {
         let mut base = self.base.clone();
         let mut adapters = self.adapters.clone();
         let mut merged = self.slots.merged.clone();
@@ -160,7 +166,14 @@ impl<B: Backend, L: Module<B>, T: Tuner<B, L>> Tuned<B, L, T> {
             if !self.slots.active[i] || merged[i] {
                 continue;
             }
-            base = adapters[i].merge(base, path)?;
+            base = match adapters[i].merge(base.clone(), path) {
+                Ok(base) => base,
+                Err(PeftError::NotMergeable { .. }) if skip_unmergeable => continue,
+                Err(PeftError::NotMergeable { method, path, reason, .. }) => {
+                    return Err(PeftError::NotMergeable { adapter: self.slots.names[i].clone(), method, path, reason });
+                }
+                Err(e) => return Err(e),
+            };
             if safe && !all_finite(&base) {
                 return Err(PeftError::NonFinite { path: path.into(), adapter: self.slots.names[i].clone() });
             }
@@ -207,5 +220,74 @@ where
     type Output = L::Output;
     fn forward_base(&self, input: I) -> L::Output {
         self.forward(input)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{ShiftConfig, input, layer, values};
+    use crate::{PeftError, Tuner};
+
+    fn shift(value: f32, mergeable: bool) -> crate::testing::Shift<crate::testing::B> {
+        let config = ShiftConfig { mergeable, ..ShiftConfig::new(&["l"], value) };
+        <crate::testing::Shift<_> as Tuner<_, _>>::init(&config, &mut layer(3, 2).base, "l").unwrap()
+    }
+
+    #[test]
+    fn live_adapters_apply_in_order_and_anything_else_is_the_exact_base() {
+        let x = input(4, 3);
+        let mut l = layer(3, 2);
+        let base = values(l.forward(x.clone()));
+        l.add_adapter("a", shift(1.0, true)).unwrap();
+        l.add_adapter("b", shift(0.5, true)).unwrap();
+        let both: Vec<f32> = base.iter().map(|v| v + 1.5).collect();
+        assert_eq!(values(l.forward(x.clone())), both);
+        l.set_active(&["b"]);
+        assert!(!l.is_active("a") && l.is_active("b"));
+        assert_eq!(values(l.forward(x.clone())), base.iter().map(|v| v + 0.5).collect::<Vec<_>>());
+        l.set_active(&[]);
+        assert_eq!(values(l.forward(x.clone())), base);
+        l.set_active(&["a", "b"]);
+        l.set_enabled(false).unwrap();
+        assert_eq!(values(l.forward(x.clone())), base);
+        l.set_enabled(true).unwrap();
+        l.delete_adapter("a").unwrap();
+        assert_eq!(l.names(), ["b"]);
+        assert!(matches!(l.add_adapter("b", shift(0.0, true)), Err(PeftError::DuplicateAdapter { .. })));
+        assert!(matches!(l.delete_adapter("zz"), Err(PeftError::UnknownAdapter { .. })));
+    }
+
+    #[test]
+    fn merge_equals_unmerged_and_unmerge_restores_the_base() {
+        let x = input(4, 3);
+        let mut l = layer(3, 2);
+        let bias = l.base.bias.as_ref().unwrap().val().into_data();
+        l.add_adapter("a", shift(0.25, true)).unwrap();
+        let unmerged = values(l.forward(x.clone()));
+        l.merge("l", true).unwrap();
+        assert!(l.is_merged());
+        assert_ne!(l.base.bias.as_ref().unwrap().val().into_data(), bias);
+        assert_eq!(values(l.forward(x.clone())), unmerged);
+        assert!(matches!(l.set_enabled(false), Err(PeftError::Merged(_))));
+        assert!(matches!(l.delete_adapter("a"), Err(PeftError::Merged(_))));
+        l.unmerge("l").unwrap();
+        assert_eq!(l.base.bias.as_ref().unwrap().val().into_data(), bias);
+        assert_eq!(values(l.forward(x)), unmerged);
+    }
+
+    #[test]
+    fn a_method_that_cannot_merge_is_named_or_skipped() {
+        let mut l = layer(3, 2);
+        l.add_adapter("fold", shift(1.0, true)).unwrap();
+        l.add_adapter("stay", shift(2.0, false)).unwrap();
+        let before = l.base.bias.as_ref().unwrap().val().into_data();
+        match l.merge("blk.l", true) {
+            Err(PeftError::NotMergeable { adapter, method, path, .. }) => assert_eq!((adapter.as_str(), method, path.as_str()), ("stay", "SHIFT", "blk.l")),
+            other => panic!("expected NotMergeable, got {other:?}"),
+        }
+        assert_eq!(l.base.bias.as_ref().unwrap().val().into_data(), before, "a refused merge changed the layer");
+        l.merge_with("blk.l", true, true).unwrap();
+        assert!(l.is_merged());
+        assert_eq!(l.live_adapters().count(), 1, "the unmergeable adapter stays live");
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Following He et al. (ICLR 2022), every method is a modification `h ← compose(h, Δh)` that
 //! differs in *where* it acts ([`Site`]), what `Δh` is computed from (the layer input or its output),
-//! the function, and the composition. A [`Tuner`] declares the first and builds itself from a config;
+//! the function, and the composition. A [`Tuner`] is built from its [`MethodConfig`];
 //! [`TunerForward`] carries the data flow: [`pre`](TunerForward::pre) may change the layer's input
 //! (IA3 on feed-forward layers), [`post`](TunerForward::post) changes its output (LoRA adds a
 //! low-rank product, a bottleneck adapter adds `up(act(down(h)))`, a prefix concatenates keys and
@@ -14,7 +14,7 @@ use std::any::Any;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 
-use crate::{Layer, PeftError, Result};
+use crate::{Layer, PeftError, Result, Targeting};
 
 /// Where in a network a method acts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,35 +27,69 @@ pub enum Site {
     KeyValue,
 }
 
+impl Site {
+    /// The site in words, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Weight => "weight layers (Linear, Embedding, Conv2d, QLinear)",
+            Self::SubLayer => "sub-layers (a feed-forward network, an attention block)",
+            Self::KeyValue => "attention keys and values (a KvSite)",
+        }
+    }
+}
+
+/// The config of one method, as given to [`crate::PeftModel::add_adapter`].
+pub trait MethodConfig: Any + core::fmt::Debug {
+    /// The method's name, as HF peft's `peft_type` (`LORA`, `IA3`, ...).
+    fn peft_type(&self) -> &'static str;
+    /// Where the method acts.
+    fn site(&self) -> Site;
+    /// Which modules the method attaches to.
+    fn targeting(&self) -> &Targeting;
+    /// Checks the config's values, once, before any layer is built. Default: nothing to check.
+    fn validate(&self) -> Result<()> {
+        Ok(())
+    }
+    /// This config type from `config`: itself when it is one (the default), or, for the config
+    /// of a type that dispatches between methods, the method `config` belongs to.
+    fn cast(config: &dyn MethodConfig) -> Option<Self>
+    where
+        Self: Sized + Clone,
+    {
+        (config as &dyn Any).downcast_ref::<Self>().cloned()
+    }
+}
+
 /// A method's adapter for one layer of type `L`.
 pub trait Tuner<B: Backend, L: Module<B>>: Module<B> + burn::module::ModuleDisplay + Sized {
-    /// Where this method acts.
-    const SITE: Site;
+    /// The config it is built from.
+    type Config: MethodConfig + Clone;
 
-    /// Whether `config` is this method's config.
-    fn accepts(config: &dyn Any) -> bool;
+    /// Builds the adapter for `base` at module `path`. A method may adjust the frozen base
+    /// (PiSSA moves the principal part of the weight into the adapter); on error the caller
+    /// discards both.
+    fn init(config: &Self::Config, base: &mut L, path: &str) -> Result<Self>;
 
-    /// Builds the adapter for `base` at module `path` from `config`, or `None` when `config`
-    /// belongs to another method. A method may adjust the frozen base (PiSSA moves the principal
-    /// part of the weight into the adapter); on error the caller discards both.
-    fn from_config(config: &dyn Any, base: &mut L, path: &str) -> Option<Result<Self>>;
+    /// The method's name (HF peft's `peft_type`), for messages.
+    fn method(&self) -> &'static str;
 
     /// Folds the adapter into the base weights. Methods that cannot be merged keep the default.
     fn merge(&mut self, base: L, path: &str) -> Result<L> {
         let _ = base;
-        Err(PeftError::Unsupported(format!("this method cannot be merged (at `{path}`)")))
+        Err(PeftError::NotMergeable { adapter: String::new(), method: self.method(), path: path.into(), reason: String::new() })
     }
 
-    /// Takes a merged adapter back out of the base weights.
+    /// Takes a merged adapter back out of the base weights (called only after a `merge`).
     fn unmerge(&mut self, base: L, path: &str) -> Result<L> {
         let _ = base;
-        Err(PeftError::Unsupported(format!("this method cannot be unmerged (at `{path}`)")))
+        Err(PeftError::NotMergeable { adapter: String::new(), method: self.method(), path: path.into(), reason: String::new() })
     }
 
     /// One adapter equivalent to the weighted `parts` (HF peft's `add_weighted_adapter`).
     fn combine(parts: &[(&Self, f64)], how: Combination) -> Result<Self> {
-        let _ = (parts, how);
-        Err(PeftError::Unsupported("this method cannot combine adapters".into()))
+        let method = parts.first().map_or("this", |(p, _)| p.method());
+        let _ = how;
+        Err(PeftError::CannotCombine(format!("{method} adapters have no weighted combination")))
     }
 }
 
@@ -72,14 +106,6 @@ pub trait TunerForward<B: Backend, L: Layer<B, I>, I>: Tuner<B, L> {
         let _ = (base, input);
         output
     }
-}
-
-/// The config of one method, as stored in an adapter config file.
-pub trait MethodConfig: Any {
-    /// The method's name, as HF peft's `peft_type` (`LORA`, `IA3`, ...).
-    fn peft_type(&self) -> &'static str;
-    /// Which modules the method attaches to.
-    fn targeting(&self) -> &crate::Targeting;
 }
 
 /// How [`Tuner::combine`] joins several adapters.

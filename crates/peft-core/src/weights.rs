@@ -1,40 +1,33 @@
 //! Assigning base (non-adapter) weights by path: the mechanism shared by
-//! [`crate::transfer_base_weights`] and [`crate::hf_weights::load_hf_weights`].
+//! [`crate::transfer_base_weights`] and the HF checkpoint loader of `peft-hf`.
 
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
-use crate::params::PathStack;
+use crate::path::{ModulePath, ParamMapper, map_params};
 use crate::{PeftError, Result};
 
 /// Where base weights come from.
-pub(crate) trait WeightSource {
-    /// The value for the parameter at the stack's position, `expected` its shape in the model.
+pub trait WeightSource {
+    /// The value for the parameter at `path`, `expected` its shape in the model.
     /// `Ok(None)` keeps the parameter as it is.
-    fn take(&mut self, stack: &PathStack, expected: &[usize]) -> Result<Option<TensorData>>;
+    fn take(&mut self, path: &ModulePath, expected: &[usize]) -> Result<Option<TensorData>>;
 }
 
 struct Assign<'a, B: Backend, S: WeightSource> {
-    path: PathStack,
     source: &'a mut S,
     error: Option<PeftError>,
     device: Option<B::Device>,
 }
 
-impl<B: Backend, S: WeightSource> ModuleMapper<B> for Assign<'_, B, S> {
-    fn enter_module(&mut self, name: &str, container: &str) {
-        self.path.enter(name, container);
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.exit();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        if self.path.in_adapter() || self.error.is_some() {
+impl<B: Backend, S: WeightSource> ParamMapper<B> for Assign<'_, B, S> {
+    fn map<const D: usize>(&mut self, path: &ModulePath, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        if path.in_adapter() || self.error.is_some() {
             return param;
         }
         let expected = param.shape().dims::<D>().to_vec();
-        let data = match self.source.take(&self.path, &expected) {
+        let data = match self.source.take(path, &expected) {
             Ok(Some(data)) => data,
             Ok(None) => return param,
             Err(e) => {
@@ -43,7 +36,7 @@ impl<B: Backend, S: WeightSource> ModuleMapper<B> for Assign<'_, B, S> {
             }
         };
         if data.shape.to_vec() != expected {
-            self.error = Some(PeftError::ShapeMismatch { name: self.path.plain_path(), expected, actual: data.shape.to_vec() });
+            self.error = Some(PeftError::ShapeMismatch { name: path.plain_path(), expected, actual: data.shape.to_vec() });
             return param;
         }
         let (id, tensor, mapper) = param.consume();
@@ -54,9 +47,9 @@ impl<B: Backend, S: WeightSource> ModuleMapper<B> for Assign<'_, B, S> {
 }
 
 /// Replaces every base parameter of `model` with what `source` gives; the first error wins.
-pub(crate) fn assign_base_weights<B: Backend, M: Module<B>, S: WeightSource>(model: M, source: &mut S) -> Result<M> {
-    let mut assign = Assign::<B, S> { path: PathStack::default(), source, error: None, device: None };
-    let model = model.map(&mut assign);
+pub fn assign_base_weights<B: Backend, M: Module<B>, S: WeightSource>(model: M, source: &mut S) -> Result<M> {
+    let mut assign = Assign::<B, S> { source, error: None, device: None };
+    let model = map_params(model, &mut assign);
     match assign.error {
         Some(e) => Err(e),
         None => Ok(model),

@@ -1,11 +1,10 @@
-//! Configs of the LoRA family, with HF peft's defaults.
+//! LoRA's config, with HF peft's defaults, and LoRA's one scaling rule.
 
-use std::any::Any;
 use std::collections::BTreeMap;
 
 use burn::config::Config;
-use peft_core::hf::lora_rank_and_scaling;
-use peft_core::{MethodConfig, PeftError, TargetModules, Targeting};
+use peft_core::targeting::pattern_value;
+use peft_core::{MethodConfig, PeftError, Site, Targeting};
 
 /// How LoRA's `A` and `B` start.
 #[derive(Config, Debug, PartialEq, Copy)]
@@ -23,6 +22,16 @@ pub enum LoraInit {
 /// LoRA: `y = base(x) + s·B(A(dropout(x)))`, with `s = alpha/r` (`alpha/sqrt(r)` with rsLoRA).
 ///
 /// Defaults follow HF peft 0.21: `r = 8`, `alpha = 8`, no dropout, no bias, default init.
+///
+/// ```
+/// use peft_lora::LoraConfig;
+/// use peft_core::{TargetModules, Targeting};
+///
+/// let config = LoraConfig::new(Targeting::new(TargetModules::AllLinear)).with_r(16).with_alpha(32.0);
+/// assert_eq!(config.rank_and_scaling("layers.0.q_proj").unwrap(), (16, 2.0));
+/// let rs = config.clone().with_use_rslora(true);
+/// assert_eq!(rs.rank_and_scaling("layers.0.q_proj").unwrap(), (16, 8.0));
+/// ```
 #[derive(Config, Debug)]
 pub struct LoraConfig {
     /// Which layers to adapt.
@@ -54,27 +63,49 @@ pub struct LoraConfig {
     /// Per-path alphas: regex keys matched against the end of the module path.
     #[config(default = "BTreeMap::new()")]
     pub alpha_pattern: BTreeMap<String, f64>,
+    /// Exact module paths and their `(rank, alpha)`, before the patterns: how an adapter read
+    /// from a file keeps each module's rank.
+    #[config(default = "BTreeMap::new()")]
+    pub module_ranks: BTreeMap<String, (usize, f64)>,
+}
+
+/// LoRA's scaling, HF peft's rule: `alpha/r`, or `alpha/sqrt(r)` with rsLoRA.
+pub fn lora_scaling(r: usize, alpha: f64, use_rslora: bool) -> f64 {
+    if use_rslora { alpha / (r as f64).sqrt() } else { alpha / r as f64 }
 }
 
 impl LoraConfig {
-    /// Rank and scaling for the layer at `path`, after the patterns.
-    pub fn rank_and_scaling(&self, path: &str) -> peft_core::Result<(usize, f64)> {
-        let (r, scaling) = lora_rank_and_scaling(path, self.r, self.alpha, &self.rank_pattern, &self.alpha_pattern, self.use_rslora)?;
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(PeftError::InvalidConfig(format!("dropout must be in [0, 1), got {}", self.dropout)));
+    /// Rank and alpha for the layer at `path`: its entry in `module_ranks`, else the patterns,
+    /// else `r` and `alpha`.
+    pub fn rank_and_alpha(&self, path: &str) -> peft_core::Result<(usize, f64)> {
+        let (r, alpha) = match self.module_ranks.get(path) {
+            Some(&pair) => pair,
+            None => (pattern_value(&self.rank_pattern, path)?.unwrap_or(self.r), pattern_value(&self.alpha_pattern, path)?.unwrap_or(self.alpha)),
+        };
+        if r == 0 {
+            return Err(PeftError::ZeroRank { path: path.into() });
         }
+        Ok((r, alpha))
+    }
+
+    /// Rank and scaling for the layer at `path`.
+    pub fn rank_and_scaling(&self, path: &str) -> peft_core::Result<(usize, f64)> {
+        let (r, alpha) = self.rank_and_alpha(path)?;
+        let scaling = lora_scaling(r, alpha, self.use_rslora);
         if !scaling.is_finite() {
             return Err(PeftError::InvalidConfig(format!("alpha must be finite, got scaling {scaling} at `{path}`")));
-        }
-        if self.use_dora && self.bias {
-            return Err(PeftError::InvalidConfig("DoRA does not support a LoRA bias".into()));
         }
         Ok((r, scaling))
     }
 
-    /// `config` as a LoRA config, if it is one.
-    pub(crate) fn from_any(config: &dyn Any) -> Option<&Self> {
-        config.downcast_ref::<Self>()
+    /// Refuses, naming the layer, the first of DoRA, a LoRA bias and PiSSA that this config asks
+    /// for and the layer at `path` does not support (the flags say which it supports).
+    pub(crate) fn supported_on(&self, path: &str, dora: bool, bias: bool, pissa: bool) -> peft_core::Result<()> {
+        let asked = [("DoRA", self.use_dora, dora), ("a LoRA bias", self.bias, bias), ("PiSSA", self.init == LoraInit::Pissa, pissa)];
+        match asked.into_iter().find(|(_, on, ok)| *on && !*ok) {
+            Some((feature, ..)) => Err(PeftError::NotSupportedOn { feature: feature.into(), path: path.into() }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -82,26 +113,22 @@ impl MethodConfig for LoraConfig {
     fn peft_type(&self) -> &'static str {
         "LORA"
     }
-    fn targeting(&self) -> &Targeting {
-        &self.targets
-    }
-}
-
-/// IA3: learned scaling vectors, `x ⊙ l` before feed-forward layers and `h ⊙ l` after others.
-#[derive(Config, Debug)]
-pub struct Ia3Config {
-    /// Which layers to adapt.
-    pub targets: Targeting,
-    /// Which of the targeted layers are feed-forward (their input is scaled). Default: none.
-    #[config(default = "TargetModules::Names(Vec::new())")]
-    pub feedforward_modules: TargetModules,
-}
-
-impl MethodConfig for Ia3Config {
-    fn peft_type(&self) -> &'static str {
-        "IA3"
+    fn site(&self) -> Site {
+        Site::Weight
     }
     fn targeting(&self) -> &Targeting {
         &self.targets
+    }
+    fn validate(&self) -> peft_core::Result<()> {
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(PeftError::InvalidConfig(format!("dropout must be in [0, 1), got {}", self.dropout)));
+        }
+        if self.use_dora && self.bias {
+            return Err(PeftError::InvalidConfig("DoRA does not support a LoRA bias".into()));
+        }
+        // Compiles every pattern once, so that a bad one is named before any layer is built.
+        pattern_value(&self.rank_pattern, "")?;
+        pattern_value(&self.alpha_pattern, "")?;
+        Ok(())
     }
 }

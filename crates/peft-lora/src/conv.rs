@@ -1,16 +1,14 @@
 //! LoRA for 2-D convolutions: `A` is a convolution with the base kernel, `B` a 1×1 convolution.
 
-use std::any::Any;
-
 use burn::module::{Module, Param, ParamId};
 use burn::nn::conv::Conv2d;
 use burn::nn::{Dropout, DropoutConfig, PaddingConfig2d};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use peft_core::{PeftError, Result, Site, Tuner, TunerForward, frozen_like, trainable};
+use peft_core::{PeftError, Result, Tuner, TunerForward, frozen_like, trainable};
 
-use crate::init::{kaiming_uniform_a_sqrt5, normal};
-use crate::{LoraConfig, LoraInit};
+use crate::LoraConfig;
+use crate::init::{check_rank, init_a};
 
 /// LoRA on a [`Conv2d`]: `A [r, c_in, kh, kw]` (the base's stride, padding and dilation),
 /// `B [c_out, r, 1, 1]`, as HF peft's `lora_A`/`lora_B` conv weights.
@@ -51,41 +49,28 @@ impl<B: Backend> LoraConv2d<B> {
 }
 
 impl<B: Backend> Tuner<B, Conv2d<B>> for LoraConv2d<B> {
-    const SITE: Site = Site::Weight;
+    type Config = LoraConfig;
 
-    fn accepts(config: &dyn Any) -> bool {
-        config.is::<LoraConfig>()
+    fn init(config: &LoraConfig, base: &mut Conv2d<B>, path: &str) -> Result<Self> {
+        let (r, scaling) = config.rank_and_scaling(path)?;
+        if base.groups != 1 {
+            return Err(PeftError::NotSupportedOn { feature: "LoRA on a grouped convolution".into(), path: path.into() });
+        }
+        config.supported_on(path, false, false, false)?;
+        let [c_out, c_in, kh, kw] = base.weight.dims();
+        let fan_in = c_in * kh * kw;
+        check_rank(path, r, fan_in, c_out)?;
+        let device = base.weight.device();
+        Ok(Self {
+            a: trainable(init_a(config.init, [r, c_in, kh, kw], fan_in, r, &device)),
+            b: trainable(Tensor::zeros([c_out, r, 1, 1], &device)),
+            dropout: DropoutConfig::new(config.dropout).init(),
+            scaling,
+        })
     }
 
-    fn from_config(config: &dyn Any, base: &mut Conv2d<B>, path: &str) -> Option<Result<Self>> {
-        let config = config.downcast_ref::<LoraConfig>()?;
-        let build = || -> Result<Self> {
-            let (r, scaling) = config.rank_and_scaling(path)?;
-            if base.groups != 1 {
-                return Err(PeftError::Unsupported(format!("LoRA on grouped convolution `{path}`")));
-            }
-            if config.use_dora || config.bias || config.init == LoraInit::Pissa {
-                return Err(PeftError::Unsupported(format!("DoRA, LoRA bias and PiSSA on convolution `{path}`")));
-            }
-            let [c_out, c_in, kh, kw] = base.weight.dims();
-            let fan_in = c_in * kh * kw;
-            let max = fan_in.min(c_out);
-            if r > max {
-                return Err(PeftError::RankTooLarge { path: path.into(), rank: r, max });
-            }
-            let device = base.weight.device();
-            let a = match config.init {
-                LoraInit::Gaussian => normal([r, c_in, kh, kw], 1.0 / r as f64, &device),
-                _ => kaiming_uniform_a_sqrt5([r, c_in, kh, kw], fan_in, &device),
-            };
-            Ok(Self {
-                a: trainable(a),
-                b: trainable(Tensor::zeros([c_out, r, 1, 1], &device)),
-                dropout: DropoutConfig::new(config.dropout).init(),
-                scaling,
-            })
-        };
-        Some(build())
+    fn method(&self) -> &'static str {
+        "LORA"
     }
 
     fn merge(&mut self, mut base: Conv2d<B>, _path: &str) -> Result<Conv2d<B>> {

@@ -1,9 +1,10 @@
-//! Initial values of LoRA's factors.
+//! Initial values of LoRA's factors, and the rank check every LoRA layer shares.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor, TensorData};
 use peft_core::{PeftError, Result};
 
+use crate::LoraInit;
 use crate::svd::svd;
 
 /// `U(±1/sqrt(fan_in))`: PyTorch's kaiming-uniform with `a = sqrt(5)`, as HF peft inits `A`.
@@ -17,12 +18,31 @@ pub fn normal<B: Backend, const D: usize>(shape: [usize; D], std: f64, device: &
     Tensor::random(shape, Distribution::Normal(0.0, std), device)
 }
 
+/// LoRA's down factor `A` of `shape` at start, rank `r`: `N(0, 1/r)` with the gaussian init,
+/// kaiming-uniform over `fan_in` otherwise (PiSSA computes its own).
+pub fn init_a<B: Backend, const D: usize>(init: LoraInit, shape: [usize; D], fan_in: usize, r: usize, device: &B::Device) -> Tensor<B, D> {
+    match init {
+        LoraInit::Gaussian => normal(shape, 1.0 / r as f64, device),
+        _ => kaiming_uniform_a_sqrt5(shape, fan_in, device),
+    }
+}
+
+/// Checks that rank `r` fits a weight with `fan_in` inputs and `fan_out` outputs.
+pub fn check_rank(path: &str, r: usize, fan_in: usize, fan_out: usize) -> Result<()> {
+    let max = fan_in.min(fan_out);
+    if r > max {
+        return Err(PeftError::RankTooLarge { path: path.into(), rank: r, max });
+    }
+    Ok(())
+}
+
 /// PiSSA factors of a weight `w` stored `[d_in, d_out]`: returns `(A [d_in, r], B [r, d_out],
 /// residual)` with `residual + scaling·A·B = w`, `A·B` holding the top-`r` singular directions.
 pub fn pissa<B: Backend>(w: Tensor<B, 2>, r: usize, scaling: f64, path: &str) -> Result<(Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>)> {
     let [rows, cols] = w.dims();
     let device = w.device();
-    let data: Vec<f32> = w.to_data().convert::<f32>().to_vec().map_err(|e| PeftError::Unsupported(format!("{e:?}")))?;
+    let dtype = w.dtype();
+    let data: Vec<f32> = w.to_data().convert::<f32>().to_vec().map_err(|_| PeftError::UnsupportedDtype { name: format!("{path} weight"), dtype: format!("{dtype:?}"), expected: "a float type" })?;
     let data: Vec<f64> = data.into_iter().map(f64::from).collect();
     let (u, s, vt) = svd(&data, rows, cols);
     let mut a = vec![0f32; rows * r];

@@ -1,15 +1,13 @@
 //! The LoRA adapter for dense layers and embeddings, with DoRA.
 
-use std::any::Any;
-
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Embedding, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{embedding, linear};
 use burn::tensor::{Int, Tensor};
-use peft_core::{Combination, PeftError, Result, Site, Tuner, TunerForward, frozen_like, trainable, upcast_half};
+use peft_core::{Combination, PeftError, Result, Tuner, TunerForward, frozen_like, trainable, upcast_half};
 
-use crate::init::{kaiming_uniform_a_sqrt5, normal, pissa};
+use crate::init::{check_rank, init_a, normal, pissa};
 use crate::{LoraConfig, LoraInit};
 
 /// A low-rank update `s·A·B` (Burn layout: `A [d_in, r]`, `B [r, d_out]`).
@@ -124,14 +122,6 @@ fn column_norm<B: Backend>(w: Tensor<B, 2>) -> Tensor<B, 1> {
     w.square().sum_dim(0).sqrt().squeeze_dim(0).detach()
 }
 
-fn check_rank(path: &str, r: usize, dims: [usize; 2]) -> Result<()> {
-    let max = dims[0].min(dims[1]);
-    if r > max {
-        return Err(PeftError::RankTooLarge { path: path.into(), rank: r, max });
-    }
-    Ok(())
-}
-
 /// Builds the adapter for a weight of `dims` (`[d_in, d_out]`) on `device`. `weight` is called
 /// only when the values are needed (PiSSA, DoRA), so a 4-bit base is never made dense here.
 pub(crate) fn build<B: Backend>(
@@ -144,7 +134,7 @@ pub(crate) fn build<B: Backend>(
 ) -> Result<(Lora<B>, Option<Tensor<B, 2>>)> {
     let (r, scaling) = config.rank_and_scaling(path)?;
     let [d_in, d_out] = dims;
-    check_rank(path, r, dims)?;
+    check_rank(path, r, d_in, d_out)?;
     let values = (config.init == LoraInit::Pissa || config.use_dora).then(weight);
     let mut residual = None;
     let (a, b) = match (config.init, embedding, &values) {
@@ -154,8 +144,7 @@ pub(crate) fn build<B: Backend>(
             (a, b)
         }
         (_, true, _) => (Tensor::zeros([d_in, r], device), normal([r, d_out], 1.0, device)),
-        (LoraInit::Gaussian, false, _) => (normal([d_in, r], 1.0 / r as f64, device), Tensor::zeros([r, d_out], device)),
-        _ => (kaiming_uniform_a_sqrt5([d_in, r], d_in, device), Tensor::zeros([r, d_out], device)),
+        _ => (init_a(config.init, [d_in, r], d_in, r, device), Tensor::zeros([r, d_out], device)),
     };
     let mut lora = Lora::from_factors(a, b, scaling)?;
     lora.dropout = DropoutConfig::new(config.dropout).init();
@@ -163,9 +152,6 @@ pub(crate) fn build<B: Backend>(
         lora.bias = Some(trainable(Tensor::zeros([d_out], device)));
     }
     if config.use_dora {
-        if embedding {
-            return Err(PeftError::Unsupported(format!("DoRA on embedding `{path}` is not supported")));
-        }
         if let Some(base) = residual.clone().or(values) {
             lora.magnitude = Some(trainable(lora.weight_norm(base)));
         }
@@ -174,22 +160,20 @@ pub(crate) fn build<B: Backend>(
 }
 
 impl<B: Backend> Tuner<B, Linear<B>> for Lora<B> {
-    const SITE: Site = Site::Weight;
+    type Config = LoraConfig;
 
-    fn accepts(config: &dyn Any) -> bool {
-        LoraConfig::from_any(config).is_some()
+    fn init(config: &LoraConfig, base: &mut Linear<B>, path: &str) -> Result<Self> {
+        let (dims, device) = (base.weight.dims(), base.weight.device());
+        let (lora, residual) = build(config, dims, &device, || base.weight.val(), path, false)?;
+        // PiSSA moves the principal part out of the frozen weight into the adapter.
+        if let Some(residual) = residual {
+            base.weight = frozen_like(&base.weight, residual);
+        }
+        Ok(lora)
     }
 
-    fn from_config(config: &dyn Any, base: &mut Linear<B>, path: &str) -> Option<Result<Self>> {
-        let config = LoraConfig::from_any(config)?;
-        let (dims, device) = (base.weight.dims(), base.weight.device());
-        Some(build(config, dims, &device, || base.weight.val(), path, false).map(|(lora, residual)| {
-            // PiSSA moves the principal part out of the frozen weight into the adapter.
-            if let Some(residual) = residual {
-                base.weight = frozen_like(&base.weight, residual);
-            }
-            lora
-        }))
+    fn method(&self) -> &'static str {
+        "LORA"
     }
 
     fn merge(&mut self, mut base: Linear<B>, path: &str) -> Result<Linear<B>> {
@@ -207,7 +191,8 @@ impl<B: Backend> Tuner<B, Linear<B>> for Lora<B> {
         base.weight = frozen_like(&base.weight, merged);
         if let Some(lb) = &self.bias {
             let Some(bias) = &base.bias else {
-                return Err(PeftError::Unsupported(format!("cannot merge a LoRA bias into `{path}`, which has no bias")));
+                let reason = ": the layer has no bias to fold the LoRA bias into".into();
+                return Err(PeftError::NotMergeable { adapter: String::new(), method: "LORA", path: path.into(), reason });
             };
             base.bias = Some(frozen_like(bias, bias.val() + lb.val()));
         }
@@ -251,18 +236,15 @@ impl<B: Backend, const D: usize> TunerForward<B, Linear<B>, Tensor<B, D>> for Lo
 }
 
 impl<B: Backend> Tuner<B, Embedding<B>> for Lora<B> {
-    const SITE: Site = Site::Weight;
+    type Config = LoraConfig;
 
-    fn accepts(config: &dyn Any) -> bool {
-        LoraConfig::from_any(config).is_some()
+    fn init(config: &LoraConfig, base: &mut Embedding<B>, path: &str) -> Result<Self> {
+        config.supported_on(path, false, true, false)?;
+        Ok(build(config, base.weight.dims(), &base.weight.device(), || base.weight.val(), path, true)?.0)
     }
 
-    fn from_config(config: &dyn Any, base: &mut Embedding<B>, path: &str) -> Option<Result<Self>> {
-        let config = LoraConfig::from_any(config)?;
-        if config.init == LoraInit::Pissa {
-            return Some(Err(PeftError::Unsupported(format!("PiSSA on embedding `{path}` is not supported"))));
-        }
-        Some(build(config, base.weight.dims(), &base.weight.device(), || base.weight.val(), path, true).map(|(lora, _)| lora))
+    fn method(&self) -> &'static str {
+        "LORA"
     }
 
     fn merge(&mut self, mut base: Embedding<B>, _path: &str) -> Result<Embedding<B>> {

@@ -9,13 +9,14 @@
 use std::collections::HashMap;
 use std::marker::PhantomData;
 
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use peft_core::{LayerKind, PeftError, Result, TargetMatcher, TrainMode, TrainableReport, all_finite, list_params, set_trainable};
+use peft_core::path::{ModulePath, ParamMapper, map_params};
+use peft_core::{LayerKind, MethodConfig, PeftError, Result, TargetMatcher, TrainMode, TrainableReport, all_finite, list_params, set_trainable};
 
-use crate::init::kaiming_uniform_a_sqrt5;
-use crate::{Lora, LoraConfig, LoraInit};
+use crate::init::{check_rank, init_a};
+use crate::{Lora, LoraConfig};
 
 /// An unmodified model `M` with LoRA factors keyed by parameter path.
 #[derive(Module, Debug)]
@@ -33,9 +34,7 @@ impl<B: Backend, M: Module<B>> PathLora<B, M> {
     /// Attaches LoRA to every 2-D `weight` parameter whose module path `config` targets
     /// (`all-linear` counts every such weight as linear). The model is frozen.
     pub fn new(model: M, config: &LoraConfig) -> Result<Self> {
-        if config.use_dora || config.bias || config.init == LoraInit::Pissa {
-            return Err(PeftError::Unsupported("the path-based attachment supports plain LoRA and rsLoRA; use the typed wrappers for DoRA, LoRA bias and PiSSA".into()));
-        }
+        config.validate()?;
         let params = list_params(&model);
         let candidates: Vec<(String, LayerKind)> = params
             .iter()
@@ -43,21 +42,19 @@ impl<B: Backend, M: Module<B>> PathLora<B, M> {
             .filter_map(|p| p.path.strip_suffix(".weight").map(|m| (m.to_string(), LayerKind::Linear)))
             .collect();
         let selected = TargetMatcher::new(&config.targets)?.select(&candidates)?;
-        let device = model.devices().into_iter().next().ok_or_else(|| PeftError::Unsupported("model has no parameters".into()))?;
+        let device = model.devices().into_iter().next().ok_or_else(|| PeftError::NoParameters("the model".into()))?;
         let mut deltas = Vec::new();
         let mut paths = Vec::new();
         for module_path in selected {
             let path = format!("{module_path}.weight");
             let info = params.iter().find(|p| p.path == path).expect("selected from these params");
             let (rows, cols) = (info.shape[0], info.shape[1]);
+            // The typed wrappers carry DoRA, the LoRA bias and PiSSA; a dense update per weight
+            // carries plain LoRA and rsLoRA.
+            config.supported_on(&module_path, false, false, false)?;
             let (r, scaling) = config.rank_and_scaling(&module_path)?;
-            if r > rows.min(cols) {
-                return Err(PeftError::RankTooLarge { path: module_path, rank: r, max: rows.min(cols) });
-            }
-            let a = match config.init {
-                LoraInit::Gaussian => crate::init::normal([rows, r], 1.0 / r as f64, &device),
-                _ => kaiming_uniform_a_sqrt5([rows, r], rows, &device),
-            };
+            check_rank(&module_path, r, rows, cols)?;
+            let a = init_a(config.init, [rows, r], rows, r, &device);
             let mut lora = Lora::from_factors(a, Tensor::zeros([r, cols], &device), scaling)?;
             lora.dropout = burn::nn::DropoutConfig::new(config.dropout).init();
             deltas.push(lora);
@@ -78,7 +75,7 @@ impl<B: Backend, M: Module<B>> PathLora<B, M> {
             .cloned()
             .zip(self.deltas.iter().map(|d| if detach { d.delta_weight().detach() } else { d.delta_weight() }))
             .collect();
-        self.base.clone().map(&mut AddDeltas { stack: Vec::new(), deltas })
+        map_params(self.base.clone(), &mut AddDeltas(deltas))
     }
 
     /// The model with `W + s·A·B` in every adapted weight, differentiable in `A` and `B`.
@@ -105,20 +102,11 @@ impl<B: Backend, M: Module<B>> PathLora<B, M> {
     }
 }
 
-struct AddDeltas<B: Backend> {
-    stack: Vec<String>,
-    deltas: HashMap<String, Tensor<B, 2>>,
-}
+struct AddDeltas<B: Backend>(HashMap<String, Tensor<B, 2>>);
 
-impl<B: Backend> ModuleMapper<B> for AddDeltas<B> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.stack.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.stack.pop();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let Some(delta) = self.deltas.remove(&self.stack.join(".")) else { return param };
+impl<B: Backend> ParamMapper<B> for AddDeltas<B> {
+    fn map<const D: usize>(&mut self, path: &ModulePath, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let Some(delta) = self.0.remove(&path.path()) else { return param };
         let (id, tensor, mapper) = param.consume();
         let shape = tensor.shape();
         Param::from_mapped_value(id, tensor + delta.reshape::<D, _>(shape), mapper)

@@ -1,41 +1,36 @@
 //! QLoRA: LoRA on a frozen 4-bit base ([`QLinear`]), and merging into the dequantized weight.
 
-use std::any::Any;
-
 use burn::module::{Param, ParamId};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{ElementConversion, Tensor};
 use burn::tensor::backend::Backend;
-use peft_core::{PeftError, Result, Site, Tuned, Tuner, TunerForward, in_dtype};
+use peft_core::{PeftError, Result, Tuned, Tuner, TunerForward, in_dtype};
 use peft_quant::backend::{QuantLinearBackend, dequantize_weight};
 use peft_quant::{QLinear, QuantConfig};
 
 use crate::lora::build;
-use crate::{Lora, LoraConfig, LoraInit};
+use crate::{Lora, LoraConfig};
 
 /// A 4-bit `QLinear` carrying named LoRA adapters.
 pub type QLoraLinear<B> = Tuned<B, QLinear<B>, Lora<B>>;
 
 impl<B: Backend> Tuner<B, QLinear<B>> for Lora<B> {
-    const SITE: Site = Site::Weight;
+    type Config = LoraConfig;
 
-    fn accepts(config: &dyn Any) -> bool {
-        config.is::<LoraConfig>()
+    fn init(config: &LoraConfig, base: &mut QLinear<B>, path: &str) -> Result<Self> {
+        config.supported_on(path, false, true, false)?;
+        let dims = [base.meta.d_input, base.meta.d_output];
+        let (lora, _) = build(config, dims, &base.absmax.device(), || dequantize_weight(&base.packed()).transpose(), path, false)?;
+        Ok(lora.autocast_adapter_dtype())
     }
 
-    fn from_config(config: &dyn Any, base: &mut QLinear<B>, path: &str) -> Option<Result<Self>> {
-        let config = config.downcast_ref::<LoraConfig>()?;
-        if config.init == LoraInit::Pissa || config.use_dora {
-            return Some(Err(PeftError::Unsupported(format!("PiSSA and DoRA on the 4-bit layer `{path}` are not supported yet"))));
-        }
-        let dims = [base.meta.d_input, base.meta.d_output];
-        Some(build(config, dims, &base.absmax.device(), || dequantize_weight(&base.packed()).transpose(), path, false).map(|(lora, _)| lora.autocast_adapter_dtype()))
+    fn method(&self) -> &'static str {
+        "LORA"
     }
 
     fn merge(&mut self, _base: QLinear<B>, path: &str) -> Result<QLinear<B>> {
-        Err(PeftError::Unsupported(format!(
-            "`{path}` is 4-bit: merge into the dequantized weight with peft_lora::merge_qlora (optionally re-quantized)"
-        )))
+        let reason = ": the base is 4-bit; merge into the dequantized weight with peft_lora::merge_qlora (optionally re-quantized)".into();
+        Err(PeftError::NotMergeable { adapter: String::new(), method: "LORA", path: path.into(), reason })
     }
 }
 
@@ -85,7 +80,7 @@ pub fn merge_qlora<B: QuantLinearBackend>(layer: &QLoraLinear<B>, requantize: Op
     let (requantized, max_abs_error, rms_error) = match requantize {
         None => (None, 0.0, 0.0),
         Some(config) => {
-            let q = QLinear::from_linear(&dense, config).map_err(|e| PeftError::Unsupported(e.to_string()))?;
+            let q = QLinear::from_linear(&dense, config)?;
             let diff = q.dequantize() - weight;
             let max = diff.clone().abs().max().into_scalar().elem::<f32>();
             let rms = diff.square().mean().sqrt().into_scalar().elem::<f32>();

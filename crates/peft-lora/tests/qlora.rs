@@ -38,7 +38,7 @@ fn qlora_forward_equals_the_merged_dequantized_layer_and_requantization_reports_
     let absmax = w.iter().fold(0.0f32, |a, v| a.max(v.abs()));
     assert!(merged.max_abs_error <= 0.17 * absmax, "{} vs absmax {absmax}", merged.max_abs_error);
     assert_eq!(requantized.meta.d_output, 32);
-    assert!(matches!(m.merge_adapters(true), Err(PeftError::Unsupported(_))), "in-place merge into 4 bits must be refused");
+    assert!(matches!(m.merge_adapters(true), Err(PeftError::NotMergeable { .. })), "in-place merge into 4 bits must be refused");
 }
 
 #[test]

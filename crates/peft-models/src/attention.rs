@@ -32,7 +32,7 @@ pub fn prefix_len<B: Backend>(kv: &PrefixKv<B>) -> usize {
 }
 
 /// `[batch, seq, heads * head_dim] -> [batch, heads, seq, head_dim]`.
-pub(crate) fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
+pub fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
     let [batch, seq, width] = x.dims();
     x.reshape([batch, seq, heads, width / heads]).swap_dims(1, 2)
 }
@@ -41,7 +41,7 @@ pub(crate) fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B
 /// (`total - seq` prefix positions first; each kv head serves `heads / kv_heads` query heads);
 /// `bias` (from [`causal_bias`] or [`padding_bias`], built once per forward pass) is added to the
 /// scores. Returns `[batch, seq, heads * hd]`.
-pub(crate) fn attend<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, bias: Option<&Tensor<B, 4>>) -> Tensor<B, 3> {
+pub fn attend<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, bias: Option<&Tensor<B, 4>>) -> Tensor<B, 3> {
     let [batch, heads, seq, hd] = q.dims();
     let [_, kv_heads, total, _] = k.dims();
     let repeat = |t: Tensor<B, 4>| {
@@ -76,6 +76,6 @@ pub(crate) fn padding_bias<B: Backend>(padding: &Tensor<B, 2>, prefix: usize) ->
 }
 
 /// Positions `offset .. offset + seq` for every row: `[batch, seq]`.
-pub(crate) fn positions<B: Backend>(batch: usize, seq: usize, offset: usize, device: &B::Device) -> Tensor<B, 2, burn::tensor::Int> {
+pub fn positions<B: Backend>(batch: usize, seq: usize, offset: usize, device: &B::Device) -> Tensor<B, 2, burn::tensor::Int> {
     Tensor::<B, 1, burn::tensor::Int>::arange(offset as i64..(offset + seq) as i64, device).unsqueeze::<2>().expand([batch, seq])
 }

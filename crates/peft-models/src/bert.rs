@@ -7,7 +7,7 @@ use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConf
 use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
-use peft_core::hf_weights::{HfCheckpoint, WeightMap};
+use peft_hf::{HfCheckpoint, WeightMap};
 use peft_core::{PeftError, Result, Tuned};
 use peft_lora::LoraEmbedding;
 use peft_ptuning::PrefixKv;
@@ -65,10 +65,10 @@ impl BertConfig {
             return Err(PeftError::InvalidConfig(format!("BERT with hidden_size {d}, {} heads, {} layers", self.num_attention_heads, self.num_hidden_layers)));
         }
         if let Some(act) = self.hidden_act.as_deref().filter(|a| *a != "gelu") {
-            return Err(PeftError::Unsupported(format!("BERT activation `{act}` is not supported (only `gelu`)")));
+            return Err(PeftError::UnsupportedValue { key: "hidden_act (BERT)".into(), value: act.into(), supported: "gelu".into() });
         }
         if let Some(p) = self.position_embedding_type.as_deref().filter(|p| *p != "absolute") {
-            return Err(PeftError::Unsupported(format!("BERT position embeddings `{p}` are not supported (only `absolute`)")));
+            return Err(PeftError::UnsupportedValue { key: "position_embedding_type (BERT)".into(), value: p.into(), supported: "absolute".into() });
         }
         let norm = || LayerNormConfig::new(d).with_epsilon(self.layer_norm_eps).init(device);
         let embedding = |n| EmbeddingConfig::new(n, d).with_initializer(Initializer::Zeros).init(device);

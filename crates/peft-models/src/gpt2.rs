@@ -5,7 +5,7 @@ use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
-use peft_core::hf_weights::{HfCheckpoint, WeightMap};
+use peft_hf::{HfCheckpoint, WeightMap};
 use peft_core::{PeftError, Result, Tuned};
 use peft_lora::LoraEmbedding;
 use peft_ptuning::PrefixKv;
@@ -54,7 +54,7 @@ impl Gpt2Config {
         let tanh = match self.activation_function.as_str() {
             "gelu_new" | "gelu_pytorch_tanh" => true,
             "gelu" => false,
-            other => return Err(PeftError::Unsupported(format!("GPT-2 activation `{other}` is not supported"))),
+            other => return Err(PeftError::UnsupportedValue { key: "activation_function (GPT-2)".into(), value: other.into(), supported: "gelu_new, gelu_pytorch_tanh, gelu".into() }),
         };
         let inner = self.n_inner.unwrap_or(4 * d);
         let norm = || LayerNormConfig::new(d).with_epsilon(self.layer_norm_epsilon).init(device);

@@ -25,7 +25,7 @@ impl HfModelConfig {
     /// Reads `dir/config.json`.
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
-        Self::from_value(peft_core::hf::read_json(&path)?, &path.display().to_string())
+        Self::from_value(peft_core::checkpoint::read_json(&path)?, &path.display().to_string())
     }
 
     /// Parses the text of a `config.json`; an unknown `model_type` is an error.
@@ -43,7 +43,7 @@ impl HfModelConfig {
             "llama" => Ok(Self::Llama(parse(value, name)?)),
             "gpt2" => Ok(Self::Gpt2(parse(value, name)?)),
             "bert" => Ok(Self::Bert(parse(value, name)?)),
-            other => Err(PeftError::Unsupported(format!("unknown model_type `{other}` in {name}; supported: llama, gpt2, bert"))),
+            other => Err(PeftError::UnsupportedValue { key: "model_type".into(), value: other.into(), supported: format!("llama, gpt2, bert; read from {name}") }),
         }
     }
 

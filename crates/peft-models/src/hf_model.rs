@@ -6,10 +6,10 @@ use std::path::Path;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
-use peft_core::checkpoint::{TensorEntry, parse, read_bytes};
-use peft_core::hf_weights::{HfCheckpoint, LoadReport, WeightMap};
-use safetensors::SafeTensors;
+use peft_core::checkpoint::{parse, read_bytes};
 use peft_core::{Adaptable, Result, TunedVisitor};
+use peft_hf::{HfCheckpoint, LoadReport, WeightMap};
+use peft_lora::WeightAdapter;
 
 use crate::attention::LinearAdapter;
 use crate::bert::Bert;
@@ -17,10 +17,11 @@ use crate::gpt2::Gpt2;
 use crate::hf_config::HfModelConfig;
 use crate::llama::Llama;
 
-/// A reference model loaded from an HF checkpoint, its linear layers carrying method `T`.
+/// A reference model loaded from an HF checkpoint, its linear layers carrying adapters `T`
+/// (by default [`WeightAdapter`]: LoRA and IA3, mixed).
 #[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
-pub enum HfModel<B: Backend, T: Module<B>> {
+pub enum HfModel<B: Backend, T: Module<B> = WeightAdapter<B>> {
     /// `LlamaForCausalLM`.
     Llama(Llama<B, T>),
     /// `GPT2LMHeadModel`.
@@ -109,22 +110,5 @@ impl<B: Backend, T: LinearAdapter<B>> HfCheckpoint<B> for HfModel<B, T> {
             Self::Gpt2(m) => m.weight_map(),
             Self::Bert(m) => m.weight_map(),
         }
-    }
-
-    fn hf_tensors(&self, keep: &dyn Fn(&str) -> bool) -> Vec<TensorEntry> {
-        match self {
-            Self::Llama(m) => m.hf_tensors(keep),
-            Self::Gpt2(m) => m.hf_tensors(keep),
-            Self::Bert(m) => m.hf_tensors(keep),
-        }
-    }
-
-    /// Per architecture: Burn's derive would put the variant's name in front of the enum's paths.
-    fn assign_hf_weights(self, file: &SafeTensors<'_>, partial: bool) -> Result<(Self, LoadReport)> {
-        Ok(match self {
-            Self::Llama(m) => m.assign_hf_weights(file, partial).map(|(m, r)| (Self::Llama(m), r))?,
-            Self::Gpt2(m) => m.assign_hf_weights(file, partial).map(|(m, r)| (Self::Gpt2(m), r))?,
-            Self::Bert(m) => m.assign_hf_weights(file, partial).map(|(m, r)| (Self::Bert(m), r))?,
-        })
     }
 }

@@ -6,7 +6,7 @@ use burn::nn::{EmbeddingConfig, Initializer, RmsNorm, RmsNormConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use peft_core::hf_weights::{HfCheckpoint, WeightMap};
+use peft_hf::{HfCheckpoint, WeightMap};
 use peft_core::{PeftError, Result, Tuned};
 use peft_lora::LoraEmbedding;
 use peft_ptuning::PrefixKv;
@@ -83,7 +83,7 @@ impl LlamaConfig {
         for params in [&self.rope_parameters, &self.rope_scaling].into_iter().flatten() {
             let kind = params.get("rope_type").or_else(|| params.get("type")).and_then(|t| t.as_str()).unwrap_or("default");
             if kind != "default" {
-                return Err(PeftError::Unsupported(format!("RoPE type `{kind}` is not supported (only `default`)")));
+                return Err(PeftError::UnsupportedValue { key: "rope_type".into(), value: kind.into(), supported: "default".into() });
             }
             theta = theta.or_else(|| params.get("rope_theta").and_then(|t| t.as_f64()));
         }
@@ -92,7 +92,7 @@ impl LlamaConfig {
 
     fn check(&self) -> Result<()> {
         if let Some(act) = self.hidden_act.as_deref().filter(|a| *a != "silu") {
-            return Err(PeftError::Unsupported(format!("Llama activation `{act}` is not supported (only `silu`)")));
+            return Err(PeftError::UnsupportedValue { key: "hidden_act (Llama)".into(), value: act.into(), supported: "silu".into() });
         }
         if self.num_hidden_layers == 0 {
             return Err(PeftError::InvalidConfig("num_hidden_layers is 0".into()));

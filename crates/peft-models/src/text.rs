@@ -10,7 +10,7 @@ pub use tokenizers::Tokenizer;
 /// all-MiniLM-L6-v2's file pads to 128).
 pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer> {
     let path = dir.join("tokenizer.json");
-    let mut tokenizer = Tokenizer::from_file(&path).map_err(|e| PeftError::Unsupported(format!("cannot read tokenizer `{}`: {e}", path.display())))?;
+    let mut tokenizer = Tokenizer::from_file(&path).map_err(|e| PeftError::Tokenizer(format!("cannot read `{}`: {e}", path.display())))?;
     tokenizer.with_padding(None);
     Ok(tokenizer)
 }
@@ -20,5 +20,5 @@ pub fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
     tokenizer
         .encode(text, true)
         .map(|e| e.get_ids().to_vec())
-        .map_err(|e| PeftError::Unsupported(format!("cannot tokenize: {e}")))
+        .map_err(|e| PeftError::Tokenizer(format!("cannot tokenize: {e}")))
 }

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use burn::backend::NdArray;
 use burn::tensor::{Int, Tensor, TensorData};
 use peft_core::checkpoint::{parse, read_bytes, to_f32};
-use peft_core::hf_weights::HfCheckpoint;
 use peft_core::{PeftError, PeftModel};
+use peft_hf::{HfCheckpoint, HfMethod, SaveOptions, load_adapter, save_adapter};
 use peft_lora::{Ia3, Lora};
-use peft_models::{HfMethod, HfModel, LinearAdapter, SaveOptions, load_adapter, save_adapter};
+use peft_models::{HfModel, LinearAdapter};
 
 type B = NdArray;
 
@@ -195,7 +195,7 @@ fn bad_adapters_are_typed_errors_and_leave_the_model_alone() {
     // Unsupported peft_type.
     copy(&["adapter_model.safetensors"]);
     std::fs::write(dir.join("adapter_config.json"), r#"{"peft_type": "LOHA", "r": 4}"#).unwrap();
-    assert!(matches!(load_adapter(&mut m, &dir, "a"), Err(PeftError::Unsupported(_))));
+    assert!(matches!(load_adapter(&mut m, &dir, "a"), Err(PeftError::UnsupportedValue { .. })));
     // Malformed JSON.
     std::fs::write(dir.join("adapter_config.json"), r#"{"peft_type": "LORA", "r": "#).unwrap();
     assert!(matches!(load_adapter(&mut m, &dir, "a"), Err(PeftError::Json { .. })));
@@ -265,7 +265,7 @@ fn checkpoints_with_missing_or_misshapen_tensors_are_typed_errors() {
     write("", Some("model.layers.0.mlp.up_proj.weight"));
     assert!(matches!(HfModel::<B, Lora<B>>::load(&dir, &Default::default()), Err(PeftError::ShapeMismatch { name, .. }) if name == "model.layers.0.mlp.up_proj.weight"));
     std::fs::write(dir.join("config.json"), r#"{"model_type": "mamba"}"#).unwrap();
-    assert!(matches!(HfModel::<B, Lora<B>>::load(&dir, &Default::default()), Err(PeftError::Unsupported(_))));
+    assert!(matches!(HfModel::<B, Lora<B>>::load(&dir, &Default::default()), Err(PeftError::UnsupportedValue { .. })));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -276,16 +276,16 @@ fn fresh_lora_and_prefix_save_for_peft() {
     use peft_core::Targeting;
     use peft_lora::LoraConfig;
     use peft_ptuning::PrefixConfig;
-    let cases: Vec<(&str, peft_models::HfMethod)> = vec![
-        ("fresh_rslora_dora", peft_models::HfMethod::Lora(LoraConfig::new(Targeting::names(&["q_proj", "v_proj", "up_proj"])).with_r(4).with_alpha(8.0).with_use_rslora(true).with_use_dora(true))),
-        ("fresh_prefix", peft_models::HfMethod::Prefix(PrefixConfig::new(Targeting::names(&["kv"])).with_num_virtual_tokens(4))),
+    let cases: Vec<(&str, HfMethod)> = vec![
+        ("fresh_rslora_dora", HfMethod::Lora(LoraConfig::new(Targeting::names(&["q_proj", "v_proj", "up_proj"])).with_r(4).with_alpha(8.0).with_use_rslora(true).with_use_dora(true))),
+        ("fresh_prefix", HfMethod::Prefix(PrefixConfig::new(Targeting::names(&["kv"])).with_num_virtual_tokens(4))),
     ];
     for (case, method) in cases {
         let mut m = model::<Lora<B>>("llama");
         match &method {
-            peft_models::HfMethod::Lora(c) => m.add_adapter("mine", c).unwrap(),
-            peft_models::HfMethod::Prefix(c) => m.add_adapter("mine", c).unwrap(),
-            peft_models::HfMethod::Ia3(c) => m.add_adapter("mine", c).unwrap(),
+            HfMethod::Lora(c) => m.add_adapter("mine", c).unwrap(),
+            HfMethod::Prefix(c) => m.add_adapter("mine", c).unwrap(),
+            HfMethod::Ia3(c) => m.add_adapter("mine", c).unwrap(),
         };
         // Non-zero B (peft's default init leaves it zero, which would test nothing).
         let mut tensors = m.adapter_tensors("mine").unwrap();

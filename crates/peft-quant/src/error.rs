@@ -46,3 +46,9 @@ pub enum QuantError {
 
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, QuantError>;
+
+impl From<QuantError> for peft_core::PeftError {
+    fn from(error: QuantError) -> Self {
+        Self::Quantization(Box::new(error))
+    }
+}

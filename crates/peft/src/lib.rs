@@ -8,7 +8,9 @@
 //! - [`adapter`]: bottleneck adapters (Pfeiffer, Houlsby, parallel).
 //! - [`ptuning`]: prefix tuning at attention keys and values.
 //! - [`quant`]: bitsandbytes-exact NF4/FP4 4-bit weights and `QLinear`, the base of QLoRA.
-//! - [`models`]: reference models written as a user would, and a synthetic task.
+//! - [`hf`]: Hugging Face formats: transformers checkpoints, HF peft adapter folders both ways,
+//!   checkpoint-level merges.
+//! - [`models`]: reference Llama, GPT-2 and BERT written as a user would.
 //!
 //! ```
 //! use burn::backend::NdArray;
@@ -36,7 +38,8 @@
 
 pub use peft_adapter as adapter;
 pub use peft_core as core;
-pub use peft_core::{Adaptable, PeftError, PeftModel, Result, TrainMode, TrainableReport, Tuned, Tuner, TunerForward, adaptable};
+pub use peft_core::{Adaptable, Layer, MethodConfig, PeftError, PeftModel, Result, TrainMode, TrainableReport, Tuned, Tuner, TunerForward, adaptable};
+pub use peft_hf as hf;
 pub use peft_lora as lora;
 pub use peft_models as models;
 pub use peft_ptuning as ptuning;
@@ -44,13 +47,18 @@ pub use peft_quant as quant;
 
 /// The names most programs need.
 pub mod prelude {
-    pub use peft_adapter::{AdaptedSublayer, Bottleneck, BottleneckConfig};
+    pub use peft_adapter::{AdaptedSublayer, AdapterActivation, AdapterPlacement, Bottleneck, BottleneckConfig};
     pub use peft_core::{
-        Adaptable, Combination, PeftError, PeftModel, TargetModules, Targeting, TrainMode, TrainableReport, Tuned, set_trainable,
+        Adaptable, Combination, Layer, LayerKind, PeftError, PeftModel, TargetModules, Targeting, TrainMode, TrainableReport, Tuned,
+        set_trainable, transfer_base_weights,
     };
-    pub use peft_lora::{Ia3Config, Ia3Linear, LoraConfig, LoraConv, LoraEmbedding, LoraInit, LoraLinear, PathLora, QLoraLinear, merge_qlora};
+    pub use peft_hf::{HfCheckpoint, HfMethod, LoadedAdapter, SaveOptions, WeightMap, load_adapter, save_adapter};
+    pub use peft_lora::{
+        Ia3Config, Ia3Linear, LoraConfig, LoraConv, LoraEmbedding, LoraInit, LoraLinear, MixedLinear, PathLora, QLoraLinear, WeightAdapter,
+        WeightAdapterConfig, merge_qlora,
+    };
+    pub use peft_ptuning::{KvSite, PrefixConfig, PrefixKv};
     pub use peft_quant::{QLinear, QuantConfig, QuantType, Quantized4bit};
-    pub use peft_ptuning::{PrefixConfig, PrefixKv};
 }
 
 /// The README's code blocks, compiled and run as doctests so that they stay true.

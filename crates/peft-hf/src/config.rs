@@ -1,40 +1,12 @@
-//! HF peft's adapter files: `adapter_config.json` (read tolerantly) and the tensor names of
-//! `adapter_model.safetensors`.
+//! `adapter_config.json`, read tolerantly as peft writes it (nulls, fields of newer versions).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use peft_core::checkpoint::read_json;
+use peft_core::targeting::pattern_value;
+use peft_core::{LayerKind, PeftError, Result, TargetModules};
 use serde::{Deserialize, Deserializer, Serialize};
-
-use crate::targeting::pattern_value;
-use crate::{PeftError, Result, TargetModules};
-
-/// The prefix peft puts before a module's path in saved adapters.
-pub const KEY_PREFIX: &str = "base_model.model.";
-
-/// What follows a module's path in a saved LoRA adapter (DoRA, embeddings and LoRA bias included).
-pub const LORA_SUFFIXES: [&str; 6] = ["lora_A.weight", "lora_B.weight", "lora_B.bias", "lora_magnitude_vector", "lora_embedding_A", "lora_embedding_B"];
-
-/// What follows a module's path in a saved IA3 adapter.
-pub const IA3_SUFFIXES: [&str; 1] = ["ia3_l"];
-
-/// Prefix tuning's single tensor (no module path, no prefix).
-pub const PROMPT_EMBEDDINGS: &str = "prompt_embeddings";
-
-/// The base-model name of a base tensor saved in an adapter file: peft's `modules_to_save`
-/// copies (`<m>.modules_to_save.<adapter>.<p>`, or `<m>.<p>` when `<m>` is listed in
-/// `modules_to_save`) and embedding layers saved with the adapter (`<m>.base_layer.<p>`).
-pub fn saved_base_tensor(key: &str, modules_to_save: &[String]) -> Option<String> {
-    let inner = key.strip_prefix(KEY_PREFIX)?;
-    if let Some((module, rest)) = inner.split_once(".modules_to_save.") {
-        return rest.split_once('.').map(|(_, param)| format!("{module}.{param}"));
-    }
-    if let Some((module, param)) = inner.split_once(".base_layer.") {
-        return Some(format!("{module}.{param}"));
-    }
-    let (module, _) = inner.rsplit_once('.')?;
-    modules_to_save.iter().any(|m| crate::targeting::name_matches(m, module)).then(|| inner.to_string())
-}
 
 fn null_as_default<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> std::result::Result<T, D::Error> {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
@@ -123,47 +95,36 @@ impl HfAdapterConfig {
         serde_json::from_str(text).map_err(|source| PeftError::Json { path: name.into(), source })
     }
 
-    /// Rank and scaling of the LoRA module at `path` (a module path inside the base model).
+    /// Rank and alpha of the LoRA module at `path` (a module path inside the base model), after
+    /// `rank_pattern` and `alpha_pattern`.
+    pub fn lora_rank_and_alpha(&self, path: &str) -> Result<(usize, f64)> {
+        let r = pattern_value(&self.rank_pattern, path)?.unwrap_or(self.r);
+        if r == 0 {
+            return Err(PeftError::ZeroRank { path: path.into() });
+        }
+        Ok((r, pattern_value(&self.alpha_pattern, path)?.unwrap_or(self.lora_alpha)))
+    }
+
+    /// Rank and scaling of the LoRA module at `path`, by LoRA's one rule
+    /// ([`peft_lora::lora_scaling`]).
     pub fn lora_scaling(&self, path: &str) -> Result<(usize, f64)> {
-        lora_rank_and_scaling(path, self.r, self.lora_alpha, &self.rank_pattern, &self.alpha_pattern, self.use_rslora)
+        let (r, alpha) = self.lora_rank_and_alpha(path)?;
+        Ok((r, peft_lora::lora_scaling(r, alpha, self.use_rslora)))
     }
 
     /// Whether IA3's module at `path` is feed-forward.
     pub fn is_feedforward(&self, path: &str) -> Result<bool> {
-        self.feedforward_modules.as_ref().map_or(Ok(false), |m| m.matches(path, crate::LayerKind::Linear))
+        self.feedforward_modules.as_ref().map_or(Ok(false), |m| m.matches(path, LayerKind::Linear))
     }
-}
 
-/// Reads and parses a JSON file, naming it in errors.
-pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| PeftError::Io { path: name.clone(), source })?;
-    serde_json::from_str(&text).map_err(|source| PeftError::Json { path: name, source })
-}
-
-/// HF peft's LoRA rank and scaling at `path`: the rank and alpha after `rank_pattern` and
-/// `alpha_pattern`, then `alpha/r`, or `alpha/sqrt(r)` with rsLoRA.
-pub fn lora_rank_and_scaling(
-    path: &str,
-    r: usize,
-    alpha: f64,
-    rank_pattern: &BTreeMap<String, usize>,
-    alpha_pattern: &BTreeMap<String, f64>,
-    use_rslora: bool,
-) -> Result<(usize, f64)> {
-    let r = pattern_value(rank_pattern, path)?.unwrap_or(r);
-    let alpha = pattern_value(alpha_pattern, path)?.unwrap_or(alpha);
-    if r == 0 {
-        return Err(PeftError::ZeroRank { path: path.into() });
+    /// An integer field of the config that only some methods have (prefix tuning's `num_layers`).
+    pub fn extra_usize(&self, key: &str) -> Result<usize> {
+        self.extra
+            .get(key)
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|v| usize::try_from(v).ok())
+            .ok_or_else(|| PeftError::InvalidConfig(format!("{} config needs `{key}`", self.peft_type)))
     }
-    Ok((r, if use_rslora { alpha / (r as f64).sqrt() } else { alpha / r as f64 }))
-}
-
-/// Splits a saved adapter key into the module path and the rest:
-/// `base_model.model.model.layers.0.q_proj.lora_A.weight` → (`model.layers.0.q_proj`, `lora_A.weight`).
-pub fn split_key<'a>(key: &'a str, suffixes: &[&'a str]) -> Option<(&'a str, &'a str)> {
-    let inner = key.strip_prefix(KEY_PREFIX)?;
-    suffixes.iter().find_map(|s| inner.strip_suffix(s).and_then(|p| p.strip_suffix('.')).map(|p| (p, *s)))
 }
 
 #[cfg(test)]
@@ -187,19 +148,5 @@ mod tests {
         assert_eq!(all.target_modules, Some(TargetModules::AllLinear));
         assert!(matches!(HfAdapterConfig::parse("{\"r\": 2", "bad"), Err(PeftError::Json { .. })));
         assert!(matches!(HfAdapterConfig::parse("{\"r\": 2}", "no type"), Err(PeftError::Json { .. })));
-    }
-
-    #[test]
-    fn splits_saved_keys() {
-        assert_eq!(
-            split_key("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", &["lora_A.weight", "lora_B.weight"]),
-            Some(("model.layers.0.self_attn.q_proj", "lora_A.weight"))
-        );
-        assert_eq!(split_key("model.q.lora_A.weight", &["lora_A.weight"]), None);
-        let save = vec!["lm_head".to_string()];
-        assert_eq!(saved_base_tensor("base_model.model.lm_head.weight", &save).as_deref(), Some("lm_head.weight"));
-        assert_eq!(saved_base_tensor("base_model.model.score.modules_to_save.default.bias", &[]).as_deref(), Some("score.bias"));
-        assert_eq!(saved_base_tensor("base_model.model.model.embed_tokens.base_layer.weight", &[]).as_deref(), Some("model.embed_tokens.weight"));
-        assert_eq!(saved_base_tensor("base_model.model.model.norm.weight", &save), None);
     }
 }

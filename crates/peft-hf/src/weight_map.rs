@@ -10,22 +10,19 @@
 
 use std::collections::BTreeSet;
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::Tensor;
-use burn::tensor::TensorData;
+use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use peft_core::checkpoint::{TensorEntry, read_f32, transpose};
+use peft_core::path::{ModulePath, ParamVisitor, visit_params};
+use peft_core::weights::{WeightSource, assign_base_weights};
+use peft_core::{Adaptable, PeftError, Result};
 use safetensors::SafeTensors;
-
-use crate::checkpoint::{TensorEntry, read_f32};
-pub use crate::checkpoint::transpose;
-use crate::params::PathStack;
-use crate::weights::{WeightSource, assign_base_weights};
-use crate::{PeftError, Result};
 
 /// The mapping between Burn module paths and HF module paths, extensible for any model.
 ///
 /// ```
-/// use peft_core::hf_weights::WeightMap;
+/// use peft_hf::WeightMap;
 /// // BERT: Rust has no field named `self`, and Burn fields are snake case.
 /// let map = WeightMap::new().rename("self_attn", "self").rename("layer_norm", "LayerNorm");
 /// assert_eq!(map.to_hf("encoder.layer.0.attention.self_attn.query"), "encoder.layer.0.attention.self.query");
@@ -159,8 +156,8 @@ impl FileSource<'_, '_> {
 }
 
 impl WeightSource for FileSource<'_, '_> {
-    fn take(&mut self, stack: &PathStack, expected: &[usize]) -> Result<Option<TensorData>> {
-        let (name, layout) = self.map.param_to_hf(&stack.plain_path(), stack.owner());
+    fn take(&mut self, path: &ModulePath, expected: &[usize]) -> Result<Option<TensorData>> {
+        let (name, layout) = self.map.param_to_hf(&path.plain_path(), path.owner());
         let Some(found) = self.find(&name) else {
             return if self.partial { Ok(None) } else { Err(PeftError::MissingTensor(name)) };
         };
@@ -210,24 +207,17 @@ fn load<B: Backend, M: Module<B>>(model: M, file: &SafeTensors<'_>, map: &Weight
 }
 
 struct Export<'a> {
-    path: PathStack,
     map: &'a WeightMap,
     keep: &'a dyn Fn(&str) -> bool,
     out: Vec<TensorEntry>,
 }
 
-impl<B: Backend> ModuleVisitor<B> for Export<'_> {
-    fn enter_module(&mut self, name: &str, container: &str) {
-        self.path.enter(name, container);
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.exit();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if self.path.in_adapter() {
+impl<B: Backend> ParamVisitor<B> for Export<'_> {
+    fn visit<const D: usize>(&mut self, path: &ModulePath, param: &Param<Tensor<B, D>>) {
+        if path.in_adapter() {
             return;
         }
-        let (name, layout) = self.map.param_to_hf(&self.path.plain_path(), self.path.owner());
+        let (name, layout) = self.map.param_to_hf(&path.plain_path(), path.owner());
         if !(self.keep)(&name) {
             return;
         }
@@ -245,13 +235,13 @@ impl<B: Backend> ModuleVisitor<B> for Export<'_> {
 /// with HF names and layouts: after merging, all of them make a checkpoint `transformers` loads.
 /// Only the kept ones are copied off the device.
 pub fn export_hf_weights<B: Backend, M: Module<B>>(model: &M, map: &WeightMap, keep: &dyn Fn(&str) -> bool) -> Vec<TensorEntry> {
-    let mut export = Export { path: PathStack::default(), map, keep, out: Vec::new() };
-    model.visit(&mut export);
+    let mut export = Export { map, keep, out: Vec::new() };
+    visit_params(model, &mut export);
     export.out
 }
 
 /// A model that reads HF checkpoints: its weight map, and how base weights are assigned.
-pub trait HfCheckpoint<B: Backend>: crate::Adaptable<B> {
+pub trait HfCheckpoint<B: Backend>: Adaptable<B> {
     /// How the model's paths map to HF names.
     fn weight_map(&self) -> WeightMap;
 
@@ -284,6 +274,5 @@ mod tests {
         assert_eq!(map.param_to_hf("ln.beta", "Struct:LayerNorm"), ("ln.bias".into(), Layout::Same));
         let gpt2 = WeightMap::new().linear_weights_in_out(true);
         assert_eq!(gpt2.param_to_hf("h.0.attn.c_attn.weight", "Struct:Linear").1, Layout::Same);
-        assert_eq!(transpose(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
     }
 }

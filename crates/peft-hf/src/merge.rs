@@ -7,16 +7,12 @@
 
 use std::collections::BTreeMap;
 
-use peft_core::checkpoint::{TensorEntry, from_f32, read_f32, to_f32, transpose};
-use peft_core::hf::{HfAdapterConfig, IA3_SUFFIXES, KEY_PREFIX, LORA_SUFFIXES, saved_base_tensor};
+use peft_core::checkpoint::{TensorEntry, from_f32, to_f32, transpose};
 use peft_core::{PeftError, Result};
 use safetensors::SafeTensors;
 
-/// What an adapter holds for one module.
-#[derive(Default)]
-struct ModuleParts {
-    tensors: BTreeMap<&'static str, (Vec<usize>, Vec<f32>)>,
-}
+use crate::AdapterFolder;
+use crate::keys::key;
 
 /// Summary of a merge.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,52 +38,37 @@ fn matmul(a: &[f32], b: &[f32], n: usize, k: usize, m: usize) -> Vec<f32> {
     out
 }
 
-/// Merges `adapter` (configured by `config`) into `base`, returning every tensor of `base` with
-/// the adapted ones replaced.
-pub fn merge_checkpoint(base: &SafeTensors<'_>, adapter: &SafeTensors<'_>, config: &HfAdapterConfig) -> Result<(Vec<TensorEntry>, MergeSummary)> {
+/// Merges the adapter `folder` into `base`, returning every tensor of `base` with the adapted
+/// ones replaced.
+pub fn merge_checkpoint(base: &SafeTensors<'_>, folder: &AdapterFolder) -> Result<(Vec<TensorEntry>, MergeSummary)> {
+    let config = &folder.config;
     if config.peft_type != "LORA" && config.peft_type != "IA3" {
-        return Err(PeftError::Unsupported(format!("merging a {} adapter into a checkpoint is not supported (LORA and IA3 are)", config.peft_type)));
+        return Err(PeftError::UnsupportedValue { key: "peft_type".into(), value: config.peft_type.clone(), supported: "LORA, IA3 (the methods that merge into weights)".into() });
     }
-    let suffixes: Vec<&'static str> = LORA_SUFFIXES.iter().chain(&IA3_SUFFIXES).copied().collect();
-    let mut modules: BTreeMap<String, ModuleParts> = BTreeMap::new();
     // Base tensors saved with the adapter (modules_to_save, embedding layers), by base name.
-    let mut saved: BTreeMap<String, String> = BTreeMap::new();
-    for key in adapter.names() {
-        if let Some((path, suffix)) = peft_core::hf::split_key(key, &suffixes) {
-            let suffix = suffixes.iter().find(|s| **s == suffix).expect("from the list");
-            modules.entry(path.to_string()).or_default().tensors.insert(suffix, read_f32(adapter, key)?);
-        } else if let Some(target) = saved_base_tensor(key, &config.modules_to_save) {
-            saved.insert(target, key.to_string());
-        } else {
-            return Err(PeftError::Unsupported(format!("unexpected adapter tensor `{key}`")));
-        }
-    }
+    let mut saved: BTreeMap<&str, &crate::folder::HfTensor> = folder.base.iter().map(|(name, t)| (name.as_str(), t)).collect();
     let mut replaced: BTreeMap<String, Vec<f32>> = BTreeMap::new();
-    for (path, parts) in &modules {
+    for (path, parts) in &folder.modules {
         let weight_key = format!("{path}.weight");
         let view = base.tensor(&weight_key).map_err(|_| PeftError::MissingTensor(weight_key.clone()))?;
         let shape = view.shape().to_vec();
         if shape.len() != 2 {
-            return Err(PeftError::Unsupported(format!("`{weight_key}` has shape {shape:?}; only 2-D weights merge without model code")));
+            let feature = format!("merging into a {}-D weight {shape:?} without model code (2-D weights merge)", shape.len());
+            return Err(PeftError::NotSupportedOn { feature, path: weight_key });
         }
         // A base weight saved with the adapter is what the adapter was trained on.
-        let mut w = match saved.remove(&weight_key) {
-            Some(key) => {
-                let (saved_shape, values) = read_f32(adapter, &key)?;
-                if saved_shape != shape {
-                    return Err(PeftError::ShapeMismatch { name: key, expected: shape, actual: saved_shape });
-                }
-                values
-            }
+        let mut w = match saved.remove(weight_key.as_str()) {
+            Some(t) if t.shape != shape => return Err(PeftError::ShapeMismatch { name: t.key.clone(), expected: shape, actual: t.shape.clone() }),
+            Some(t) => t.values.clone(),
             None => to_f32(&weight_key, &view)?,
         };
-        let get = |s: &str| parts.tensors.get(s);
+        let get = |s: &str| parts.get(s).map(|t| (&t.shape, &t.values));
         if let Some((l_shape, l)) = get("ia3_l") {
             let ff = config.is_feedforward(path)?;
             let (out, inp) = if config.fan_in_fan_out { (shape[1], shape[0]) } else { (shape[0], shape[1]) };
             let expected = if ff { vec![1, inp] } else { vec![out, 1] };
             if *l_shape != expected {
-                return Err(PeftError::ShapeMismatch { name: format!("{KEY_PREFIX}{path}.ia3_l"), expected, actual: l_shape.clone() });
+                return Err(PeftError::ShapeMismatch { name: key(path, "ia3_l"), expected, actual: l_shape.clone() });
             }
             for (idx, v) in w.iter_mut().enumerate() {
                 let (i, j) = (idx / shape[1], idx % shape[1]);
@@ -107,19 +88,19 @@ pub fn merge_checkpoint(base: &SafeTensors<'_>, adapter: &SafeTensors<'_>, confi
             check_rank(path, r, a_shape[0])?;
             let delta = matmul(&transpose(a, r, a_shape[1]), &transpose(b, b_shape[0], r), a_shape[1], r, b_shape[0]);
             if delta.len() != w.len() {
-                return Err(PeftError::ShapeMismatch { name: format!("{KEY_PREFIX}{path}.lora_embedding_A"), expected: shape.clone(), actual: vec![a_shape[1], b_shape[0]] });
+                return Err(PeftError::ShapeMismatch { name: key(path, "lora_embedding_A"), expected: shape.clone(), actual: vec![a_shape[1], b_shape[0]] });
             }
             w.iter_mut().zip(&delta).for_each(|(w, d)| *w += scaling as f32 * d);
         } else {
             let (Some((a_shape, a)), Some((b_shape, b))) = (get("lora_A.weight"), get("lora_B.weight")) else {
-                return Err(PeftError::MissingTensor(format!("{KEY_PREFIX}{path}.lora_A.weight / lora_B.weight")));
+                return Err(PeftError::MissingTensor(key(path, "lora_A.weight / lora_B.weight")));
             };
             let (r, scaling) = config.lora_scaling(path)?;
             check_rank(path, r, a_shape[0])?;
             let (out, inp) = (b_shape[0], a_shape[1]);
             let expected = if config.fan_in_fan_out { vec![inp, out] } else { vec![out, inp] };
             if shape != expected || b_shape[1] != r {
-                return Err(PeftError::ShapeMismatch { name: format!("{KEY_PREFIX}{path}.lora_B.weight"), expected: shape.clone(), actual: expected });
+                return Err(PeftError::ShapeMismatch { name: key(path, "lora_B.weight"), expected: shape.clone(), actual: expected });
             }
             // ΔW = s·B·A in [out, in]; W in the same layout unless fan_in_fan_out.
             let mut delta = matmul(b, a, out, r, inp);
@@ -128,7 +109,7 @@ pub fn merge_checkpoint(base: &SafeTensors<'_>, adapter: &SafeTensors<'_>, confi
             w_oi.iter_mut().zip(&delta).for_each(|(w, d)| *w += d);
             if let Some((m_shape, m)) = get("lora_magnitude_vector") {
                 if *m_shape != vec![out] {
-                    return Err(PeftError::ShapeMismatch { name: format!("{KEY_PREFIX}{path}.lora_magnitude_vector"), expected: vec![out], actual: m_shape.clone() });
+                    return Err(PeftError::ShapeMismatch { name: key(path, "lora_magnitude_vector"), expected: vec![out], actual: m_shape.clone() });
                 }
                 for o in 0..out {
                     let row = &mut w_oi[o * inp..(o + 1) * inp];
@@ -157,26 +138,25 @@ pub fn merge_checkpoint(base: &SafeTensors<'_>, adapter: &SafeTensors<'_>, confi
         let view = base.tensor(name).map_err(|e| PeftError::Safetensors { path: "base".into(), reason: e.to_string() })?;
         let entry = if let Some(values) = replaced.remove(name) {
             TensorEntry { name: name.into(), dtype: view.dtype(), shape: view.shape().to_vec(), data: from_f32(&values, view.dtype())? }
-        } else if let Some(key) = saved.remove(name) {
-            let sv = adapter.tensor(&key).map_err(|e| PeftError::Safetensors { path: "adapter".into(), reason: e.to_string() })?;
-            if sv.shape() != view.shape() {
-                return Err(PeftError::ShapeMismatch { name: key, expected: view.shape().to_vec(), actual: sv.shape().to_vec() });
+        } else if let Some(t) = saved.remove(name) {
+            if t.shape != view.shape() {
+                return Err(PeftError::ShapeMismatch { name: t.key.clone(), expected: view.shape().to_vec(), actual: t.shape.clone() });
             }
-            TensorEntry { name: name.into(), dtype: view.dtype(), shape: view.shape().to_vec(), data: from_f32(&to_f32(&key, &sv)?, view.dtype())? }
+            TensorEntry { name: name.into(), dtype: view.dtype(), shape: view.shape().to_vec(), data: from_f32(&t.values, view.dtype())? }
         } else {
             TensorEntry::from_view(name, &view)
         };
         entries.push(entry);
     }
-    if let Some((target, key)) = saved.into_iter().next() {
-        return Err(PeftError::MissingTensor(format!("{target} (for adapter tensor {key})")));
+    if let Some((target, t)) = saved.into_iter().next() {
+        return Err(PeftError::MissingTensor(format!("{target} (for adapter tensor {})", t.key)));
     }
-    Ok((entries, MergeSummary { modules: modules.into_keys().collect(), method: config.peft_type.clone() }))
+    Ok((entries, MergeSummary { modules: folder.modules.keys().cloned().collect(), method: config.peft_type.clone() }))
 }
 
 fn check_rank(path: &str, config_rank: usize, tensor_rank: usize) -> Result<()> {
     if config_rank != tensor_rank {
-        return Err(PeftError::ShapeMismatch { name: format!("{KEY_PREFIX}{path}.lora_A"), expected: vec![config_rank], actual: vec![tensor_rank] });
+        return Err(PeftError::ShapeMismatch { name: key(path, "lora_A"), expected: vec![config_rank], actual: vec![tensor_rank] });
     }
     Ok(())
 }

@@ -4,12 +4,13 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use peft_adapter::AdaptedSublayer;
 use peft_core::{Layer, Tuned};
 use peft_lora::{LoraEmbedding, LoraLinear};
+use peft_models::attention::{attend, positions, split_heads};
 use peft_ptuning::{KvSite, PrefixKv};
 
 /// Sizes of a [`TinyTransformer`].
@@ -56,14 +57,10 @@ peft_core::adaptable!(Attention { q, k, v, o, kv });
 impl<B: Backend> Attention<B> {
     /// `[batch, seq, d_model] -> [batch, seq, d_model]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [batch, seq, d_model] = x.dims();
-        let head_dim = d_model / self.n_heads;
-        let split = |t: Tensor<B, 3>| t.reshape([batch, seq, self.n_heads, head_dim]).swap_dims(1, 2);
-        let q = split(self.q.forward(x.clone()));
-        let (k, v) = self.kv.forward((split(self.k.forward(x.clone())), split(self.v.forward(x))));
-        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((head_dim as f64).sqrt());
-        let context = softmax(scores, 3).matmul(v);
-        self.o.forward(context.swap_dims(1, 2).reshape([batch, seq, d_model]))
+        let heads = |t: Tensor<B, 3>| split_heads(t, self.n_heads);
+        let q = heads(self.q.forward(x.clone()));
+        let (k, v) = self.kv.forward((heads(self.k.forward(x.clone())), heads(self.v.forward(x))));
+        self.o.forward(attend(q, k, v, None))
     }
 }
 
@@ -149,7 +146,7 @@ impl<B: Backend> TinyTransformer<B> {
     /// `tokens [batch, seq] -> logits [batch, n_classes]`.
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 2> {
         let [batch, seq] = tokens.dims();
-        let positions = Tensor::<B, 1, Int>::arange(0..seq as i64, &tokens.device()).unsqueeze::<2>().expand([batch, seq]);
+        let positions = positions::<B>(batch, seq, 0, &tokens.device());
         let mut x = self.embed.forward(tokens) + self.position.forward(positions);
         for block in &self.blocks {
             x = x.clone() + block.attn.forward(block.norm1.forward(x));

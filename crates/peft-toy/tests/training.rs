@@ -4,9 +4,9 @@ use burn::backend::{Autodiff, NdArray};
 use burn::module::Module;
 use peft_core::{PeftModel, TargetModules, Targeting, TrainMode};
 use peft_lora::LoraConfig;
-use peft_models::synthetic::{Domain, SEQ_LEN, VOCAB, dataset};
-use peft_models::train::{FitConfig, evaluate, fit, inference};
-use peft_models::TinyTransformerConfig;
+use peft_toy::TinyTransformerConfig;
+use peft_toy::synthetic::{Domain, SEQ_LEN, VOCAB, dataset};
+use peft_toy::train::{FitConfig, evaluate, fit, inference};
 
 type Ad = Autodiff<NdArray>;
 

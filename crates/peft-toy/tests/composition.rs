@@ -6,9 +6,9 @@ use burn::tensor::Tensor;
 use peft_adapter::BottleneckConfig;
 use peft_core::{PeftModel, Targeting, TrainMode, TrainableReport, list_params};
 use peft_lora::LoraConfig;
-use peft_models::synthetic::{Domain, SEQ_LEN, VOCAB, batch, dataset};
-use peft_models::{TinyTransformer, TinyTransformerConfig};
 use peft_ptuning::PrefixConfig;
+use peft_toy::synthetic::{Domain, SEQ_LEN, VOCAB, batch, dataset};
+use peft_toy::{TinyTransformer, TinyTransformerConfig};
 
 type Nd = NdArray;
 type Ad = Autodiff<Nd>;

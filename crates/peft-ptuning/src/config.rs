@@ -1,0 +1,35 @@
+//! Prefix tuning's config, with HF peft's defaults.
+
+use burn::config::Config;
+use peft_core::{MethodConfig, PeftError, Site, Targeting};
+
+/// Prefix tuning: `num_virtual_tokens` learned keys and values per targeted attention layer.
+#[derive(Config, Debug)]
+pub struct PrefixConfig {
+    /// Which key/value sites (attention layers) get a prefix.
+    pub targets: Targeting,
+    /// Number of virtual tokens.
+    #[config(default = 10)]
+    pub num_virtual_tokens: usize,
+    /// Standard deviation of the normal init (HF peft's embedding default is 1).
+    #[config(default = 1.0)]
+    pub init_std: f64,
+}
+
+impl MethodConfig for PrefixConfig {
+    fn peft_type(&self) -> &'static str {
+        "PREFIX_TUNING"
+    }
+    fn site(&self) -> Site {
+        Site::KeyValue
+    }
+    fn targeting(&self) -> &Targeting {
+        &self.targets
+    }
+    fn validate(&self) -> peft_core::Result<()> {
+        if self.num_virtual_tokens == 0 {
+            return Err(PeftError::InvalidConfig("num_virtual_tokens is 0".into()));
+        }
+        Ok(())
+    }
+}
