@@ -4,36 +4,20 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use peft_core::checkpoint::{metadata, parse, read_bytes, write_atomic};
-use peft_hf::keys::{IA3_SUFFIXES, LORA_SUFFIXES, PROMPT_EMBEDDINGS, split_key};
-use peft_hf::{AdapterFolder, HfAdapterConfig};
+use peft_hf::AdapterFolder;
 
 use crate::quantize::CliError;
 
 pub fn inspect(dir: &Path, json: bool) -> Result<String, CliError> {
-    let config = HfAdapterConfig::read(dir)?;
-    let path = dir.join("adapter_model.safetensors");
-    let bytes = read_bytes(&path)?;
-    let st = parse(&bytes, &path.display().to_string())?;
-    let mut tensors: Vec<(String, String, Vec<usize>)> = st
-        .names()
-        .into_iter()
-        .map(|n| {
-            let v = st.tensor(n).expect("listed");
-            (n.to_string(), format!("{:?}", v.dtype()), v.shape().to_vec())
-        })
-        .collect();
+    let folder = AdapterFolder::read(dir)?;
+    let config = &folder.config;
+    let mut tensors: Vec<(&String, String, &Vec<usize>)> = folder.tensors().map(|t| (&t.key, format!("{:?}", t.dtype), &t.shape)).collect();
     tensors.sort();
     let params: usize = tensors.iter().map(|(_, _, s)| s.iter().product::<usize>()).sum();
-    let modules: BTreeSet<String> = tensors
-        .iter()
-        .filter_map(|(n, _, _)| {
-            if n == PROMPT_EMBEDDINGS {
-                return Some("(keys and values of every attention layer)".to_string());
-            }
-            let suffixes: Vec<&str> = LORA_SUFFIXES.iter().chain(&IA3_SUFFIXES).copied().collect();
-            split_key(n, &suffixes).map(|(module, _)| module.to_string())
-        })
-        .collect();
+    let mut modules: BTreeSet<String> = folder.modules.keys().cloned().collect();
+    if folder.prompt.is_some() {
+        modules.insert("(keys and values of every attention layer)".into());
+    }
     let ranks: BTreeSet<usize> = tensors.iter().filter(|(n, _, _)| n.contains("lora_A")).filter_map(|(_, _, s)| s.first().copied()).collect();
     if json {
         let value = serde_json::json!({
@@ -85,7 +69,7 @@ pub fn merge(base_dir: &Path, adapter_dir: &Path, out: &Path) -> Result<String, 
     let base_path = base_dir.join("model.safetensors");
     let base_bytes = read_bytes(&base_path)?;
     let base = parse(&base_bytes, &base_path.display().to_string())?;
-    let (entries, summary) = peft_hf::merge_checkpoint(&base, &folder)?;
+    let (entries, summary) = peft_hf::merge_checkpoint::<burn::backend::NdArray>(&base, &folder, &Default::default())?;
     write_atomic(out, &entries, Some(metadata(&base_bytes, &base_path.display().to_string())?))?;
     Ok(format!("merged {} adapter into {} modules; wrote {} tensors to {}", summary.method, summary.modules.len(), entries.len(), out.display()))
 }

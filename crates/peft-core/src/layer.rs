@@ -52,8 +52,3 @@ impl<B: Backend> Layer<B, Tensor<B, 4>> for Conv2d<B> {
         self.forward(input)
     }
 }
-
-/// The input and output features of a dense layer, `[d_in, d_out]`.
-pub fn linear_features<B: Backend>(linear: &Linear<B>) -> [usize; 2] {
-    linear.weight.dims()
-}

@@ -4,10 +4,13 @@
 use std::any::{Any, TypeId};
 use std::collections::{BTreeSet, HashMap};
 
+use burn::module::Param;
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use crate::adapter_tensors::{AdapterTensors, AssignTensors, CollectTensors};
-use crate::walk::{LayerOp, for_each, unreached_layers};
+use crate::path::{ModulePath, ParamVisitor, visit_params};
+use crate::walk::{LayerOp, for_each};
 use crate::{Adaptable, Combination, LayerKind, MethodConfig, PeftError, Result, TargetMatcher, Tuned, Tuner, TunedVisitor};
 
 /// One wrapped layer, as seen by [`PeftModel::tuned_layers`].
@@ -59,84 +62,72 @@ struct Attach<'a> {
     configs: Configs<'a>,
     selected: BTreeSet<String>,
     attached: Vec<String>,
-    error: Option<PeftError>,
 }
 
-impl<B: Backend> TunedVisitor<B> for Attach<'_> {
-    fn visit<L: Adaptable<B>, T: Tuner<B, L>>(&mut self, path: &str, layer: &mut Tuned<B, L, T>) {
-        if self.error.is_some() || !self.selected.contains(path) {
-            return;
-        }
-        let Some(config) = self.configs.get::<T::Config>() else { return };
-        let result = T::init(config, &mut layer.base, path).and_then(|adapter| {
-            layer.add_adapter(self.name, adapter).map_err(|_| PeftError::DuplicateAdapter { name: self.name.into(), path: path.into() })
-        });
-        match result {
-            Ok(()) => self.attached.push(path.into()),
-            Err(e) => self.error = Some(e),
-        }
-    }
-}
-
-struct SetActive<'a>(&'a [&'a str]);
-impl<B: Backend> LayerOp<B> for SetActive<'_> {
-    fn apply<L: Adaptable<B>, T: Tuner<B, L>>(&mut self, _: &str, layer: &mut Tuned<B, L, T>) -> Result<()> {
-        layer.set_active(self.0);
-        Ok(())
-    }
-}
-
-struct SetEnabled(bool);
-impl<B: Backend> LayerOp<B> for SetEnabled {
-    fn apply<L: Adaptable<B>, T: Tuner<B, L>>(&mut self, _: &str, layer: &mut Tuned<B, L, T>) -> Result<()> {
-        layer.set_enabled(self.0)
-    }
-}
-
-struct Delete<'a>(&'a str);
-impl<B: Backend> LayerOp<B> for Delete<'_> {
-    fn apply<L: Adaptable<B>, T: Tuner<B, L>>(&mut self, _: &str, layer: &mut Tuned<B, L, T>) -> Result<()> {
-        if layer.names().iter().any(|n| n == self.0) {
-            layer.delete_adapter(self.0)?;
-        }
-        Ok(())
-    }
-}
-
-struct Merge {
-    safe: bool,
-    skip_unmergeable: bool,
-}
-impl<B: Backend> LayerOp<B> for Merge {
+impl<B: Backend> LayerOp<B> for Attach<'_> {
     fn apply<L: Adaptable<B>, T: Tuner<B, L>>(&mut self, path: &str, layer: &mut Tuned<B, L, T>) -> Result<()> {
-        layer.merge_with(path, self.safe, self.skip_unmergeable)
-    }
-}
-
-struct Unmerge;
-impl<B: Backend> LayerOp<B> for Unmerge {
-    fn apply<L: Adaptable<B>, T: Tuner<B, L>>(&mut self, path: &str, layer: &mut Tuned<B, L, T>) -> Result<()> {
-        layer.unmerge(path)
-    }
-}
-
-struct Combine<'a> {
-    parts: &'a [(&'a str, f64)],
-    name: &'a str,
-    how: Combination,
-}
-impl<B: Backend> LayerOp<B> for Combine<'_> {
-    fn apply<L: Adaptable<B>, T: Tuner<B, L>>(&mut self, path: &str, layer: &mut Tuned<B, L, T>) -> Result<()> {
-        let present: Vec<(&T, f64)> = self.parts.iter().filter_map(|(n, w)| layer.adapter(n).map(|a| (a, *w))).collect();
-        if present.is_empty() {
+        if !self.selected.contains(path) {
             return Ok(());
         }
-        if present.len() != self.parts.len() {
-            return Err(PeftError::CannotCombine(format!("`{path}` carries only some of the adapters to combine")));
+        let Some(config) = self.configs.get::<T::Config>() else { return Ok(()) };
+        let adapter = T::init(config, &mut layer.base, path)?;
+        layer.add_adapter(self.name, adapter).map_err(|_| PeftError::DuplicateAdapter { name: self.name.into(), path: path.into() })?;
+        self.attached.push(path.into());
+        Ok(())
+    }
+}
+
+/// The wrapped layers that Burn's own visit finds but the model walk does not reach (a field
+/// missing from an `adaptable!` list), as an error; `None` when the walk reaches them all.
+fn unreached_layers<B: Backend, M: PeftModel<B>>(model: &mut M) -> Option<PeftError> {
+    struct Wrapped(BTreeSet<String>);
+    impl<B: Backend> ParamVisitor<B> for Wrapped {
+        fn visit<const D: usize>(&mut self, _: &ModulePath, _: &Param<Tensor<B, D>>) {}
+        fn entered(&mut self, path: &ModulePath) {
+            if path.at_wrapper_base() {
+                self.0.insert(path.plain_path());
+            }
         }
-        let combined = T::combine(&present, self.how)?;
-        layer.add_adapter(self.name, combined).map_err(|_| PeftError::DuplicateAdapter { name: self.name.into(), path: path.into() })?;
-        layer.set_active(&[self.name]);
+    }
+    let mut wrapped = Wrapped(BTreeSet::new());
+    visit_params(model, &mut wrapped);
+    let reached: BTreeSet<String> = model.tuned_layers().into_iter().map(|l| l.path).collect();
+    let paths: Vec<String> = wrapped.0.difference(&reached).cloned().collect();
+    (!paths.is_empty()).then_some(PeftError::UnreachedLayers { paths })
+}
+
+/// The per-layer half of each model-level operation.
+enum Op<'a> {
+    SetActive(&'a [&'a str]),
+    SetEnabled(bool),
+    Delete(&'a str),
+    Merge { safe: bool, skip_unmergeable: bool },
+    Unmerge,
+    Combine { parts: &'a [(&'a str, f64)], name: &'a str, how: Combination },
+}
+
+impl<B: Backend> LayerOp<B> for Op<'_> {
+    fn apply<L: Adaptable<B>, T: Tuner<B, L>>(&mut self, path: &str, layer: &mut Tuned<B, L, T>) -> Result<()> {
+        match *self {
+            Op::SetActive(names) => layer.set_active(names),
+            Op::SetEnabled(enabled) => layer.set_enabled(enabled)?,
+            Op::Delete(name) if layer.names().iter().any(|n| n == name) => drop(layer.delete_adapter(name)?),
+            Op::Delete(_) => {}
+            Op::Merge { safe, skip_unmergeable } => layer.merge_with(path, safe, skip_unmergeable)?,
+            Op::Unmerge => layer.unmerge(path)?,
+            Op::Combine { parts, name, how } => {
+                let present: Vec<(&T, f64)> = parts.iter().filter_map(|(n, w)| layer.adapter(n).map(|a| (a, *w))).collect();
+                if present.is_empty() {
+                    return Ok(());
+                }
+                if present.len() != parts.len() {
+                    return Err(PeftError::CannotCombine(format!("`{path}` carries only some of the adapters to combine")));
+                }
+                let combined = T::combine(&present, how)?;
+                layer.add_adapter(name, combined).map_err(|_| PeftError::DuplicateAdapter { name: name.into(), path: path.into() })?;
+                layer.set_active(&[name]);
+            }
+        }
         Ok(())
     }
 }
@@ -177,15 +168,9 @@ pub trait PeftModel<B: Backend>: Adaptable<B> + Sized {
             Err(e @ PeftError::NoTargetMatch { .. }) => return Err(unreached_layers(self).unwrap_or(e)),
             other => other?,
         };
-        let mut model = self.clone();
         let configs = collect.configs.take().expect("set above");
-        let mut attach = Attach { name, configs, selected: selected.into_iter().collect(), attached: Vec::new(), error: None };
-        model.visit_tuned("", &mut attach);
-        if let Some(e) = attach.error {
-            return Err(e);
-        }
-        *self = model;
-        Ok(attach.attached)
+        let attach = Attach { name, configs, selected: selected.into_iter().collect(), attached: Vec::new() };
+        Ok(for_each(self, attach)?.attached)
     }
 
     /// Makes exactly the named adapters active on every layer (several may be active at once).
@@ -194,20 +179,17 @@ pub trait PeftModel<B: Backend>: Adaptable<B> + Sized {
         if let Some(missing) = names.iter().find(|n| !known.iter().any(|k| k == *n)) {
             return Err(PeftError::UnknownAdapter { name: missing.to_string(), known });
         }
-        for_each(self, SetActive(names)).map(|_| ())
+        for_each(self, Op::SetActive(names)).map(|_| ())
     }
 
     /// Turns every adapter off: the model computes exactly its base output.
     fn disable_adapters(&mut self) -> Result<()> {
-        let mut model = self.clone();
-        for_each(&mut model, SetEnabled(false))?;
-        *self = model;
-        Ok(())
+        for_each(self, Op::SetEnabled(false)).map(|_| ())
     }
 
     /// Turns adapters back on after [`disable_adapters`](Self::disable_adapters).
     fn enable_adapters(&mut self) -> Result<()> {
-        for_each(self, SetEnabled(true)).map(|_| ())
+        for_each(self, Op::SetEnabled(true)).map(|_| ())
     }
 
     /// Removes the adapter called `name` from every layer.
@@ -216,29 +198,20 @@ pub trait PeftModel<B: Backend>: Adaptable<B> + Sized {
         if !known.iter().any(|k| k == name) {
             return Err(PeftError::UnknownAdapter { name: name.into(), known });
         }
-        let mut model = self.clone();
-        for_each(&mut model, Delete(name))?;
-        *self = model;
-        Ok(())
+        for_each(self, Op::Delete(name)).map(|_| ())
     }
 
     /// Folds every active adapter into the base weights. With `safe`, non-finite results are
     /// refused and the model is unchanged. An active adapter whose method cannot merge (prefix,
     /// bottleneck) is an error naming it, and the model is unchanged.
     fn merge_adapters(&mut self, safe: bool) -> Result<()> {
-        let mut model = self.clone();
-        for_each(&mut model, Merge { safe, skip_unmergeable: false })?;
-        *self = model;
-        Ok(())
+        for_each(self, Op::Merge { safe, skip_unmergeable: false }).map(|_| ())
     }
 
     /// Like [`merge_adapters`](Self::merge_adapters), but active adapters whose method cannot
     /// merge are left active and unmerged.
     fn merge_mergeable_adapters(&mut self, safe: bool) -> Result<()> {
-        let mut model = self.clone();
-        for_each(&mut model, Merge { safe, skip_unmergeable: true })?;
-        *self = model;
-        Ok(())
+        for_each(self, Op::Merge { safe, skip_unmergeable: true }).map(|_| ())
     }
 
     /// Adds adapter `name`, the weighted combination of the adapters `parts`, on every layer that
@@ -248,18 +221,12 @@ pub trait PeftModel<B: Backend>: Adaptable<B> + Sized {
         if let Some((missing, _)) = parts.iter().find(|(n, _)| !known.iter().any(|k| k == n)) {
             return Err(PeftError::UnknownAdapter { name: missing.to_string(), known });
         }
-        let mut model = self.clone();
-        for_each(&mut model, Combine { parts, name, how })?;
-        *self = model;
-        Ok(())
+        for_each(self, Op::Combine { parts, name, how }).map(|_| ())
     }
 
     /// Takes merged adapters back out of the base weights.
     fn unmerge_adapters(&mut self) -> Result<()> {
-        let mut model = self.clone();
-        for_each(&mut model, Unmerge)?;
-        *self = model;
-        Ok(())
+        for_each(self, Op::Unmerge).map(|_| ())
     }
 
     /// The parameter values of adapter `name`, by module path, then by parameter path inside the

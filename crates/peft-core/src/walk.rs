@@ -2,15 +2,11 @@
 //! that models implement (by hand or with [`adaptable!`](crate::adaptable)), and the runner of
 //! per-layer operations that the model-level operations are built from.
 
-use std::collections::BTreeSet;
-
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{Embedding, Linear};
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
-use crate::path::{ModulePath, ParamVisitor, visit_params};
 use crate::{LayerKind, PeftError, Result, Tuned, Tuner};
 
 /// Something that may contain [`Tuned`] layers: a layer, a block, a whole model.
@@ -54,17 +50,8 @@ impl<B: Backend> Adaptable<B> for Linear<B> {
     }
 }
 
-impl<B: Backend> Adaptable<B> for Embedding<B> {
-    fn kind(&self) -> LayerKind {
-        LayerKind::Embedding
-    }
-}
-
-impl<B: Backend> Adaptable<B> for Conv2d<B> {
-    fn kind(&self) -> LayerKind {
-        LayerKind::Conv2d
-    }
-}
+crate::adaptable!(Embedding: LayerKind::Embedding);
+crate::adaptable!(Conv2d: LayerKind::Conv2d);
 
 impl<B: Backend, M: Adaptable<B>> Adaptable<B> for Vec<M> {
     fn visit_tuned<V: TunedVisitor<B>>(&mut self, path: &str, visitor: &mut V) {
@@ -110,25 +97,13 @@ impl<B: Backend, L: Adaptable<B>, T: Tuner<B, L>> Adaptable<B> for Tuned<B, L, T
 /// ```
 #[macro_export]
 macro_rules! adaptable {
-    ($name:ident { $($field:ident),* $(,)? }, output = $out:ident) => {
-        impl<B: burn::tensor::backend::Backend> $crate::Adaptable<B> for $name<B> {
-            fn output_features(&self) -> Option<usize> {
-                $crate::Adaptable::<B>::output_features(&self.$out)
-            }
-            fn visit_tuned<V: $crate::TunedVisitor<B>>(&mut self, path: &str, visitor: &mut V) {
-                $( $crate::Adaptable::<B>::visit_tuned(&mut self.$field, &$crate::join_path(path, stringify!($field)), visitor); )*
-            }
-        }
-    };
-    ($name:ident { $($field:ident),* $(,)? }) => {
-        impl<B: burn::tensor::backend::Backend> $crate::Adaptable<B> for $name<B> {
-            fn visit_tuned<V: $crate::TunedVisitor<B>>(&mut self, path: &str, visitor: &mut V) {
-                $( $crate::Adaptable::<B>::visit_tuned(&mut self.$field, &$crate::join_path(path, stringify!($field)), visitor); )*
-            }
-        }
-    };
-    ($name:ident<$t:ident: $bound:path> { $($field:ident),* $(,)? }) => {
-        impl<B: burn::tensor::backend::Backend, $t: $bound> $crate::Adaptable<B> for $name<B, $t> {
+    ($name:ident $(<$t:ident: $bound:path>)? { $($field:ident),* $(,)? } $(, output = $out:ident)?) => {
+        impl<B: burn::tensor::backend::Backend $(, $t: $bound)?> $crate::Adaptable<B> for $name<B $(, $t)?> {
+            $(
+                fn output_features(&self) -> Option<usize> {
+                    $crate::Adaptable::<B>::output_features(&self.$out)
+                }
+            )?
             fn visit_tuned<V: $crate::TunedVisitor<B>>(&mut self, path: &str, visitor: &mut V) {
                 $( $crate::Adaptable::<B>::visit_tuned(&mut self.$field, &$crate::join_path(path, stringify!($field)), visitor); )*
             }
@@ -164,37 +139,17 @@ impl<B: Backend, F: LayerOp<B>> TunedVisitor<B> for Each<F> {
     }
 }
 
+/// Applies `f` to every tuned layer of `model`, all or nothing: on the first error the model is
+/// left as it was.
 pub(crate) fn for_each<B: Backend, M: Adaptable<B>, F: LayerOp<B>>(model: &mut M, f: F) -> Result<F> {
+    let mut work = model.clone();
     let mut each = Each { f, error: None };
-    model.visit_tuned("", &mut each);
+    work.visit_tuned("", &mut each);
     match each.error {
         Some(e) => Err(e),
-        None => Ok(each.f),
-    }
-}
-
-/// The wrapped layers that Burn's own visit finds but the model walk does not reach (a field
-/// missing from an `adaptable!` list), as an error; `None` when the walk reaches them all.
-pub(crate) fn unreached_layers<B: Backend, M: Adaptable<B>>(model: &mut M) -> Option<PeftError> {
-    struct Reached(BTreeSet<String>);
-    impl<B: Backend> TunedVisitor<B> for Reached {
-        fn visit<L: Adaptable<B>, T: Tuner<B, L>>(&mut self, path: &str, _: &mut Tuned<B, L, T>) {
-            self.0.insert(path.into());
+        None => {
+            *model = work;
+            Ok(each.f)
         }
     }
-    struct Wrapped(BTreeSet<String>);
-    impl<B: Backend> ParamVisitor<B> for Wrapped {
-        fn visit<const D: usize>(&mut self, _: &ModulePath, _: &Param<Tensor<B, D>>) {}
-        fn entered(&mut self, path: &ModulePath) {
-            if path.at_wrapper_base() {
-                self.0.insert(path.plain_path());
-            }
-        }
-    }
-    let mut reached = Reached(BTreeSet::new());
-    model.visit_tuned("", &mut reached);
-    let mut wrapped = Wrapped(BTreeSet::new());
-    visit_params(model, &mut wrapped);
-    let paths: Vec<String> = wrapped.0.difference(&reached.0).cloned().collect();
-    (!paths.is_empty()).then_some(PeftError::UnreachedLayers { paths })
 }

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use peft_core::checkpoint::read_json;
-use peft_core::targeting::pattern_value;
-use peft_core::{LayerKind, PeftError, Result, TargetModules};
+use peft_core::{LayerKind, PeftError, Result, TargetModules, Targeting};
+use peft_lora::LoraConfig;
 use serde::{Deserialize, Deserializer, Serialize};
 
 fn null_as_default<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> std::result::Result<T, D::Error> {
@@ -95,21 +95,21 @@ impl HfAdapterConfig {
         serde_json::from_str(text).map_err(|source| PeftError::Json { path: name.into(), source })
     }
 
-    /// Rank and alpha of the LoRA module at `path` (a module path inside the base model), after
-    /// `rank_pattern` and `alpha_pattern`.
-    pub fn lora_rank_and_alpha(&self, path: &str) -> Result<(usize, f64)> {
-        let r = pattern_value(&self.rank_pattern, path)?.unwrap_or(self.r);
-        if r == 0 {
-            return Err(PeftError::ZeroRank { path: path.into() });
-        }
-        Ok((r, pattern_value(&self.alpha_pattern, path)?.unwrap_or(self.lora_alpha)))
+    /// LoRA's rank and scaling rule as this file states it (`r`, `lora_alpha`, the patterns,
+    /// rsLoRA), for [`LoraConfig::rank_and_scaling`] on HF's module paths.
+    pub fn lora_rule(&self) -> LoraConfig {
+        let targets = Targeting::new(self.target_modules.clone().unwrap_or(TargetModules::Names(Vec::new())));
+        LoraConfig::new(targets)
+            .with_r(self.r)
+            .with_alpha(self.lora_alpha)
+            .with_use_rslora(self.use_rslora)
+            .with_rank_pattern(self.rank_pattern.clone())
+            .with_alpha_pattern(self.alpha_pattern.clone())
     }
 
-    /// Rank and scaling of the LoRA module at `path`, by LoRA's one rule
-    /// ([`peft_lora::lora_scaling`]).
+    /// Rank and scaling of the LoRA module at `path` (a module path inside the base model).
     pub fn lora_scaling(&self, path: &str) -> Result<(usize, f64)> {
-        let (r, alpha) = self.lora_rank_and_alpha(path)?;
-        Ok((r, peft_lora::lora_scaling(r, alpha, self.use_rslora)))
+        self.lora_rule().rank_and_scaling(path)
     }
 
     /// Whether IA3's module at `path` is feed-forward.

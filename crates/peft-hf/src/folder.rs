@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::TensorData;
 use peft_core::checkpoint::{TensorEntry, parse, read_bytes, read_f32, serialize, transpose, write_bytes_atomic};
 use peft_core::{PeftError, Result};
+use safetensors::Dtype;
 
 use crate::HfAdapterConfig;
 use crate::keys::{PROMPT_EMBEDDINGS, SUPPORTED_PEFT_TYPES, saved_base_tensor, split_key, suffixes};
@@ -22,6 +23,8 @@ pub const CONFIG_FILE: &str = "adapter_config.json";
 pub struct HfTensor {
     /// Its name in the file.
     pub key: String,
+    /// Its type in the file.
+    pub dtype: Dtype,
     /// Its shape in the file.
     pub shape: Vec<usize>,
     /// Its values, row-major.
@@ -60,7 +63,8 @@ impl AdapterFolder {
             if values.iter().any(|v| !v.is_finite()) {
                 return Err(PeftError::NonFiniteTensor(key.into()));
             }
-            Ok(HfTensor { key: key.into(), shape, values })
+            let dtype = file.tensor(key).map_err(|e| PeftError::Safetensors { path: key.into(), reason: e.to_string() })?.dtype();
+            Ok(HfTensor { key: key.into(), dtype, shape, values })
         };
         let mut folder = Self { dir: dir.to_path_buf(), config: config.clone(), modules: BTreeMap::new(), prompt: None, base: BTreeMap::new() };
         let mut names: Vec<&str> = file.names();
@@ -77,6 +81,11 @@ impl AdapterFolder {
             }
         }
         Ok(folder)
+    }
+
+    /// Every tensor of the file.
+    pub fn tensors(&self) -> impl Iterator<Item = &HfTensor> {
+        self.modules.values().flat_map(|m| m.values()).chain(&self.prompt).chain(self.base.values())
     }
 
     /// The tensor `suffix` of `module`, or a missing-tensor error naming its key.

@@ -22,4 +22,4 @@ pub use adapter::{HfMethod, LoadedAdapter, SaveOptions, load_adapter, save_adapt
 pub use config::{HfAdapterConfig, OneOrMany};
 pub use folder::AdapterFolder;
 pub use merge::{MergeSummary, merge_checkpoint};
-pub use weight_map::{HfCheckpoint, Layout, LoadReport, WeightMap, export_hf_weights, load_hf_weights, load_hf_weights_partial};
+pub use weight_map::{HfCheckpoint, Layout, LoadReport, WeightMap, export_hf_weights, load_hf_weights};

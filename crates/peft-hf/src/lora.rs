@@ -19,6 +19,7 @@ const LINEAR: (&str, &str) = ("lora_A.weight", "lora_B.weight");
 /// table.
 pub(crate) fn to_ours(folder: &AdapterFolder, map: &WeightMap) -> Result<(LoraConfig, AdapterTensors)> {
     let hf = &folder.config;
+    let rule = hf.lora_rule();
     let mut tensors = AdapterTensors::new();
     let mut module_ranks = BTreeMap::new();
     let mut bias = false;
@@ -26,7 +27,7 @@ pub(crate) fn to_ours(folder: &AdapterFolder, map: &WeightMap) -> Result<(LoraCo
         let embedding = parts.contains_key(EMBEDDING.0) || parts.contains_key(EMBEDDING.1);
         let (sa, sb) = if embedding { EMBEDDING } else { LINEAR };
         let (a, b) = (folder.tensor(module, sa)?, folder.tensor(module, sb)?);
-        let (r, alpha) = hf.lora_rank_and_alpha(module)?;
+        let (r, alpha) = rule.rank_and_alpha(module)?;
         if a.shape.len() != 2 || a.shape[0] != r {
             return Err(PeftError::ShapeMismatch { name: a.key.clone(), expected: vec![r, a.shape.get(1).copied().unwrap_or(0)], actual: a.shape.clone() });
         }

@@ -1,18 +1,26 @@
-//! Merging an HF peft adapter into a checkpoint, with no model code (`peft merge`).
+//! Merging an HF peft adapter into a checkpoint with no model code (`peft merge`), for any
+//! architecture whose adapted weights are linear weights `[out, in]` (`[in, out]` with
+//! `fan_in_fan_out`, as GPT-2's Conv1D) or embeddings: LoRA, rsLoRA, rank and alpha patterns,
+//! DoRA, the LoRA bias, LoRA on embeddings, and IA3.
 //!
-//! Works on the safetensors files alone, for any architecture whose adapted weights are linear
-//! weights `[out, in]` (or `[in, out]` with `fan_in_fan_out`, as GPT-2's Conv1D): LoRA, rsLoRA,
-//! `rank_pattern`/`alpha_pattern`, DoRA, LoRA on embeddings, and IA3. The output has exactly the
+//! Each adapted module becomes a one-layer model (a `Linear` or an `Embedding` carrying the
+//! adapter), loaded by the same method pieces as a whole model and merged by the methods' own
+//! `merge`, so a checkpoint merge and a model merge cannot disagree. The output has exactly the
 //! base file's tensor names, shapes and dtypes, like peft's `merge_and_unload`.
 
 use std::collections::BTreeMap;
 
+use burn::module::Param;
+use burn::nn::{Embedding, Linear};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
 use peft_core::checkpoint::{TensorEntry, from_f32, to_f32, transpose};
-use peft_core::{PeftError, Result};
+use peft_core::{Adaptable, AdapterTensors, PeftError, PeftModel, Result, Tuned, Tuner};
+use peft_lora::{Lora, WeightAdapter, WeightAdapterConfig};
 use safetensors::SafeTensors;
 
-use crate::AdapterFolder;
-use crate::keys::key;
+use crate::folder::{HfTensor, WEIGHTS_FILE};
+use crate::{AdapterFolder, WeightMap, ia3, lora};
 
 /// Summary of a merge.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,140 +31,98 @@ pub struct MergeSummary {
     pub method: String,
 }
 
-fn matmul(a: &[f32], b: &[f32], n: usize, k: usize, m: usize) -> Vec<f32> {
-    let mut out = vec![0f32; n * m];
-    for i in 0..n {
-        for l in 0..k {
-            let x = a[i * k + l];
-            if x != 0.0 {
-                for j in 0..m {
-                    out[i * m + j] += x * b[l * m + j];
-                }
-            }
-        }
-    }
-    out
+/// `base` with the adapter of `config` and `values` (Burn's layout) merged into it.
+fn merged<B: Backend, L: Adaptable<B>, T: Tuner<B, L>>(base: L, config: &T::Config, module: &str, values: BTreeMap<String, TensorData>) -> Result<Tuned<B, L, T>> {
+    let mut layer = Tuned::new(base);
+    let adapter = T::init(config, &mut layer.base, module)?;
+    layer.add_adapter(WEIGHTS_FILE, adapter)?;
+    layer.set_adapter_tensors(WEIGHTS_FILE, AdapterTensors::from([(String::new(), values)])).map_err(|e| match e {
+        PeftError::ShapeMismatch { name, expected, actual } => PeftError::ShapeMismatch { name: format!("{module}{name} (adapter, our layout)"), expected, actual },
+        e => e,
+    })?;
+    layer.merge(module, true)?;
+    Ok(layer)
+}
+
+fn param<B: Backend, const D: usize>(values: Vec<f32>, shape: [usize; D], device: &B::Device) -> Param<Tensor<B, D>> {
+    Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), device))
+}
+
+fn host(t: Tensor<impl Backend, 2>) -> Vec<f32> {
+    t.into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default()
 }
 
 /// Merges the adapter `folder` into `base`, returning every tensor of `base` with the adapted
-/// ones replaced.
-pub fn merge_checkpoint(base: &SafeTensors<'_>, folder: &AdapterFolder) -> Result<(Vec<TensorEntry>, MergeSummary)> {
+/// ones replaced. The arithmetic runs on `device`.
+pub fn merge_checkpoint<B: Backend>(base: &SafeTensors<'_>, folder: &AdapterFolder, device: &B::Device) -> Result<(Vec<TensorEntry>, MergeSummary)> {
     let config = &folder.config;
-    if config.peft_type != "LORA" && config.peft_type != "IA3" {
-        return Err(PeftError::UnsupportedValue { key: "peft_type".into(), value: config.peft_type.clone(), supported: "LORA, IA3 (the methods that merge into weights)".into() });
-    }
+    // Without a model, HF's module paths are the layers' paths.
+    let map = WeightMap::new();
+    let (method, tensors) = match config.peft_type.as_str() {
+        "LORA" => lora::to_ours(folder, &map).map(|(c, t)| (WeightAdapterConfig::Lora(c), t))?,
+        "IA3" => ia3::to_ours(folder, &map).map(|(c, t)| (WeightAdapterConfig::Ia3(c), t))?,
+        other => return Err(PeftError::UnsupportedValue { key: "peft_type".into(), value: other.into(), supported: "LORA, IA3 (the methods that merge into weights)".into() }),
+    };
     // Base tensors saved with the adapter (modules_to_save, embedding layers), by base name.
-    let mut saved: BTreeMap<&str, &crate::folder::HfTensor> = folder.base.iter().map(|(name, t)| (name.as_str(), t)).collect();
+    let mut saved: BTreeMap<&str, &HfTensor> = folder.base.iter().map(|(name, t)| (name.as_str(), t)).collect();
     let mut replaced: BTreeMap<String, Vec<f32>> = BTreeMap::new();
-    for (path, parts) in &folder.modules {
-        let weight_key = format!("{path}.weight");
+    for (module, values) in tensors {
+        let (weight_key, bias_key) = (format!("{module}.weight"), format!("{module}.bias"));
         let view = base.tensor(&weight_key).map_err(|_| PeftError::MissingTensor(weight_key.clone()))?;
         let shape = view.shape().to_vec();
-        if shape.len() != 2 {
+        let &[rows, cols] = shape.as_slice() else {
             let feature = format!("merging into a {}-D weight {shape:?} without model code (2-D weights merge)", shape.len());
             return Err(PeftError::NotSupportedOn { feature, path: weight_key });
-        }
+        };
         // A base weight saved with the adapter is what the adapter was trained on.
-        let mut w = match saved.remove(weight_key.as_str()) {
+        let w = match saved.remove(weight_key.as_str()) {
             Some(t) if t.shape != shape => return Err(PeftError::ShapeMismatch { name: t.key.clone(), expected: shape, actual: t.shape.clone() }),
             Some(t) => t.values.clone(),
             None => to_f32(&weight_key, &view)?,
         };
-        let get = |s: &str| parts.get(s).map(|t| (&t.shape, &t.values));
-        if let Some((l_shape, l)) = get("ia3_l") {
-            let ff = config.is_feedforward(path)?;
-            let (out, inp) = if config.fan_in_fan_out { (shape[1], shape[0]) } else { (shape[0], shape[1]) };
-            let expected = if ff { vec![1, inp] } else { vec![out, 1] };
-            if *l_shape != expected {
-                return Err(PeftError::ShapeMismatch { name: key(path, "ia3_l"), expected, actual: l_shape.clone() });
+        let embedding = folder.modules[&module].contains_key("lora_embedding_A");
+        let (weight, bias) = match &method {
+            WeightAdapterConfig::Lora(c) if embedding => {
+                let layer = merged::<B, _, Lora<B>>(Embedding { weight: param(w, [rows, cols], device) }, c, &module, values)?;
+                (host(layer.base.weight.val()), None)
             }
-            for (idx, v) in w.iter_mut().enumerate() {
-                let (i, j) = (idx / shape[1], idx % shape[1]);
-                let (o, n) = if config.fan_in_fan_out { (j, i) } else { (i, j) };
-                *v *= if ff { l[n] } else { l[o] };
+            _ => {
+                // Burn's `Linear` keeps `[in, out]`, which is how `fan_in_fan_out` checkpoints store it.
+                let in_out = config.fan_in_fan_out;
+                let (d_in, d_out) = if in_out { (rows, cols) } else { (cols, rows) };
+                let weight = param(if in_out { w } else { transpose(&w, rows, cols) }, [d_in, d_out], device);
+                let bias = base.tensor(&bias_key).ok().map(|v| to_f32(&bias_key, &v)).transpose()?.map(|b| param(b, [d_out], device));
+                let layer = merged::<B, _, WeightAdapter<B>>(Linear { weight, bias }, &method, &module, values)?;
+                let w = host(layer.base.weight.val());
+                let bias = layer.base.bias.map(|b| b.val().into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default());
+                (if in_out { w } else { transpose(&w, d_in, d_out) }, bias)
             }
-            if !ff {
-                let bias_key = format!("{path}.bias");
-                if let Ok(bv) = base.tensor(&bias_key) {
-                    let bias: Vec<f32> = to_f32(&bias_key, &bv)?.iter().zip(l).map(|(b, s)| b * s).collect();
-                    replaced.insert(bias_key, bias);
-                }
-            }
-        } else if let (Some((a_shape, a)), Some((b_shape, b))) = (get("lora_embedding_A"), get("lora_embedding_B")) {
-            // A [r, vocab], B [dim, r]; W [vocab, dim] += s·Aᵀ·Bᵀ.
-            let (r, scaling) = config.lora_scaling(path)?;
-            check_rank(path, r, a_shape[0])?;
-            let delta = matmul(&transpose(a, r, a_shape[1]), &transpose(b, b_shape[0], r), a_shape[1], r, b_shape[0]);
-            if delta.len() != w.len() {
-                return Err(PeftError::ShapeMismatch { name: key(path, "lora_embedding_A"), expected: shape.clone(), actual: vec![a_shape[1], b_shape[0]] });
-            }
-            w.iter_mut().zip(&delta).for_each(|(w, d)| *w += scaling as f32 * d);
-        } else {
-            let (Some((a_shape, a)), Some((b_shape, b))) = (get("lora_A.weight"), get("lora_B.weight")) else {
-                return Err(PeftError::MissingTensor(key(path, "lora_A.weight / lora_B.weight")));
-            };
-            let (r, scaling) = config.lora_scaling(path)?;
-            check_rank(path, r, a_shape[0])?;
-            let (out, inp) = (b_shape[0], a_shape[1]);
-            let expected = if config.fan_in_fan_out { vec![inp, out] } else { vec![out, inp] };
-            if shape != expected || b_shape[1] != r {
-                return Err(PeftError::ShapeMismatch { name: key(path, "lora_B.weight"), expected: shape.clone(), actual: expected });
-            }
-            // ΔW = s·B·A in [out, in]; W in the same layout unless fan_in_fan_out.
-            let mut delta = matmul(b, a, out, r, inp);
-            delta.iter_mut().for_each(|d| *d *= scaling as f32);
-            let mut w_oi = if config.fan_in_fan_out { transpose(&w, inp, out) } else { w.clone() };
-            w_oi.iter_mut().zip(&delta).for_each(|(w, d)| *w += d);
-            if let Some((m_shape, m)) = get("lora_magnitude_vector") {
-                if *m_shape != vec![out] {
-                    return Err(PeftError::ShapeMismatch { name: key(path, "lora_magnitude_vector"), expected: vec![out], actual: m_shape.clone() });
-                }
-                for o in 0..out {
-                    let row = &mut w_oi[o * inp..(o + 1) * inp];
-                    let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-                    let factor = m[o] / norm;
-                    row.iter_mut().for_each(|v| *v *= factor);
-                }
-            }
-            w = if config.fan_in_fan_out { transpose(&w_oi, out, inp) } else { w_oi };
-            if let Some((_, lb)) = get("lora_B.bias") {
-                let bias_key = format!("{path}.bias");
-                let bv = base.tensor(&bias_key).map_err(|_| PeftError::MissingTensor(bias_key.clone()))?;
-                let bias: Vec<f32> = to_f32(&bias_key, &bv)?.iter().zip(lb).map(|(b, d)| b + scaling as f32 * d).collect();
-                replaced.insert(bias_key, bias);
-            }
+        };
+        replaced.insert(weight_key, weight);
+        if let Some(bias) = bias {
+            replaced.insert(bias_key, bias);
         }
-        if w.iter().any(|v| !v.is_finite()) {
-            return Err(PeftError::NonFinite { path: path.clone(), adapter: "adapter_model.safetensors".into() });
-        }
-        replaced.insert(weight_key, w);
     }
     let mut names: Vec<&str> = base.names();
     names.sort();
     let mut entries = Vec::with_capacity(names.len());
     for name in names {
         let view = base.tensor(name).map_err(|e| PeftError::Safetensors { path: "base".into(), reason: e.to_string() })?;
-        let entry = if let Some(values) = replaced.remove(name) {
-            TensorEntry { name: name.into(), dtype: view.dtype(), shape: view.shape().to_vec(), data: from_f32(&values, view.dtype())? }
-        } else if let Some(t) = saved.remove(name) {
-            if t.shape != view.shape() {
+        let values = match (replaced.remove(name), saved.remove(name)) {
+            (Some(values), _) => values,
+            (None, Some(t)) if t.shape != view.shape() => {
                 return Err(PeftError::ShapeMismatch { name: t.key.clone(), expected: view.shape().to_vec(), actual: t.shape.clone() });
             }
-            TensorEntry { name: name.into(), dtype: view.dtype(), shape: view.shape().to_vec(), data: from_f32(&t.values, view.dtype())? }
-        } else {
-            TensorEntry::from_view(name, &view)
+            (None, Some(t)) => t.values.clone(),
+            (None, None) => {
+                entries.push(TensorEntry::from_view(name, &view));
+                continue;
+            }
         };
-        entries.push(entry);
+        entries.push(TensorEntry { name: name.into(), dtype: view.dtype(), shape: view.shape().to_vec(), data: from_f32(&values, view.dtype())? });
     }
     if let Some((target, t)) = saved.into_iter().next() {
         return Err(PeftError::MissingTensor(format!("{target} (for adapter tensor {})", t.key)));
     }
     Ok((entries, MergeSummary { modules: folder.modules.keys().cloned().collect(), method: config.peft_type.clone() }))
-}
-
-fn check_rank(path: &str, config_rank: usize, tensor_rank: usize) -> Result<()> {
-    if config_rank != tensor_rank {
-        return Err(PeftError::ShapeMismatch { name: key(path, "lora_A"), expected: vec![config_rank], actual: vec![tensor_rank] });
-    }
-    Ok(())
 }

@@ -187,18 +187,10 @@ impl WeightSource for FileSource<'_, '_> {
 
 /// Loads every base parameter of `model` from an HF safetensors file (f32, f16 or bf16) through
 /// `map`. A parameter without its tensor, a wrong shape or a non-finite value is a typed error
-/// naming the tensor; tensors the model does not use are listed in the report.
-pub fn load_hf_weights<B: Backend, M: Module<B>>(model: M, file: &SafeTensors<'_>, map: &WeightMap) -> Result<(M, LoadReport)> {
-    load(model, file, map, false)
-}
-
-/// Like [`load_hf_weights`], but parameters whose tensor the file lacks keep their values
-/// (for files holding a few modules, such as peft's `modules_to_save`).
-pub fn load_hf_weights_partial<B: Backend, M: Module<B>>(model: M, file: &SafeTensors<'_>, map: &WeightMap) -> Result<(M, LoadReport)> {
-    load(model, file, map, true)
-}
-
-fn load<B: Backend, M: Module<B>>(model: M, file: &SafeTensors<'_>, map: &WeightMap, partial: bool) -> Result<(M, LoadReport)> {
+/// naming the tensor; tensors the model does not use are listed in the report. With `partial`,
+/// parameters whose tensor the file lacks keep their values (for files holding a few modules,
+/// such as peft's `modules_to_save`).
+pub fn load_hf_weights<B: Backend, M: Module<B>>(model: M, file: &SafeTensors<'_>, map: &WeightMap, partial: bool) -> Result<(M, LoadReport)> {
     let mut source = FileSource { file, map, partial, used: BTreeSet::new(), loaded: 0 };
     let model = assign_base_weights(model, &mut source)?;
     let mut unused: Vec<String> = file.names().into_iter().filter(|n| !source.used.contains(*n)).map(String::from).collect();
@@ -249,7 +241,7 @@ pub trait HfCheckpoint<B: Backend>: Adaptable<B> {
     /// lacks keep their values. The default suits any struct model.
     fn assign_hf_weights(self, file: &SafeTensors<'_>, partial: bool) -> Result<(Self, LoadReport)> {
         let map = self.weight_map();
-        if partial { load_hf_weights_partial(self, file, &map) } else { load_hf_weights(self, file, &map) }
+        load_hf_weights(self, file, &map, partial)
     }
 
     /// The base weights whose HF name `keep` accepts, with HF names and layouts (see

@@ -151,10 +151,10 @@ pub(crate) fn build<B: Backend>(
     if config.bias {
         lora.bias = Some(trainable(Tensor::zeros([d_out], device)));
     }
-    if config.use_dora {
-        if let Some(base) = residual.clone().or(values) {
-            lora.magnitude = Some(trainable(lora.weight_norm(base)));
-        }
+    if config.use_dora
+        && let Some(base) = residual.clone().or(values)
+    {
+        lora.magnitude = Some(trainable(lora.weight_norm(base)));
     }
     Ok((lora, residual))
 }

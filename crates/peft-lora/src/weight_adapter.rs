@@ -12,6 +12,8 @@ use peft_core::{Combination, Layer, MethodConfig, PeftError, Result, Site, Targe
 use crate::{Ia3, Ia3Config, Lora, LoraConfig};
 
 /// A LoRA or an IA3 adapter on a weight layer (`Linear`, or the 4-bit `QLinear`).
+// Unboxed: Burn's derive needs each variant to be a module, and a layer holds only a few adapters.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum WeightAdapter<B: Backend> {
     /// LoRA, rsLoRA, DoRA, PiSSA.

@@ -30,6 +30,17 @@ pub enum HfModel<B: Backend, T: Module<B> = WeightAdapter<B>> {
     Bert(Bert<B, T>),
 }
 
+/// `body` with `m` bound to whichever architecture `model` is.
+macro_rules! each_architecture {
+    ($model:expr, $m:ident => $body:expr) => {
+        match $model {
+            HfModel::Llama($m) => $body,
+            HfModel::Gpt2($m) => $body,
+            HfModel::Bert($m) => $body,
+        }
+    };
+}
+
 impl<B: Backend, T: LinearAdapter<B>> HfModel<B, T> {
     /// Builds the architecture `config` names, with zero weights.
     pub fn init(config: &HfModelConfig, device: &B::Device) -> Result<Self> {
@@ -58,11 +69,7 @@ impl<B: Backend, T: LinearAdapter<B>> HfModel<B, T> {
 
     /// Causal LMs: logits `[batch, seq, vocab]`; BERT: the last hidden state `[batch, seq, hidden]`.
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        match self {
-            Self::Llama(m) => m.forward(tokens),
-            Self::Gpt2(m) => m.forward(tokens),
-            Self::Bert(m) => m.forward(tokens),
-        }
+        each_architecture!(self, m => m.forward(tokens))
     }
 
     /// The longest input (prefix included) the model's position table allows, if it has one.
@@ -76,11 +83,7 @@ impl<B: Backend, T: LinearAdapter<B>> HfModel<B, T> {
 
     /// Prefix positions the live prefix adapters add before the tokens.
     pub fn prefix_len(&self) -> usize {
-        match self {
-            Self::Llama(m) => m.prefix_len(),
-            Self::Gpt2(m) => m.prefix_len(),
-            Self::Bert(m) => m.prefix_len(),
-        }
+        each_architecture!(self, m => m.prefix_len())
     }
 
     /// Vocabulary size.
@@ -95,20 +98,12 @@ impl<B: Backend, T: LinearAdapter<B>> HfModel<B, T> {
 
 impl<B: Backend, T: LinearAdapter<B>> Adaptable<B> for HfModel<B, T> {
     fn visit_tuned<V: TunedVisitor<B>>(&mut self, path: &str, visitor: &mut V) {
-        match self {
-            Self::Llama(m) => m.visit_tuned(path, visitor),
-            Self::Gpt2(m) => m.visit_tuned(path, visitor),
-            Self::Bert(m) => m.visit_tuned(path, visitor),
-        }
+        each_architecture!(self, m => m.visit_tuned(path, visitor))
     }
 }
 
 impl<B: Backend, T: LinearAdapter<B>> HfCheckpoint<B> for HfModel<B, T> {
     fn weight_map(&self) -> WeightMap {
-        match self {
-            Self::Llama(m) => m.weight_map(),
-            Self::Gpt2(m) => m.weight_map(),
-            Self::Bert(m) => m.weight_map(),
-        }
+        each_architecture!(self, m => m.weight_map())
     }
 }

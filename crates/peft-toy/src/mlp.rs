@@ -5,7 +5,7 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
-use peft_core::{Adaptable, Layer, TunedVisitor, join_path};
+use peft_core::{Adaptable, Layer};
 
 /// `x + down(relu(up(x)))`.
 #[derive(Module, Debug)]
@@ -39,15 +39,5 @@ impl<B: Backend, L: Module<B>> ResidualMlp<B, L> {
     }
 }
 
-impl<B: Backend, L: Adaptable<B>> Adaptable<B> for MlpBlock<B, L> {
-    fn visit_tuned<V: TunedVisitor<B>>(&mut self, path: &str, visitor: &mut V) {
-        self.up.visit_tuned(&join_path(path, "up"), visitor);
-        self.down.visit_tuned(&join_path(path, "down"), visitor);
-    }
-}
-
-impl<B: Backend, L: Adaptable<B>> Adaptable<B> for ResidualMlp<B, L> {
-    fn visit_tuned<V: TunedVisitor<B>>(&mut self, path: &str, visitor: &mut V) {
-        self.blocks.visit_tuned(&join_path(path, "blocks"), visitor);
-    }
-}
+peft_core::adaptable!(MlpBlock<L: Adaptable<B>> { up, down });
+peft_core::adaptable!(ResidualMlp<L: Adaptable<B>> { blocks });

@@ -38,7 +38,92 @@
 
 pub use peft_adapter as adapter;
 pub use peft_core as core;
-pub use peft_core::{Adaptable, Layer, MethodConfig, PeftError, PeftModel, Result, TrainMode, TrainableReport, Tuned, Tuner, TunerForward, adaptable};
+pub use peft_core::{Adaptable, Layer, MethodConfig, PeftError, Result, TrainMode, TrainableReport, Tuner, TunerForward, adaptable};
+
+/// # Example
+///
+/// A `Linear` wrapped with two LoRA adapters: with none live, the output is the base's, bit
+/// for bit; merged, it is what the unmerged adapters give.
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use burn::nn::LinearConfig;
+/// use burn::tensor::{Distribution, Tensor};
+/// use peft::prelude::*;
+/// use peft::lora::Lora;
+///
+/// let device = Default::default();
+/// let mut layer: LoraLinear<NdArray> = Tuned::new(LinearConfig::new(16, 8).init(&device));
+/// let x = Tensor::<NdArray, 2>::random([4, 16], Distribution::Default, &device);
+/// let base = layer.forward(x.clone()).into_data();
+///
+/// let config = LoraConfig::new(Targeting::names(&["layer"])).with_r(2);
+/// for name in ["a", "b"] {
+///     let mut adapter = <Lora<NdArray> as peft::Tuner<_, _>>::init(&config, &mut layer.base, "layer")?;
+///     adapter.b = peft::core::trainable(Tensor::random([2, 8], Distribution::Default, &device));
+///     layer.add_adapter(name, adapter)?;
+/// }
+/// assert_eq!(layer.names(), ["a", "b"]);
+/// let both = layer.forward(x.clone());
+/// layer.set_active(&[]);
+/// assert_eq!(layer.forward(x.clone()).into_data(), base);
+/// layer.set_active(&["a", "b"]);
+/// layer.merge("layer", true)?;
+/// let merged = layer.forward(x.clone());
+/// assert!((merged - both).abs().max().into_scalar() < 1e-5);
+/// # Ok::<(), PeftError>(())
+/// ```
+#[doc(inline)]
+pub use peft_core::Tuned;
+
+/// # Example
+///
+/// Adapters by name across a whole model: add, activate several, disable (the exact base),
+/// merge.
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use burn::nn::LinearConfig;
+/// use burn::tensor::{Distribution, Tensor};
+/// use peft::prelude::*;
+///
+/// #[derive(burn::module::Module, Debug)]
+/// struct Mlp<B: burn::tensor::backend::Backend> {
+///     up: MixedLinear<B>,
+///     down: MixedLinear<B>,
+/// }
+/// peft::adaptable!(Mlp { up, down });
+/// impl<B: burn::tensor::backend::Backend> Mlp<B> {
+///     fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+///         self.down.forward(burn::tensor::activation::relu(self.up.forward(x)))
+///     }
+/// }
+///
+/// let device = Default::default();
+/// let mut model = Mlp::<NdArray> {
+///     up: Tuned::new(LinearConfig::new(16, 32).init(&device)),
+///     down: Tuned::new(LinearConfig::new(32, 16).init(&device)),
+/// };
+/// let x = Tensor::<NdArray, 2>::random([4, 16], Distribution::Default, &device);
+/// let base = model.forward(x.clone()).into_data();
+///
+/// // LoRA on both layers and IA3 on `down`, in one model (its layers are `MixedLinear`).
+/// assert_eq!(model.add_adapter("lora", &LoraConfig::new(Targeting::names(&["up", "down"])).with_r(4))?, ["up", "down"]);
+/// assert_eq!(model.add_adapter("ia3", &Ia3Config::new(Targeting::names(&["down"])))?, ["down"]);
+/// model.set_active_adapters(&["lora", "ia3"])?;
+/// assert_eq!(model.adapter_names(), ["ia3", "lora"]);
+///
+/// model.disable_adapters()?;
+/// assert_eq!(model.forward(x.clone()).into_data(), base);
+/// model.enable_adapters()?;
+/// model.merge_adapters(true)?;
+/// // A target that matches nothing names the closest paths.
+/// let err = model.add_adapter("x", &LoraConfig::new(Targeting::names(&["dwn"]))).unwrap_err();
+/// assert!(err.to_string().contains("down"), "{err}");
+/// # Ok::<(), PeftError>(())
+/// ```
+#[doc(inline)]
+pub use peft_core::PeftModel;
 pub use peft_hf as hf;
 pub use peft_lora as lora;
 pub use peft_models as models;
