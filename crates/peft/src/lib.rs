@@ -150,3 +150,8 @@ pub mod prelude {
 #[doc = include_str!("../../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// The guide to writing your own model, compiled and run the same way.
+#[doc = include_str!("../../../docs/custom-models.md")]
+#[cfg(doctest)]
+pub struct CustomModelsDoctests;
