@@ -86,3 +86,20 @@ fn gradients_reach_exactly_the_three_methods_and_the_saved_head() {
     let report = TrainableReport::new(&m, &mode);
     assert!(report.trainable < report.total / 2, "{report}");
 }
+
+#[test]
+fn merging_names_the_adapters_that_cannot_merge_and_merges_the_rest_on_request() {
+    let mut m = model::<Nd>();
+    compose(&mut m);
+    let (tokens, _) = batch::<Nd>(&dataset(Domain::General, 4, 1), &Default::default());
+    let before = values(m.forward(tokens.clone()));
+    let err = m.merge_adapters(true).unwrap_err().to_string();
+    assert!(err.contains("adapter `prefix` (PREFIX_TUNING at `blocks.0.attn.kv`)"), "{err}");
+    assert!(err.contains("set_active_adapters") && err.contains("merge_mergeable_adapters"), "{err}");
+    m.merge_mergeable_adapters(true).unwrap();
+    let merged: Vec<String> = m.tuned_layers().into_iter().filter(|l| l.kind == peft_core::LayerKind::Linear).map(|l| l.path).collect();
+    assert!(m.blocks[0].attn.q.is_merged() && !m.blocks[0].ffn.is_merged() && !m.blocks[0].attn.kv.is_merged(), "{merged:?}");
+    let after = values(m.forward(tokens));
+    let drift = before.iter().zip(&after).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(drift < 1e-5, "merging LoRA changed the output by {drift}");
+}
