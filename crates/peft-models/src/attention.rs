@@ -5,7 +5,7 @@ use burn::module::Module;
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use peft_core::{TunerForward, Tuned};
 use peft_ptuning::{KvSite, PrefixKv};
 
@@ -39,7 +39,7 @@ pub fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
 
 /// Scaled dot-product attention. `q [batch, heads, seq, hd]`, `k`/`v [batch, kv_heads, total, hd]`
 /// (`total - seq` prefix positions first; each kv head serves `heads / kv_heads` query heads);
-/// `bias` (from [`causal_bias`] or [`padding_bias`], built once per forward pass) is added to the
+/// `bias` (from [`crate::batch::attention_bias`] or [`padding_bias`], built once per forward pass) is added to the
 /// scores. Returns `[batch, seq, heads * hd]`.
 pub fn attend<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, bias: Option<&Tensor<B, 4>>) -> Tensor<B, 3> {
     let [batch, heads, seq, hd] = q.dims();
@@ -57,13 +57,6 @@ pub fn attend<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, bia
         scores = scores + bias.clone();
     }
     softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([batch, seq, heads * hd])
-}
-
-/// `[1, 1, seq, prefix + seq]`: position `i` sees the prefix and positions `<= i`.
-pub(crate) fn causal_bias<B: Backend>(seq: usize, prefix: usize, device: &B::Device) -> Tensor<B, 4> {
-    let total = prefix + seq;
-    let mask: Vec<f32> = (0..seq).flat_map(|i| (0..total).map(move |j| if j > i + prefix { f32::NEG_INFINITY } else { 0.0 })).collect();
-    Tensor::<B, 2>::from_data(TensorData::new(mask, [seq, total]), device).unsqueeze::<4>()
 }
 
 /// `[batch, 1, 1, prefix + seq]` from `padding [batch, seq]` (1 real token, 0 padding): padded keys

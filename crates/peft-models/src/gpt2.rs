@@ -11,7 +11,9 @@ use peft_lora::LoraEmbedding;
 use peft_ptuning::PrefixKv;
 use serde::Deserialize;
 
-use crate::attention::{AdaptedLinear, LinearAdapter, attend, causal_bias, kv_site, linear, positions, prefix_len, split_heads};
+use crate::attention::{AdaptedLinear, LinearAdapter, attend, kv_site, linear, prefix_len, split_heads};
+use crate::batch::{KvCache, TokenBatch, attention_bias};
+use crate::generate::CausalLm;
 
 fn default_eps() -> f64 {
     1e-5
@@ -145,21 +147,30 @@ impl<B: Backend, T: LinearAdapter<B>> Gpt2<B, T> {
         self.transformer.h.first().map_or(0, |b| prefix_len(&b.attn.kv))
     }
 
-    /// Final hidden states `[batch, seq, n_embd]` for `tokens [batch, seq]`.
-    pub fn hidden_states(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        let [batch, seq] = tokens.dims();
+    /// An empty key/value cache for this model.
+    pub fn new_cache(&self) -> KvCache<B> {
+        KvCache::new(self.transformer.h.len())
+    }
+
+    /// Final hidden states `[batch, seq, n_embd]` of `batch`; with a cache, `batch` continues the
+    /// cached tokens.
+    pub fn hidden_states(&self, batch: &TokenBatch<B>, mut cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
         let t = &self.transformer;
         // With a prefix, real tokens take positions after it, as in peft.
         let offset = self.prefix_len();
-        let mask = causal_bias::<B>(seq, offset, &tokens.device());
-        let mut h = t.wte.forward(tokens.clone()) + t.wpe.forward(positions::<B>(batch, seq, offset, &tokens.device()));
-        for block in &t.h {
+        let keys = cache.as_deref_mut().map_or_else(|| batch.segments.clone(), |c| c.extend_segments(&batch.segments));
+        let bias = attention_bias(&batch.segments, &keys, offset);
+        let mut h = t.wte.forward(batch.tokens.clone()) + t.wpe.forward(batch.positions.clone().add_scalar(offset as i64));
+        for (i, block) in t.h.iter().enumerate() {
             let x = block.ln_1.forward(h.clone());
             let qkv = block.attn.c_attn.forward(x);
             let d = qkv.dims()[2] / 3;
             let part = |i: usize| split_heads(qkv.clone().narrow(2, i * d, d), block.attn.heads);
-            let (k, v) = block.attn.kv.forward((part(1), part(2)));
-            h = h + block.attn.c_proj.forward(attend(part(0), k, v, Some(&mask)));
+            let (k, v) = match cache.as_deref_mut() {
+                Some(cache) => cache.append(i, part(1), part(2), |kv| block.attn.kv.forward(kv)),
+                None => block.attn.kv.forward((part(1), part(2))),
+            };
+            h = h + block.attn.c_proj.forward(attend(part(0), k, v, Some(&bias)));
             let up = block.mlp.c_fc.forward(block.ln_2.forward(h.clone()));
             let act = if block.mlp.tanh { gelu_tanh(up) } else { burn::tensor::activation::gelu(up) };
             h = h.clone() + block.mlp.c_proj.forward(act);
@@ -167,10 +178,23 @@ impl<B: Backend, T: LinearAdapter<B>> Gpt2<B, T> {
         t.ln_f.forward(h)
     }
 
-    /// Logits `[batch, seq, vocab]`.
+    /// Logits `[batch, seq, vocab]` of `batch` (see [`hidden_states`](Self::hidden_states)).
+    pub fn forward_batch(&self, batch: &TokenBatch<B>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
+        self.hidden_states(batch, cache).matmul(self.transformer.wte.base.weight.val().transpose().unsqueeze::<3>())
+    }
+
+    /// Logits `[batch, seq, vocab]` for unpadded `tokens [batch, seq]`.
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        let h = self.hidden_states(tokens);
-        h.matmul(self.transformer.wte.base.weight.val().transpose().unsqueeze::<3>())
+        self.forward_batch(&TokenBatch::single(tokens, 0), None)
+    }
+}
+
+impl<B: Backend, T: LinearAdapter<B>> CausalLm<B> for Gpt2<B, T> {
+    fn logits(&self, batch: &TokenBatch<B>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
+        self.forward_batch(batch, cache)
+    }
+    fn new_cache(&self) -> KvCache<B> {
+        self.new_cache()
     }
 }
 

@@ -7,12 +7,13 @@ use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use peft_core::checkpoint::{parse, read_bytes};
-use peft_core::{Adaptable, Result, TunedVisitor};
+use peft_core::{Adaptable, PeftError, Result, TunedVisitor};
 use peft_hf::{HfCheckpoint, LoadReport, WeightMap};
 use peft_lora::WeightAdapter;
 
 use crate::attention::LinearAdapter;
 use crate::bert::Bert;
+use crate::generate::CausalLm;
 use crate::gpt2::Gpt2;
 use crate::hf_config::HfModelConfig;
 use crate::llama::Llama;
@@ -84,6 +85,15 @@ impl<B: Backend, T: LinearAdapter<B>> HfModel<B, T> {
     /// Prefix positions the live prefix adapters add before the tokens.
     pub fn prefix_len(&self) -> usize {
         each_architecture!(self, m => m.prefix_len())
+    }
+
+    /// The model as a decoder, for generation and causal-LM training (BERT is an encoder).
+    pub fn causal_lm(&self) -> Result<&dyn CausalLm<B>> {
+        match self {
+            Self::Llama(m) => Ok(m),
+            Self::Gpt2(m) => Ok(m),
+            Self::Bert(_) => Err(PeftError::UnsupportedValue { key: "model_type for a causal language model".into(), value: "bert".into(), supported: "llama, gpt2".into() }),
+        }
     }
 
     /// Vocabulary size.

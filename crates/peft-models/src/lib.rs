@@ -8,7 +8,9 @@
 #![warn(missing_docs)]
 
 pub mod attention;
+pub mod batch;
 pub mod bert;
+pub mod generate;
 pub mod gpt2;
 pub mod hf_config;
 pub mod hf_model;
@@ -17,5 +19,7 @@ pub mod llama;
 pub mod text;
 
 pub use attention::{AdaptedLinear, LinearAdapter};
+pub use batch::{KvCache, Padding, TokenBatch};
+pub use generate::{CausalLm, GenerationConfig, generate};
 pub use hf_config::HfModelConfig;
 pub use hf_model::HfModel;

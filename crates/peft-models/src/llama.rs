@@ -12,7 +12,9 @@ use peft_lora::LoraEmbedding;
 use peft_ptuning::PrefixKv;
 use serde::Deserialize;
 
-use crate::attention::{AdaptedLinear, LinearAdapter, attend, causal_bias, kv_site, linear, prefix_len, split_heads};
+use crate::attention::{AdaptedLinear, LinearAdapter, attend, kv_site, linear, prefix_len, split_heads};
+use crate::batch::{KvCache, TokenBatch, attention_bias};
+use crate::generate::CausalLm;
 
 fn default_eps() -> f64 {
     1e-6
@@ -213,42 +215,49 @@ pub struct Llama<B: Backend, T: Module<B>> {
 }
 peft_core::adaptable!(Llama<T: LinearAdapter<B>> { model, lm_head });
 
-/// Rotary tables `cos`, `sin` `[seq, head_dim]` for positions `offset..offset + seq`, HF's layout
-/// (frequencies repeated over both halves).
-fn rope_tables<B: Backend>(seq: usize, offset: usize, head_dim: usize, base: f64, device: &B::Device) -> (Tensor<B, 2>, Tensor<B, 2>) {
+/// Rotary tables `cos`, `sin` `[batch, 1, seq, head_dim]` for `positions [batch, seq]` moved by
+/// `offset`, HF's layout (frequencies repeated over both halves), computed in f32.
+fn rope_tables<B: Backend>(positions: &Tensor<B, 2, Int>, offset: usize, head_dim: usize, base: f64) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let [batch, seq] = positions.dims();
+    let device = positions.device();
     let half = head_dim / 2;
     let inv_freq: Vec<f32> = (0..half).map(|i| (1.0 / base.powf((2 * i) as f64 / head_dim as f64)) as f32).collect();
-    let mut cos = Vec::with_capacity(seq * head_dim);
-    let mut sin = Vec::with_capacity(seq * head_dim);
-    for p in offset..offset + seq {
+    let positions = positions.to_data().convert::<i64>().into_vec::<i64>().unwrap_or_default();
+    let mut cos = Vec::with_capacity(positions.len() * head_dim);
+    let mut sin = Vec::with_capacity(positions.len() * head_dim);
+    for p in positions {
         for j in 0..head_dim {
-            let angle = p as f32 * inv_freq[j % half];
+            let angle = (p as usize + offset) as f32 * inv_freq[j % half];
             cos.push(angle.cos());
             sin.push(angle.sin());
         }
     }
-    let table = |v| Tensor::from_data(TensorData::new(v, [seq, head_dim]), device);
+    let table = |v| Tensor::<B, 3>::from_data(TensorData::new(v, [batch, seq, head_dim]), &device).unsqueeze_dim(1);
     (table(cos), table(sin))
 }
 
 /// `x·cos + rotate_half(x)·sin` with `rotate_half([x1, x2]) = [-x2, x1]`; `x [batch, heads, seq, hd]`.
-fn apply_rope<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2>) -> Tensor<B, 4> {
+fn apply_rope<B: Backend>(x: Tensor<B, 4>, (cos, sin): &(Tensor<B, 4>, Tensor<B, 4>)) -> Tensor<B, 4> {
     let hd = x.dims()[3];
     let x1 = x.clone().narrow(3, 0, hd / 2);
     let x2 = x.clone().narrow(3, hd / 2, hd / 2);
     let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-    x * cos.clone().unsqueeze::<4>() + rotated * sin.clone().unsqueeze::<4>()
+    x * cos.clone() + rotated * sin.clone()
 }
 
 impl<B: Backend, T: LinearAdapter<B>> LlamaAttention<B, T> {
-    /// `[batch, seq, hidden] -> [batch, seq, hidden]`, with rotary tables for the real positions
-    /// and the causal mask [`causal_bias`](crate::attention) of the pass.
-    pub fn forward(&self, x: Tensor<B, 3>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2>, mask: &Tensor<B, 4>) -> Tensor<B, 3> {
-        let q = apply_rope(split_heads(self.q_proj.forward(x.clone()), self.heads), cos, sin);
-        let k = apply_rope(split_heads(self.k_proj.forward(x.clone()), self.kv_heads), cos, sin);
+    /// `[batch, seq, hidden] -> [batch, seq, hidden]`, with rotary tables for the tokens'
+    /// positions and the attention bias of the pass ([`attention_bias`]); with a cache, the keys
+    /// and values of the earlier tokens come from it and this pass's are added to it.
+    pub fn forward(&self, x: Tensor<B, 3>, rope: &(Tensor<B, 4>, Tensor<B, 4>), bias: &Tensor<B, 4>, cache: Option<(&mut KvCache<B>, usize)>) -> Tensor<B, 3> {
+        let q = apply_rope(split_heads(self.q_proj.forward(x.clone()), self.heads), rope);
+        let k = apply_rope(split_heads(self.k_proj.forward(x.clone()), self.kv_heads), rope);
         let v = split_heads(self.v_proj.forward(x), self.kv_heads);
-        let (k, v) = self.kv.forward((k, v));
-        self.o_proj.forward(attend(q, k, v, Some(mask)))
+        let (k, v) = match cache {
+            Some((cache, layer)) => cache.append(layer, k, v, |kv| self.kv.forward(kv)),
+            None => self.kv.forward((k, v)),
+        };
+        self.o_proj.forward(attend(q, k, v, Some(bias)))
     }
 }
 
@@ -258,19 +267,25 @@ impl<B: Backend, T: LinearAdapter<B>> Llama<B, T> {
         self.model.layers.first().map_or(0, |l| prefix_len(&l.self_attn.kv))
     }
 
-    /// The final hidden states `[batch, seq, hidden]` for `tokens [batch, seq]`.
-    pub fn hidden_states(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        let [_, seq] = tokens.dims();
-        let device = tokens.device();
+    /// An empty key/value cache for this model.
+    pub fn new_cache(&self) -> KvCache<B> {
+        KvCache::new(self.model.layers.len())
+    }
+
+    /// The final hidden states `[batch, seq, hidden]` of `batch`; with a cache, `batch` continues
+    /// the cached tokens.
+    pub fn hidden_states(&self, batch: &TokenBatch<B>, mut cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
         let first = &self.model.layers[0].self_attn;
         // peft's prefixes occupy the first positions: real tokens are rotated from there on.
         let offset = self.prefix_len();
         let head_dim = first.k_proj.base.weight.dims()[1] / first.kv_heads;
-        let (cos, sin) = rope_tables::<B>(seq, offset, head_dim, self.rope_base, &device);
-        let mask = causal_bias::<B>(seq, offset, &device);
-        let mut h = self.model.embed_tokens.forward(tokens);
-        for layer in &self.model.layers {
-            h = h.clone() + layer.self_attn.forward(layer.input_layernorm.forward(h), &cos, &sin, &mask);
+        let rope = rope_tables(&batch.positions, offset, head_dim, self.rope_base);
+        let keys = cache.as_deref_mut().map_or_else(|| batch.segments.clone(), |c| c.extend_segments(&batch.segments));
+        let bias = attention_bias(&batch.segments, &keys, offset);
+        let mut h = self.model.embed_tokens.forward(batch.tokens.clone());
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            let attention = layer.self_attn.forward(layer.input_layernorm.forward(h.clone()), &rope, &bias, cache.as_deref_mut().map(|c| (c, i)));
+            h = h + attention;
             let x = layer.post_attention_layernorm.forward(h.clone());
             let mlp = &layer.mlp;
             h = h + mlp.down_proj.forward(silu(mlp.gate_proj.forward(x.clone())) * mlp.up_proj.forward(x));
@@ -278,13 +293,27 @@ impl<B: Backend, T: LinearAdapter<B>> Llama<B, T> {
         self.model.norm.forward(h)
     }
 
-    /// Logits `[batch, seq, vocab]` for `tokens [batch, seq]`.
-    pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        let h = self.hidden_states(tokens);
+    /// Logits `[batch, seq, vocab]` of `batch` (see [`hidden_states`](Self::hidden_states)).
+    pub fn forward_batch(&self, batch: &TokenBatch<B>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
+        let h = self.hidden_states(batch, cache);
         match &self.lm_head {
             Some(head) => head.forward(h),
             None => h.matmul(self.model.embed_tokens.base.weight.val().transpose().unsqueeze::<3>()),
         }
+    }
+
+    /// Logits `[batch, seq, vocab]` for unpadded `tokens [batch, seq]`.
+    pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.forward_batch(&TokenBatch::single(tokens, 0), None)
+    }
+}
+
+impl<B: Backend, T: LinearAdapter<B>> CausalLm<B> for Llama<B, T> {
+    fn logits(&self, batch: &TokenBatch<B>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
+        self.forward_batch(batch, cache)
+    }
+    fn new_cache(&self) -> KvCache<B> {
+        self.new_cache()
     }
 }
 
