@@ -43,7 +43,8 @@ impl Default for GenerationConfig {
 
 impl GenerationConfig {
     fn check(&self) -> Result<()> {
-        if !(self.temperature >= 0.0 && self.temperature.is_finite()) || !(self.top_p > 0.0 && self.top_p <= 1.0) {
+        let valid = self.temperature >= 0.0 && self.temperature.is_finite() && self.top_p > 0.0 && self.top_p <= 1.0;
+        if !valid {
             return Err(PeftError::InvalidConfig(format!("temperature must be at least 0 and top_p in (0, 1], got {} and {}", self.temperature, self.top_p)));
         }
         Ok(())
