@@ -112,7 +112,10 @@ fn record(line: Line) -> std::result::Result<Record, String> {
     }
 }
 
-fn parse_jsonl(text: &str) -> Vec<(usize, std::result::Result<Record, String>)> {
+/// Each line's number (1-based) and its record, or why it is not one.
+type Lines = Vec<(usize, std::result::Result<Record, String>)>;
+
+fn parse_jsonl(text: &str) -> Lines {
     let shapes = "expected one of: messages, conversations, instruction/input/output, prompt/completion, text/label, text";
     text.lines()
         .enumerate()
@@ -127,7 +130,7 @@ fn parse_jsonl(text: &str) -> Vec<(usize, std::result::Result<Record, String>)> 
         .collect()
 }
 
-fn parse_csv(text: &str) -> std::result::Result<Vec<(usize, std::result::Result<Record, String>)>, String> {
+fn parse_csv(text: &str) -> std::result::Result<Lines, String> {
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     let headers = reader.headers().map_err(|e| format!("malformed CSV header: {e}"))?.clone();
     let column = |name: &str| headers.iter().position(|h| h == name).ok_or_else(|| format!("the CSV has no `{name}` column (it needs text,label)"));

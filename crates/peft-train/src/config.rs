@@ -1,0 +1,234 @@
+//! The settings of a training run, one config for the command's flags and `train.toml`.
+
+use peft_core::{PeftError, Result, TargetModules};
+use serde::{Deserialize, Serialize};
+
+/// What trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// LoRA (`r`, `alpha`, `dropout`) on the targeted linear layers.
+    Lora,
+    /// LoRA on a 4-bit NF4 base.
+    Qlora,
+    /// IA3 on the targeted linear layers.
+    Ia3,
+    /// Bottleneck adapters after the feed-forward sub-layers.
+    Adapter,
+    /// Prefix tuning at every attention layer.
+    Prefix,
+    /// Every parameter.
+    Full,
+}
+
+impl Method {
+    /// Parses `lora`, `qlora`, `ia3`, `adapter`, `prefix` or `full`.
+    pub fn parse(text: &str) -> Result<Self> {
+        serde_json::from_value(serde_json::Value::String(text.to_lowercase())).map_err(|_| PeftError::UnsupportedValue {
+            key: "method".into(),
+            value: text.into(),
+            supported: "lora, qlora, ia3, adapter, prefix, full".into(),
+        })
+    }
+}
+
+/// How the learning rate moves after the warm-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// Stays at `lr`.
+    Constant,
+    /// Falls linearly to 0 at the last step.
+    Linear,
+    /// Falls along half a cosine to 0 at the last step.
+    Cosine,
+}
+
+/// Settings of a run. Defaults follow TRL's `SFTConfig` and HF peft where they have one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// The method.
+    pub method: Method,
+    /// Targeted modules: names (`q_proj,v_proj`), a regular expression, or `all-linear`.
+    pub target: String,
+    /// LoRA rank.
+    pub r: usize,
+    /// LoRA alpha.
+    pub alpha: f64,
+    /// LoRA dropout.
+    pub dropout: f64,
+    /// IA3's feed-forward modules (their input is scaled).
+    pub feedforward: String,
+    /// Prefix tuning's virtual tokens.
+    pub num_virtual_tokens: usize,
+    /// Passes over the data (when `max_steps` is not set).
+    pub epochs: usize,
+    /// Optimizer steps (overrides `epochs`).
+    pub max_steps: Option<usize>,
+    /// Peak learning rate (AdamW).
+    pub lr: f64,
+    /// AdamW's decoupled weight decay.
+    pub weight_decay: f64,
+    /// Examples (rows, with packing) per forward pass.
+    pub batch_size: usize,
+    /// Forward passes per optimizer step.
+    pub grad_accum: usize,
+    /// Longest example in tokens.
+    pub max_len: usize,
+    /// Drop longer examples instead of truncating them.
+    pub drop_long: bool,
+    /// Linear warm-up steps.
+    pub warmup: usize,
+    /// The schedule after the warm-up.
+    pub schedule: Schedule,
+    /// Clip the global gradient norm to this (0: off).
+    pub max_grad_norm: f64,
+    /// Seed of the adapter's initialization, the data order and dropout.
+    pub seed: u64,
+    /// Save a checkpoint every this many optimizer steps (0: only at the end).
+    pub save_every: usize,
+    /// Evaluate every this many optimizer steps (0: only at the end).
+    pub eval_every: usize,
+    /// Share of the training data held out for evaluation when no eval file is given.
+    pub eval_split: f64,
+    /// Pack short examples into rows of `max_len` tokens (attention stays inside each example).
+    pub packing: bool,
+    /// Batch examples of similar length together (less padding).
+    pub group_by_length: bool,
+    /// Let the loss cover prompts too.
+    pub train_on_prompt: bool,
+    /// Skip malformed data lines (counted) instead of refusing the file.
+    pub skip_bad_lines: bool,
+    /// Use ChatML for chat data when the model has no chat template.
+    pub chatml_fallback: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            method: Method::Lora,
+            target: "all-linear".into(),
+            r: 8,
+            alpha: 16.0,
+            dropout: 0.0,
+            feedforward: "down_proj,mlp.c_proj".into(),
+            num_virtual_tokens: 10,
+            epochs: 1,
+            max_steps: None,
+            lr: 2e-4,
+            weight_decay: 0.0,
+            batch_size: 4,
+            grad_accum: 1,
+            max_len: 1024,
+            drop_long: false,
+            warmup: 0,
+            schedule: Schedule::Linear,
+            max_grad_norm: 1.0,
+            seed: 42,
+            save_every: 0,
+            eval_every: 0,
+            eval_split: 0.0,
+            packing: false,
+            group_by_length: false,
+            train_on_prompt: false,
+            skip_bad_lines: false,
+            chatml_fallback: true,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads a `train.toml` whose keys are this struct's fields (unknown keys are errors).
+    pub fn from_toml(text: &str, name: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| PeftError::InvalidConfig(format!("{name}: {}", e.to_string().replace('\n', " "))))
+    }
+
+    /// Checks every value once, before anything is loaded.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: String| Err(PeftError::InvalidConfig(what));
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("lr must be a positive number, got {}", self.lr));
+        }
+        if self.batch_size == 0 || self.grad_accum == 0 || self.max_len < 2 {
+            return bad(format!("batch_size and grad_accum must be at least 1 and max_len at least 2, got {}, {}, {}", self.batch_size, self.grad_accum, self.max_len));
+        }
+        if self.max_steps == Some(0) || (self.max_steps.is_none() && self.epochs == 0) {
+            return bad("nothing to train: max_steps or epochs is 0".into());
+        }
+        if !(0.0..1.0).contains(&self.eval_split) || !(self.max_grad_norm >= 0.0 && self.max_grad_norm.is_finite()) || !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return bad("eval_split must be in [0, 1); max_grad_norm and weight_decay at least 0".into());
+        }
+        if self.batch_size.saturating_mul(self.max_len) > 1 << 24 {
+            return bad(format!("a batch of {} rows of {} tokens is too large for one forward pass; lower batch_size or max_len (grad_accum keeps the effective batch)", self.batch_size, self.max_len));
+        }
+        Ok(())
+    }
+
+    /// `target` as peft's `target_modules`: `all-linear`, a comma-separated list of names, or a
+    /// regular expression (any other character).
+    pub fn targets(&self) -> TargetModules {
+        modules(&self.target)
+    }
+
+    /// The settings that decide what training computes (not how often it reports or saves):
+    /// a resumed run must match them.
+    pub fn fingerprint(&self) -> String {
+        let same = Self { save_every: 0, eval_every: 0, ..self.clone() };
+        serde_json::to_string(&same).unwrap_or_default()
+    }
+}
+
+/// `all-linear`, names separated by commas, or a regular expression.
+pub fn modules(text: &str) -> TargetModules {
+    if text == "all-linear" {
+        TargetModules::AllLinear
+    } else if text.chars().all(|c| c.is_ascii_alphanumeric() || "_.,-".contains(c)) {
+        TargetModules::Names(text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+    } else {
+        TargetModules::Regex(text.into())
+    }
+}
+
+/// The learning rate of optimizer step `step` (from 0) of `total`: HF's schedules with a linear
+/// warm-up from 0.
+pub fn learning_rate(config: &TrainConfig, step: usize, total: usize) -> f64 {
+    if step < config.warmup {
+        return config.lr * step as f64 / config.warmup as f64;
+    }
+    let progress = (step - config.warmup) as f64 / (total.saturating_sub(config.warmup)).max(1) as f64;
+    match config.schedule {
+        Schedule::Constant => config.lr,
+        Schedule::Linear => config.lr * (1.0 - progress).max(0.0),
+        Schedule::Cosine => config.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_warm_up_then_fall_as_hf_does() {
+        let c = TrainConfig { lr: 1.0, warmup: 2, ..Default::default() };
+        let lrs: Vec<f64> = (0..6).map(|s| learning_rate(&c, s, 6)).collect();
+        assert_eq!(lrs, [0.0, 0.5, 1.0, 0.75, 0.5, 0.25]);
+        let cos = TrainConfig { schedule: Schedule::Cosine, ..c.clone() };
+        assert!((learning_rate(&cos, 4, 6) - 0.5).abs() < 1e-12);
+        assert_eq!(learning_rate(&TrainConfig { schedule: Schedule::Constant, ..c }, 5, 6), 1.0);
+    }
+
+    #[test]
+    fn targets_toml_and_validation() {
+        assert_eq!(modules("all-linear"), TargetModules::AllLinear);
+        assert_eq!(modules("q_proj, v_proj"), TargetModules::names(&["q_proj", "v_proj"]));
+        assert_eq!(modules(r".*\.(q|v)_proj"), TargetModules::Regex(r".*\.(q|v)_proj".into()));
+        let c = TrainConfig::from_toml("method = \"ia3\"\nlr = 0.001\nmax_steps = 5\n", "t").unwrap();
+        assert_eq!((c.method, c.lr, c.max_steps, c.r), (Method::Ia3, 0.001, Some(5), 8));
+        assert!(TrainConfig::from_toml("lr = 0.1\nlearning_rate = 3\n", "t").unwrap_err().to_string().contains("learning_rate"));
+        assert!(TrainConfig { lr: -1.0, ..Default::default() }.validate().is_err());
+        assert!(TrainConfig { batch_size: 1 << 20, ..Default::default() }.validate().is_err());
+        assert!(Method::parse("loha").is_err());
+        assert_eq!(TrainConfig { save_every: 5, ..Default::default() }.fingerprint(), TrainConfig::default().fingerprint());
+    }
+}

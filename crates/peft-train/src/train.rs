@@ -1,0 +1,322 @@
+//! The training loop: AdamW with a warmed-up schedule, gradient accumulation, global-norm
+//! clipping, evaluation and checkpoints every N steps, and resumption that ends exactly where the
+//! uninterrupted run ends (on the CPU backend: bit for bit).
+//!
+//! Why a loop of our own rather than burn-train's `Learner`: exact resumption needs the data
+//! position, the dropout seeds and the optimizer's state by parameter path in the checkpoint, and
+//! checkpoints here hold adapters (a few MB), not the frozen base.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Tensor};
+use peft_core::{PeftError, PeftModel, Result, TargetModules, Targeting, TrainMode, TrainableReport, set_trainable};
+use peft_hf::{HfCheckpoint, HfMethod, SaveOptions, save_adapter};
+use peft_lora::{Ia3Config, LoraConfig};
+use peft_models::HfModel;
+use peft_ptuning::PrefixConfig;
+use serde::Serialize;
+
+use crate::checkpoint::{OPTIMIZER, TrainState, ids_from_paths, latest_checkpoint, load_trainable, save_checkpoint, save_trainable};
+use crate::plan::{BatchStream, Cursor, DataPlan};
+use crate::{Encoded, EvalResult, LmBatch, Method, TrainConfig, evaluate, learning_rate, lm_loss_sum, modules};
+
+/// What a run needs besides its settings.
+#[derive(Clone, Copy, Debug)]
+pub struct TrainSetup<'a> {
+    /// The pretrained model (`config.json`, `model.safetensors`).
+    pub model_dir: &'a Path,
+    /// Training examples.
+    pub train: &'a [Encoded],
+    /// Evaluation examples (may be empty).
+    pub eval: &'a [Encoded],
+    /// The padding token.
+    pub pad_id: u32,
+    /// Settings.
+    pub config: &'a TrainConfig,
+    /// Where the adapter, checkpoints, log and plot go.
+    pub out: &'a Path,
+    /// Continue from the newest checkpoint in `out`.
+    pub resume: bool,
+}
+
+/// One optimizer step, as logged.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StepLog {
+    /// Optimizer steps done.
+    pub step: usize,
+    /// Mean loss per counted token of this step.
+    pub loss: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Tokens read (padding excluded).
+    pub tokens: usize,
+    /// Tokens per second over this step.
+    pub tokens_per_s: f64,
+}
+
+/// Hooks into a run: progress display, and a way to stop early.
+pub trait Observer {
+    /// The run starts at step `start` of `total`.
+    fn started(&mut self, start: usize, total: usize) {
+        let _ = (start, total);
+    }
+    /// A step finished.
+    fn step(&mut self, log: &StepLog) {
+        let _ = log;
+    }
+    /// An evaluation finished.
+    fn evaluated(&mut self, step: usize, result: &EvalResult) {
+        let _ = (step, result);
+    }
+    /// Whether to stop after `step` (its checkpoint, if due, is written first).
+    fn stop_after(&mut self, step: usize) -> bool {
+        let _ = step;
+        false
+    }
+}
+
+/// An observer that does nothing.
+impl Observer for () {}
+
+/// What a run did.
+#[derive(Clone, Debug)]
+pub struct TrainSummary {
+    /// Optimizer steps done.
+    pub steps: usize,
+    /// Steps the run makes in all (`steps` is less when stopped early).
+    pub total_steps: usize,
+    /// The checkpoint it resumed from.
+    pub resumed_from: Option<usize>,
+    /// Trainable and total parameters.
+    pub trainable: TrainableReport,
+    /// Loss of the last step.
+    pub last_loss: f64,
+    /// Evaluation at the end, when there is evaluation data.
+    pub eval: Option<EvalResult>,
+    /// The trained adapter (a peft folder), or the whole model for full fine-tuning.
+    pub output: PathBuf,
+    /// Every step and evaluation, one JSON object per line.
+    pub log: PathBuf,
+}
+
+/// Attaches the method of `config` to `model` as adapter `default`; what trains.
+fn attach<B: Backend>(model: &mut HfModel<B>, config: &TrainConfig) -> Result<(TrainMode, Option<HfMethod>)> {
+    let targets = Targeting::new(config.targets());
+    let method = match config.method {
+        Method::Lora => HfMethod::Lora(LoraConfig::new(targets).with_r(config.r).with_alpha(config.alpha).with_dropout(config.dropout)),
+        Method::Ia3 => HfMethod::Ia3(Ia3Config::new(targets).with_feedforward_modules(modules(&config.feedforward))),
+        Method::Prefix => HfMethod::Prefix(PrefixConfig::new(Targeting::new(TargetModules::names(&["kv"]))).with_num_virtual_tokens(config.num_virtual_tokens)),
+        Method::Full => return Ok((TrainMode::Full, None)),
+        Method::Qlora | Method::Adapter => {
+            let what = if config.method == Method::Qlora { "qlora" } else { "adapter" };
+            return Err(PeftError::UnsupportedValue { key: "method of `peft train`".into(), value: what.into(), supported: "lora, ia3, prefix, full (qlora and adapter are not wired into the reference models yet)".into() });
+        }
+    };
+    model.add_adapter("default", method.config())?;
+    Ok((TrainMode::adapters(), Some(method)))
+}
+
+/// The ids and ranks of the parameters that train.
+struct TrainableIds(Vec<(ParamId, usize)>);
+impl<B: Backend> ModuleVisitor<B> for TrainableIds {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if param.val().is_require_grad() {
+            self.0.push((param.id, D));
+        }
+    }
+}
+
+/// Scales `grads` so that their global L2 norm is at most `max` (torch's `clip_grad_norm_`);
+/// returns the norm before clipping.
+fn clip_global_norm<B: Backend>(grads: &mut GradientsParams, ids: &[(ParamId, usize)], max: f64) -> f64 {
+    fn each<B: Backend, const D: usize>(grads: &mut GradientsParams, id: ParamId, scale: Option<f64>, sum: &mut Option<Tensor<B, 1>>) {
+        let Some(g) = grads.remove::<B, D>(id) else { return };
+        match scale {
+            None => {
+                let s = g.clone().square().sum();
+                *sum = Some(sum.take().map_or(s.clone(), |t| t + s));
+                grads.register(id, g);
+            }
+            Some(scale) => grads.register(id, g.mul_scalar(scale)),
+        }
+    }
+    let visit = |grads: &mut GradientsParams, scale: Option<f64>, sum: &mut Option<Tensor<B, 1>>| {
+        for &(id, rank) in ids {
+            match rank {
+                1 => each::<B, 1>(grads, id, scale, sum),
+                2 => each::<B, 2>(grads, id, scale, sum),
+                3 => each::<B, 3>(grads, id, scale, sum),
+                _ => each::<B, 4>(grads, id, scale, sum),
+            }
+        }
+    };
+    let mut sum = None;
+    visit(grads, None, &mut sum);
+    let norm = sum.map_or(0.0, |s| s.into_scalar().elem::<f64>().sqrt());
+    let coef = max / (norm + 1e-6);
+    if max > 0.0 && coef < 1.0 {
+        visit(grads, Some(coef), &mut None);
+    }
+    norm
+}
+
+/// Where a model's examples hold a token the model does not know.
+fn check_vocabulary(examples: &[&[Encoded]], vocab: usize) -> Result<()> {
+    if let Some(bad) = examples.iter().flat_map(|e| e.iter()).flat_map(|e| e.ids.iter()).find(|&&t| t as usize >= vocab) {
+        return Err(PeftError::InvalidConfig(format!("token id {bad} is outside the model's vocabulary of {vocab}: the tokenizer does not belong to this model")));
+    }
+    Ok(())
+}
+
+fn append_log(path: &Path, line: &serde_json::Value) -> Result<()> {
+    use std::io::Write;
+    let io = |source| PeftError::Io { path: path.display().to_string(), source };
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
+    writeln!(file, "{line}").map_err(io)
+}
+
+/// Keeps the log's lines up to step `step`, as the uninterrupted run had them then.
+fn truncate_log(path: &Path, step: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let kept: String = text.lines().filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s as usize <= step)).map(|l| format!("{l}\n")).collect();
+    peft_core::checkpoint::write_bytes_atomic(path, kept.as_bytes())
+}
+
+/// The seed of forward pass `batch` of a run seeded `seed`: dropout draws the same numbers
+/// whether or not the run was interrupted before it.
+fn pass_seed(seed: u64, batch: usize) -> u64 {
+    seed ^ (batch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Writes the final adapter (a peft folder), or for full fine-tuning a whole model folder.
+fn save_output<B: Backend>(model: &mut HfModel<B>, method: &Option<HfMethod>, model_dir: &Path, out: &Path) -> Result<PathBuf> {
+    match method {
+        Some(method) => {
+            let dir = out.join("adapter");
+            save_adapter(model, "default", method, &dir, &SaveOptions { task_type: Some("CAUSAL_LM"), ..Default::default() })?;
+            Ok(dir)
+        }
+        None => {
+            let dir = out.join("model");
+            std::fs::create_dir_all(&dir).map_err(|source| PeftError::Io { path: dir.display().to_string(), source })?;
+            for file in ["config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"] {
+                if model_dir.join(file).exists() {
+                    std::fs::copy(model_dir.join(file), dir.join(file)).map_err(|source| PeftError::Io { path: file.into(), source })?;
+                }
+            }
+            peft_core::checkpoint::write_atomic(&dir.join("model.safetensors"), &model.hf_tensors(&|_| true), None)?;
+            Ok(dir)
+        }
+    }
+}
+
+/// Trains as `setup` says, on `device`.
+pub fn train<B: AutodiffBackend>(setup: &TrainSetup<'_>, device: &B::Device, observer: &mut dyn Observer) -> Result<TrainSummary> {
+    let config = setup.config;
+    config.validate()?;
+    if setup.train.is_empty() {
+        return Err(PeftError::InvalidConfig("no training example is left".into()));
+    }
+    let out = setup.out;
+    std::fs::create_dir_all(out).map_err(|source| PeftError::Io { path: out.display().to_string(), source })?;
+    let (model, _) = HfModel::<B>::load(setup.model_dir, device)?;
+    check_vocabulary(&[setup.train, setup.eval], model.vocab_size())?;
+    let mut model = model;
+    B::seed(device, config.seed);
+    let (mode, method) = attach(&mut model, config)?;
+    let mut model = ids_from_paths(set_trainable(model, &mode));
+    let trainable = TrainableReport::new(&model, &mode);
+    let mut ids = TrainableIds(Vec::new());
+    model.visit(&mut ids);
+    let mut optim = AdamWConfig::new().with_beta_1(0.9).with_beta_2(0.999).with_epsilon(1e-8).with_weight_decay(config.weight_decay as f32).init::<B, HfModel<B>>();
+
+    let plan = DataPlan::new(setup.train, config.batch_size, config.packing.then_some(config.max_len), config.group_by_length, config.seed);
+    let total = config.max_steps.unwrap_or_else(|| plan.batches(config.epochs).div_ceil(config.grad_accum));
+    let log = out.join("log.jsonl");
+    let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+    let (mut start, mut cursor, mut resumed_from) = (0, Cursor::default(), None);
+    if setup.resume && let Some((dir, state)) = latest_checkpoint(out)? {
+        if state.fingerprint != config.fingerprint() {
+            return Err(PeftError::InvalidConfig(format!("the checkpoint in {} was made with other settings; resume with the run's own arguments", dir.display())));
+        }
+        model = load_trainable(model, &dir)?;
+        let record = recorder.load(dir.join(OPTIMIZER), device).map_err(|e| PeftError::InvalidConfig(format!("{}: optimizer state: {e}", dir.display())))?;
+        optim = optim.load_record(record);
+        (start, cursor, resumed_from) = (state.step, state.cursor, Some(state.step));
+        truncate_log(&log, state.step)?;
+    } else if log.exists() {
+        std::fs::remove_file(&log).map_err(|source| PeftError::Io { path: log.display().to_string(), source })?;
+    }
+
+    let mut stream = BatchStream::new(plan, cursor);
+    observer.started(start, total);
+    let (mut last_loss, mut steps) = (f64::NAN, start);
+    for step in start..total {
+        let began = Instant::now();
+        let batches: Vec<LmBatch<B>> = (0..config.grad_accum)
+            .map(|_| {
+                let rows: Vec<Vec<&Encoded>> = stream.next_batch().iter().map(|r| r.iter().map(|&i| &setup.train[i]).collect()).collect();
+                LmBatch::new(&rows, setup.pad_id, device)
+            })
+            .collect();
+        let counted: usize = batches.iter().map(|b| b.target_count).sum::<usize>().max(1);
+        let tokens: usize = batches.iter().map(|b| b.inputs.segments.clone().not_equal_elem(0).int().sum().into_scalar().elem::<i64>() as usize).sum();
+        let mut accumulator = GradientsAccumulator::<HfModel<B>>::new();
+        let mut loss_sum = 0.0;
+        for (i, batch) in batches.into_iter().enumerate() {
+            B::seed(device, pass_seed(config.seed, step * config.grad_accum + i));
+            let logits = model.causal_lm()?.logits(&batch.inputs, None);
+            let loss = lm_loss_sum(logits, batch.targets, batch.weights).div_scalar(counted as f64);
+            loss_sum += loss.clone().into_scalar().elem::<f64>();
+            accumulator.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
+        }
+        if !loss_sum.is_finite() {
+            return Err(PeftError::NonFinite { path: format!("step {}", step + 1), adapter: "training loss (lower the learning rate)".into() });
+        }
+        let mut grads = accumulator.grads();
+        let grad_norm = clip_global_norm::<B::InnerBackend>(&mut grads, &ids.0, config.max_grad_norm);
+        let lr = learning_rate(config, step, total);
+        model = optim.step(lr, model, grads);
+        steps = step + 1;
+        last_loss = loss_sum;
+        let entry = StepLog { step: steps, loss: loss_sum, lr, grad_norm, tokens, tokens_per_s: tokens as f64 / began.elapsed().as_secs_f64() };
+        append_log(&log, &serde_json::json!(entry))?;
+        observer.step(&entry);
+        if !setup.eval.is_empty() && config.eval_every > 0 && steps % config.eval_every == 0 && steps < total {
+            let result = evaluate(model.valid().causal_lm()?, setup.eval, config.batch_size, setup.pad_id, device);
+            append_log(&log, &serde_json::json!({ "step": steps, "eval_loss": result.loss, "eval_perplexity": result.perplexity, "eval_accuracy": result.accuracy }))?;
+            observer.evaluated(steps, &result);
+        }
+        if (config.save_every > 0 && steps % config.save_every == 0) || steps == total {
+            let state = TrainState { step: steps, total_steps: total, cursor: stream.cursor, fingerprint: config.fingerprint() };
+            save_checkpoint(out, &state, |dir| {
+                save_trainable(&model, dir)?;
+                recorder.record(optim.to_record(), dir.join(OPTIMIZER)).map_err(|e| PeftError::InvalidConfig(format!("optimizer state: {e}")))?;
+                if let Some(method) = &method {
+                    save_adapter(&mut model.clone(), "default", method, &dir.join("adapter"), &SaveOptions { task_type: Some("CAUSAL_LM"), ..Default::default() })?;
+                }
+                Ok(())
+            })?;
+        }
+        if observer.stop_after(steps) {
+            break;
+        }
+    }
+    let eval = if !setup.eval.is_empty() && steps == total {
+        let result = evaluate(model.valid().causal_lm()?, setup.eval, config.batch_size, setup.pad_id, device);
+        append_log(&log, &serde_json::json!({ "step": steps, "eval_loss": result.loss, "eval_perplexity": result.perplexity, "eval_accuracy": result.accuracy }))?;
+        observer.evaluated(steps, &result);
+        Some(result)
+    } else {
+        None
+    };
+    let output = save_output(&mut model, &method, setup.model_dir, out)?;
+    Ok(TrainSummary { steps, total_steps: total, resumed_from, trainable, last_loss, eval, output, log })
+}
