@@ -183,7 +183,7 @@ impl TrainConfig {
 pub fn modules(text: &str) -> TargetModules {
     if text == "all-linear" {
         TargetModules::AllLinear
-    } else if text.chars().all(|c| c.is_ascii_alphanumeric() || "_.,-".contains(c)) {
+    } else if text.chars().all(|c| c.is_ascii_alphanumeric() || "_.,- ".contains(c)) {
         TargetModules::Names(text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
     } else {
         TargetModules::Regex(text.into())
