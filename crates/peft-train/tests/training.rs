@@ -11,6 +11,14 @@ use peft_train::{Dataset, Encoded, Encoder, Method, Observer, StepLog, TrainConf
 
 type B = Autodiff<NdArray>;
 
+/// Burn's random generator is global to the process: two trainings at once would draw from it in
+/// turns, and a run would no longer be reproducible. The tests of this file take turns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
@@ -53,6 +61,7 @@ fn run(config: &TrainConfig, data: &[Encoded], dir: &Path, resume: bool, observe
 
 #[test]
 fn every_method_lowers_the_loss_and_leaves_the_base_alone() {
+    let _turn = turn();
     // A few examples to learn by heart, so that each method shows within a few steps. The random
     // output head is small (std 0.02 over a width of 32), so a method that leaves it frozen can
     // move the logits only so far from uniform: a fall of 0.1 nats is what 24 steps show.
@@ -89,6 +98,7 @@ fn every_method_lowers_the_loss_and_leaves_the_base_alone() {
 
 #[test]
 fn a_resumed_run_ends_bit_for_bit_where_the_uninterrupted_run_ends() {
+    let _turn = turn();
     let data = examples();
     // Dropout, accumulation, warm-up and clipping all on, so that each has to resume exactly.
     let config = TrainConfig { lr: 1e-2, dropout: 0.1, grad_accum: 2, batch_size: 3, warmup: 2, max_grad_norm: 0.5, max_steps: Some(6), save_every: 2, ..Default::default() };
@@ -130,6 +140,7 @@ fn a_resumed_run_ends_bit_for_bit_where_the_uninterrupted_run_ends() {
 
 #[test]
 fn packing_and_length_grouping_train_on_the_same_tokens() {
+    let _turn = turn();
     let data = examples();
     let targets: usize = data.iter().map(Encoded::target_count).sum();
     for (packing, group_by_length) in [(false, false), (true, false), (false, true)] {
