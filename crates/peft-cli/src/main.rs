@@ -5,12 +5,16 @@
 //! - `peft inspect ADAPTER_DIR [--json]`
 //! - `peft merge --base MODEL_DIR --adapter ADAPTER_DIR --out FILE.safetensors`
 //! - `peft logits --model MODEL_DIR [--adapter ADAPTER_DIR] --tokens 1,2,3 --out FILE.safetensors`
+//! - `peft train --model DIR --data FILE --out DIR [--method lora|ia3|prefix|full] [--resume] [--config train.toml] ...`
+//! - `peft eval --model DIR [--adapter DIR] --data FILE [--max-len N] [--json]`
+//! - `peft generate --model DIR [--adapter DIR] --prompt TEXT | --messages FILE [--max-new-tokens N] [--temperature T --top-p P --seed S] [--json]`
 //!
 //! Errors print one line and exit non-zero; output files appear whole or not at all.
 
 mod adapter;
 mod logits;
 mod quantize;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,6 +88,28 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Fine-tunes a Llama or GPT-2 checkpoint on chat, instruction or text data (resumable).
+    Train(Box<train::TrainArgs>),
+    /// Token-weighted mean loss, perplexity and accuracy of a model (and adapter) on a data file.
+    Eval {
+        /// Folder with config.json, model.safetensors and tokenizer.json.
+        #[arg(long)]
+        model: PathBuf,
+        /// An HF peft adapter folder.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
+        /// Data (JSONL), scored as training scores it.
+        #[arg(long)]
+        data: PathBuf,
+        /// Longest example in tokens (longer ones are cut).
+        #[arg(long, default_value_t = 1024)]
+        max_len: usize,
+        /// Print {"loss", "perplexity", "tokens", "accuracy", "examples"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Continues a conversation with a Llama or GPT-2 checkpoint (and adapter).
+    Generate(Box<train::GenerateArgs>),
     /// Turns every 4-bit weight back into a dense f32 tensor with its name and shape.
     Dequantize {
         /// Input safetensors file.
@@ -126,5 +152,8 @@ fn run(command: Command) -> Result<String, quantize::CliError> {
         Command::Inspect { adapter_dir, json } => adapter::inspect(&adapter_dir, json),
         Command::Merge { base, adapter, out } => adapter::merge(&base, &adapter, &out),
         Command::Logits { model, adapter, tokens, out } => logits::logits(&model, adapter.as_deref(), &tokens, &out),
+        Command::Train(args) => train::run_train(&args),
+        Command::Eval { model, adapter, data, max_len, json } => train::run_eval(&model, adapter.as_deref(), &data, max_len, json),
+        Command::Generate(args) => train::run_generate(&args),
     }
 }

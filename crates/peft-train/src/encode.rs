@@ -42,6 +42,8 @@ pub struct Encoder {
     pub template: ChatTemplate,
     /// Text of the end-of-sequence token, when the model has one.
     pub eos: Option<String>,
+    /// Text of the padding token, when the model has one.
+    pub pad: Option<String>,
     /// Whether the loss also covers prompts.
     pub train_on_prompt: bool,
 }
@@ -55,17 +57,16 @@ impl Encoder {
         tokenizer.with_padding(None).with_truncation(None).map_err(|e| PeftError::Tokenizer(e.to_string()))?;
         let template = ChatTemplate::from_model_dir(dir, chatml_fallback)?;
         let config_path = dir.join("tokenizer_config.json");
-        let eos = if config_path.exists() {
-            let config: serde_json::Value = peft_core::checkpoint::read_json(&config_path)?;
-            Some(match &config["eos_token"] {
-                serde_json::Value::Object(o) => o.get("content").and_then(|c| c.as_str()).unwrap_or_default().to_string(),
-                other => other.as_str().unwrap_or_default().to_string(),
-            })
-            .filter(|e| !e.is_empty())
-        } else {
-            None
+        let config: serde_json::Value = if config_path.exists() { peft_core::checkpoint::read_json(&config_path)? } else { serde_json::Value::Null };
+        let token = |key: &str| {
+            match &config[key] {
+                serde_json::Value::Object(o) => o.get("content").and_then(|c| c.as_str()).map(String::from),
+                other => other.as_str().map(String::from),
+            }
+            .filter(|t| !t.is_empty())
         };
-        Ok(Self { tokenizer, template, eos, train_on_prompt: false })
+        let (eos, pad) = (token("eos_token"), token("pad_token"));
+        Ok(Self { tokenizer, template, eos, pad, train_on_prompt: false })
     }
 
     /// The ids of `text`, without added special tokens.
@@ -81,6 +82,11 @@ impl Encoder {
     /// The id of a token given as text (`<|im_end|>`), when the vocabulary has it.
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.tokenizer.token_to_id(token)
+    }
+
+    /// The padding token's id: the model's padding token, else its end-of-sequence token, else 0.
+    pub fn pad_id(&self) -> u32 {
+        [&self.pad, &self.eos].into_iter().flatten().find_map(|t| self.token_id(t)).unwrap_or(0)
     }
 
     /// The ids of the prompt that asks the model to answer `messages`.

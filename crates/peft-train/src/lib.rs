@@ -11,6 +11,8 @@ mod encode;
 mod eval;
 mod loss;
 mod plan;
+mod plot;
+mod prepare;
 mod template;
 mod train;
 
@@ -21,5 +23,7 @@ pub use encode::{Encoded, Encoder};
 pub use eval::{EvalResult, evaluate};
 pub use loss::lm_loss_sum;
 pub use plan::{BatchStream, Cursor, DataPlan};
+pub use plot::plot_losses;
+pub use prepare::Prepared;
 pub use template::{CHATML, ChatTemplate};
 pub use train::{Observer, StepLog, TrainSetup, TrainSummary, train};

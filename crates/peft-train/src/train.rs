@@ -225,7 +225,6 @@ pub fn train<B: AutodiffBackend>(setup: &TrainSetup<'_>, device: &B::Device, obs
         return Err(PeftError::InvalidConfig("no training example is left".into()));
     }
     let out = setup.out;
-    std::fs::create_dir_all(out).map_err(|source| PeftError::Io { path: out.display().to_string(), source })?;
     let (model, _) = HfModel::<B>::load(setup.model_dir, device)?;
     check_vocabulary(&[setup.train, setup.eval], model.vocab_size())?;
     let mut model = model;
@@ -235,6 +234,8 @@ pub fn train<B: AutodiffBackend>(setup: &TrainSetup<'_>, device: &B::Device, obs
     let trainable = TrainableReport::new(&model, &mode);
     let mut ids = TrainableIds(Vec::new());
     model.visit(&mut ids);
+    // Nothing is written until the model and its adapter are ready.
+    std::fs::create_dir_all(out).map_err(|source| PeftError::Io { path: out.display().to_string(), source })?;
     let mut optim = AdamWConfig::new().with_beta_1(0.9).with_beta_2(0.999).with_epsilon(1e-8).with_weight_decay(config.weight_decay as f32).init::<B, HfModel<B>>();
 
     let plan = DataPlan::new(setup.train, config.batch_size, config.packing.then_some(config.max_len), config.group_by_length, config.seed);

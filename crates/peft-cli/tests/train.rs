@@ -1,0 +1,108 @@
+//! `peft train`, `peft eval` and `peft generate` on the training-workflow fixtures: the output
+//! contract scripts rely on, resumption, agreement with transformers, and one-line errors.
+use std::path::PathBuf;
+mod common;
+
+use common::{assert_fails, peft};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../peft-train/tests/fixtures")
+}
+
+fn arg(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn train_writes_the_adapter_checkpoints_log_and_plot_and_resumes() {
+    let out = std::env::temp_dir().join(format!("peft-cli-train-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let (model, data) = (fixtures().join("llama"), fixtures().join("data/chat.jsonl"));
+    let toml = out.with_extension("toml");
+    std::fs::write(&toml, "lr = 0.02\ntarget = \"q_proj,v_proj\"\nsave_every = 2\n").unwrap();
+    let common = ["train", "--model", arg(&model), "--data", arg(&data), "--out", arg(&out), "--config", arg(&toml), "--max-steps", "4", "--eval-split", "0.25"];
+    let run = peft(&common);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("trained 4 steps") && stdout.contains("loss.svg"), "{stdout}");
+    for file in ["adapter/adapter_config.json", "adapter/adapter_model.safetensors", "checkpoints/step-2/adapter/adapter_model.safetensors", "checkpoints/step-4/state.json", "log.jsonl", "loss.svg"] {
+        assert!(out.join(file).exists(), "missing {file}");
+    }
+    assert!(std::fs::read_to_string(out.join("loss.svg")).unwrap().starts_with("<svg"));
+    // The adapter is a peft folder that `peft eval` loads.
+    let adapter = out.join("adapter");
+    let eval = peft(&["eval", "--model", arg(&model), "--adapter", arg(&adapter), "--data", arg(&data), "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    assert!(json["loss"].as_f64().unwrap() > 0.0 && json["perplexity"].as_f64().is_some() && json["tokens"].as_u64() == Some(59), "{json}");
+    // Resuming a finished run does no more steps and changes nothing; with other settings it is refused.
+    let before = std::fs::read(out.join("adapter/adapter_model.safetensors")).unwrap();
+    let mut resume = common.to_vec();
+    resume.push("--resume");
+    let again = peft(&resume);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("resumed from the checkpoint of step 4"), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(std::fs::read(out.join("adapter/adapter_model.safetensors")).unwrap(), before);
+    let mut other = resume.clone();
+    other.extend(["--lr", "0.5"]);
+    assert_fails(&peft(&other), "other settings", &out.join("nothing"));
+    assert!(out.join("checkpoints/step-4/state.json").exists(), "a refused resume damaged the checkpoint");
+    std::fs::remove_dir_all(&out).unwrap();
+    std::fs::remove_file(&toml).unwrap();
+}
+
+#[test]
+fn eval_and_greedy_generation_equal_transformers() {
+    let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("expected.json")).unwrap()).unwrap();
+    let (model, adapter) = (fixtures().join("llama"), fixtures().join("adapter"));
+    let eval = peft(&["eval", "--model", arg(&model), "--adapter", arg(&adapter), "--data", arg(&fixtures().join("data/alpaca.jsonl")), "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    assert!((json["loss"].as_f64().unwrap() - expected["eval"]["alpaca"]["adapter"]["loss"].as_f64().unwrap()).abs() < 1e-4, "{json}");
+    let prompt = "Is this review positive or negative? A warm, funny film.";
+    for (name, adapter) in [("llama", None), ("llama_adapter", Some(&adapter))] {
+        let mut args = vec!["generate", "--model", arg(&model), "--prompt", prompt, "--max-new-tokens", "12", "--json"];
+        if let Some(a) = adapter {
+            args.extend(["--adapter", arg(a)]);
+        }
+        let run = peft(&args);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+        assert_eq!(json["tokens"], expected["generate"][name], "{name}");
+        assert!(json["text"].is_string());
+    }
+}
+
+#[test]
+fn bad_training_input_is_one_line_and_leaves_no_output() {
+    let dir = std::env::temp_dir().join(format!("peft-cli-train-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = fixtures().join("llama");
+    let out = dir.join("run");
+    let data = dir.join("data.jsonl");
+    let train = |data: &std::path::Path, extra: &[&str]| {
+        let mut args = vec!["train", "--model", arg(&model), "--data", arg(data), "--out", arg(&out), "--max-steps", "1"];
+        args.extend(extra);
+        peft(&args)
+    };
+    std::fs::write(&data, "{\"text\": \"fine\"}\n{\"text\": \n").unwrap();
+    assert_fails(&train(&data, &[]), "data.jsonl:2: malformed JSON", &out);
+    std::fs::write(&data, "\n\n").unwrap();
+    assert_fails(&train(&data, &[]), "no usable example", &out);
+    std::fs::write(&data, "{\"text\": \"fine\"}\n").unwrap();
+    assert_fails(&train(&data, &["--method", "loha"]), "unknown method `loha`", &out);
+    assert_fails(&train(&data, &["--target", "nope_proj"]), "matches no adaptable module", &out);
+    assert_fails(&train(&data, &["--batch-size", "100000", "--max-len", "100000"]), "too large", &out);
+    assert_fails(&train(&dir.join("missing.jsonl"), &[]), "missing.jsonl", &out);
+    // A model without a chat template refuses chat data only when the ChatML fallback is off.
+    let bare = dir.join("bare");
+    std::fs::create_dir_all(&bare).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(model.join(f), bare.join(f)).unwrap();
+    }
+    std::fs::write(dir.join("off.toml"), "chatml_fallback = false\n").unwrap();
+    let chat = fixtures().join("data/chat.jsonl");
+    let mut args = vec!["train", "--model", arg(&bare), "--data", arg(&chat), "--out", arg(&out), "--max-steps", "1", "--config"];
+    let off = dir.join("off.toml");
+    args.push(arg(&off));
+    assert_fails(&peft(&args), "no chat template", &out);
+    assert_fails(&peft(&["generate", "--model", arg(&model), "--prompt", "hi", "--temperature", "-1"]), "temperature", &out);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
