@@ -67,5 +67,7 @@ fn main() -> Result<(), PeftError> {
     let (full, _) = fit(pretrained, &shifted_train, &TrainMode::Full, FitConfig { lr: 3e-3, ..fit_config });
     println!("full fine-tuning took {:.1?}; {}", start.elapsed(), TrainableReport::new(&full, &TrainMode::Full));
     report("full fine-tuning (no way back)", &full, &general_test, &shifted_test);
+    println!("\nNext, a real language model on your own data (docs/training.md):");
+    println!("  cargo run --release -p peft-cli -- train --model MODEL_DIR --data train.jsonl --eval-split 0.1 --out run --method lora --max-steps 500");
     Ok(())
 }

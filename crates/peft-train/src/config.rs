@@ -156,7 +156,8 @@ impl TrainConfig {
         if self.max_steps == Some(0) || (self.max_steps.is_none() && self.epochs == 0) {
             return bad("nothing to train: max_steps or epochs is 0".into());
         }
-        if !(0.0..1.0).contains(&self.eval_split) || !(self.max_grad_norm >= 0.0 && self.max_grad_norm.is_finite()) || !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+        let sane = |v: f64| v >= 0.0 && v.is_finite();
+        if !((0.0..1.0).contains(&self.eval_split) && sane(self.max_grad_norm) && sane(self.weight_decay)) {
             return bad("eval_split must be in [0, 1); max_grad_norm and weight_decay at least 0".into());
         }
         if self.batch_size.saturating_mul(self.max_len) > 1 << 24 {

@@ -58,13 +58,7 @@ impl Encoder {
         let template = ChatTemplate::from_model_dir(dir, chatml_fallback)?;
         let config_path = dir.join("tokenizer_config.json");
         let config: serde_json::Value = if config_path.exists() { peft_core::checkpoint::read_json(&config_path)? } else { serde_json::Value::Null };
-        let token = |key: &str| {
-            match &config[key] {
-                serde_json::Value::Object(o) => o.get("content").and_then(|c| c.as_str()).map(String::from),
-                other => other.as_str().map(String::from),
-            }
-            .filter(|t| !t.is_empty())
-        };
+        let token = |key: &str| Some(crate::template::special(&config, key)).filter(|t| !t.is_empty());
         let (eos, pad) = (token("eos_token"), token("pad_token"));
         Ok(Self { tokenizer, template, eos, pad, train_on_prompt: false })
     }

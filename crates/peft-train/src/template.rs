@@ -24,7 +24,7 @@ pub struct ChatTemplate {
 }
 
 /// A special token of `tokenizer_config.json`: a string, or an object with `content`.
-fn special(config: &Value, key: &str) -> String {
+pub(crate) fn special(config: &Value, key: &str) -> String {
     match &config[key] {
         Value::String(s) => s.clone(),
         Value::Object(o) => o.get("content").and_then(Value::as_str).unwrap_or_default().to_string(),
