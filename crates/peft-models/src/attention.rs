@@ -39,7 +39,7 @@ pub fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
 
 /// Scaled dot-product attention. `q [batch, heads, seq, hd]`, `k`/`v [batch, kv_heads, total, hd]`
 /// (`total - seq` prefix positions first; each kv head serves `heads / kv_heads` query heads);
-/// `bias` (from [`crate::batch::attention_bias`] or [`padding_bias`], built once per forward pass) is added to the
+/// `bias` (from [`crate::batch::attention_bias`], built once per forward pass) is added to the
 /// scores. Returns `[batch, seq, heads * hd]`.
 pub fn attend<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, bias: Option<&Tensor<B, 4>>) -> Tensor<B, 3> {
     let [batch, heads, seq, hd] = q.dims();
@@ -57,18 +57,4 @@ pub fn attend<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, bia
         scores = scores + bias.clone();
     }
     softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([batch, seq, heads * hd])
-}
-
-/// `[batch, 1, 1, prefix + seq]` from `padding [batch, seq]` (1 real token, 0 padding): padded keys
-/// get a large negative score (finite, so that a fully padded row stays finite); prefix keys are
-/// always visible.
-pub(crate) fn padding_bias<B: Backend>(padding: &Tensor<B, 2>, prefix: usize) -> Tensor<B, 4> {
-    let [batch, _] = padding.dims();
-    let visible = Tensor::cat(vec![Tensor::<B, 2>::ones([batch, prefix], &padding.device()), padding.clone()], 1);
-    (visible - 1.0).mul_scalar(1e9).unsqueeze_dim::<3>(1).unsqueeze_dim::<4>(1)
-}
-
-/// Positions `offset .. offset + seq` for every row: `[batch, seq]`.
-pub fn positions<B: Backend>(batch: usize, seq: usize, offset: usize, device: &B::Device) -> Tensor<B, 2, burn::tensor::Int> {
-    Tensor::<B, 1, burn::tensor::Int>::arange(offset as i64..(offset + seq) as i64, device).unsqueeze::<2>().expand([batch, seq])
 }

@@ -120,9 +120,9 @@ impl<B: Backend> KvCache<B> {
 
 /// The additive attention bias `[batch, 1, queries, prefix + keys]` for queries with segments
 /// `queries [batch, q]`, the last `q` of the keys with segments `keys [batch, k]`: 0 where a query
-/// sees a key (the prefix, and its own segment up to itself), a large negative number elsewhere
-/// (finite, so that a padding row stays finite).
-pub fn attention_bias<B: Backend>(queries: &Tensor<B, 2, Int>, keys: &Tensor<B, 2, Int>, prefix: usize) -> Tensor<B, 4> {
+/// sees a key (the prefix, and its own segment: up to itself when `causal`), a large negative
+/// number elsewhere (finite, so that a padding row stays finite).
+pub fn attention_bias<B: Backend>(queries: &Tensor<B, 2, Int>, keys: &Tensor<B, 2, Int>, prefix: usize, causal: bool) -> Tensor<B, 4> {
     let [batch, q] = queries.dims();
     let [_, k] = keys.dims();
     let device = queries.device();
@@ -130,9 +130,9 @@ pub fn attention_bias<B: Backend>(queries: &Tensor<B, 2, Int>, keys: &Tensor<B, 
     let same = queries.clone().unsqueeze_dim::<3>(2).expand([batch, q, k]).equal(keys.clone().unsqueeze_dim::<3>(1).expand([batch, q, k]));
     let key_index = Tensor::<B, 1, Int>::arange(0..k as i64, &device).unsqueeze_dim::<2>(0).expand([q, k]);
     let query_index = Tensor::<B, 1, Int>::arange(past as i64..k as i64, &device).unsqueeze_dim::<2>(1).expand([q, k]);
-    let causal = key_index.lower_equal(query_index).unsqueeze_dim::<3>(0).expand([batch, q, k]);
     let real = queries.clone().not_equal_elem(0).unsqueeze_dim::<3>(2).expand([batch, q, k]);
-    let visible = same.bool_and(causal).bool_and(real);
+    let visible = same.bool_and(real);
+    let visible = if causal { visible.bool_and(key_index.lower_equal(query_index).unsqueeze_dim::<3>(0).expand([batch, q, k])) } else { visible };
     let bias = Tensor::<B, 3>::zeros([batch, q, k], &device).mask_fill(visible.bool_not(), -1e9);
     let bias = if prefix == 0 { bias } else { Tensor::cat(vec![Tensor::zeros([batch, q, prefix], &device), bias], 2) };
     bias.unsqueeze_dim(1)

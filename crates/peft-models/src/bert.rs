@@ -13,7 +13,8 @@ use peft_lora::LoraEmbedding;
 use peft_ptuning::PrefixKv;
 use serde::Deserialize;
 
-use crate::attention::{AdaptedLinear, LinearAdapter, attend, kv_site, linear, padding_bias, positions, prefix_len, split_heads};
+use crate::attention::{AdaptedLinear, LinearAdapter, attend, kv_site, linear, prefix_len, split_heads};
+use crate::batch::{TokenBatch, attention_bias};
 
 fn default_eps() -> f64 {
     1e-12
@@ -226,9 +227,11 @@ impl<B: Backend, T: LinearAdapter<B>> Bert<B, T> {
         let e = &self.embeddings;
         let offset = self.prefix_len();
         let types = Tensor::<B, 2, Int>::zeros([batch, seq], &device);
-        let x = e.word_embeddings.forward(tokens) + e.position_embeddings.forward(positions::<B>(batch, seq, offset, &device)) + e.token_type_embeddings.forward(types);
+        let positions = TokenBatch::single(tokens.clone(), offset).positions;
+        let x = e.word_embeddings.forward(tokens) + e.position_embeddings.forward(positions) + e.token_type_embeddings.forward(types);
         let mut h = e.layer_norm.forward(x);
-        let bias = padding.map(|p| padding_bias(&p, offset));
+        // Every real token sees every real token (and the prefix); padding is seen by none.
+        let bias = padding.map(|p| attention_bias(&p.clone().int(), &p.int(), offset, false));
         for layer in &self.encoder.layer {
             let a = &layer.attention.self_attn;
             let (k, v) = a.kv.forward((split_heads(a.key.forward(h.clone()), a.heads), split_heads(a.value.forward(h.clone()), a.heads)));

@@ -159,7 +159,7 @@ impl<B: Backend, T: LinearAdapter<B>> Gpt2<B, T> {
         // With a prefix, real tokens take positions after it, as in peft.
         let offset = self.prefix_len();
         let keys = cache.as_deref_mut().map_or_else(|| batch.segments.clone(), |c| c.extend_segments(&batch.segments));
-        let bias = attention_bias(&batch.segments, &keys, offset);
+        let bias = attention_bias(&batch.segments, &keys, offset, true);
         let mut h = t.wte.forward(batch.tokens.clone()) + t.wpe.forward(batch.positions.clone().add_scalar(offset as i64));
         for (i, block) in t.h.iter().enumerate() {
             let x = block.ln_1.forward(h.clone());

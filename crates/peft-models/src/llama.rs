@@ -281,7 +281,7 @@ impl<B: Backend, T: LinearAdapter<B>> Llama<B, T> {
         let head_dim = first.k_proj.base.weight.dims()[1] / first.kv_heads;
         let rope = rope_tables(&batch.positions, offset, head_dim, self.rope_base);
         let keys = cache.as_deref_mut().map_or_else(|| batch.segments.clone(), |c| c.extend_segments(&batch.segments));
-        let bias = attention_bias(&batch.segments, &keys, offset);
+        let bias = attention_bias(&batch.segments, &keys, offset, true);
         let mut h = self.model.embed_tokens.forward(batch.tokens.clone());
         for (i, layer) in self.model.layers.iter().enumerate() {
             let attention = layer.self_attn.forward(layer.input_layernorm.forward(h.clone()), &rope, &bias, cache.as_deref_mut().map(|c| (c, i)));

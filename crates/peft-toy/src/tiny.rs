@@ -10,7 +10,8 @@ use burn::tensor::{Int, Tensor};
 use peft_adapter::AdaptedSublayer;
 use peft_core::{Layer, Tuned};
 use peft_lora::{LoraEmbedding, LoraLinear};
-use peft_models::attention::{attend, positions, split_heads};
+use peft_models::TokenBatch;
+use peft_models::attention::{attend, split_heads};
 use peft_ptuning::{KvSite, PrefixKv};
 
 /// Sizes of a [`TinyTransformer`].
@@ -145,8 +146,7 @@ impl TinyTransformerConfig {
 impl<B: Backend> TinyTransformer<B> {
     /// `tokens [batch, seq] -> logits [batch, n_classes]`.
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 2> {
-        let [batch, seq] = tokens.dims();
-        let positions = positions::<B>(batch, seq, 0, &tokens.device());
+        let positions = TokenBatch::single(tokens.clone(), 0).positions;
         let mut x = self.embed.forward(tokens) + self.position.forward(positions);
         for block in &self.blocks {
             x = x.clone() + block.attn.forward(block.norm1.forward(x));
