@@ -1,12 +1,11 @@
 //! Evaluation: the token-weighted mean loss over a whole data set, its perplexity, and how often
 //! the model predicts every completion token.
 
-use burn::tensor::ElementConversion;
 use burn::tensor::backend::Backend;
 use peft_models::CausalLm;
 use serde::Serialize;
 
-use crate::{Encoded, LmBatch, lm_loss_sum};
+use crate::{Encoded, LmBatch, host_sum, lm_loss_rows};
 
 /// What [`evaluate`] measures.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -33,7 +32,7 @@ pub fn evaluate<B: Backend>(model: &dyn CausalLm<B>, examples: &[Encoded], batch
         let wrong = predicted.not_equal(batch.targets.clone()).float() * batch.weights.clone();
         let wrong_per_row = wrong.sum_dim(1).into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default();
         exact += wrong_per_row.iter().filter(|w| **w == 0.0).count();
-        total += lm_loss_sum(logits, batch.targets, batch.weights).into_scalar().elem::<f64>();
+        total += host_sum(lm_loss_rows(logits, batch.targets, batch.weights));
         tokens += batch.target_count;
     }
     let loss = total / tokens.max(1) as f64;

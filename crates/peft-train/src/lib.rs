@@ -21,7 +21,7 @@ pub use config::{Method, Schedule, TrainConfig, learning_rate, modules};
 pub use data::{Dataset, Message, Record};
 pub use encode::{Encoded, Encoder};
 pub use eval::{EvalResult, evaluate};
-pub use loss::lm_loss_sum;
+pub use loss::{host_sum, lm_loss_rows};
 pub use plan::{BatchStream, Cursor, DataPlan};
 pub use plot::plot_losses;
 pub use prepare::Prepared;

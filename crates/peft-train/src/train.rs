@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::checkpoint::{OPTIMIZER, TrainState, ids_from_paths, latest_checkpoint, load_trainable, save_checkpoint, save_trainable};
 use crate::plan::{BatchStream, Cursor, DataPlan};
-use crate::{Encoded, EvalResult, LmBatch, Method, TrainConfig, evaluate, learning_rate, lm_loss_sum, modules};
+use crate::{Encoded, EvalResult, LmBatch, Method, TrainConfig, evaluate, host_sum, learning_rate, lm_loss_rows, modules};
 
 /// What a run needs besides its settings.
 #[derive(Clone, Copy, Debug)]
@@ -274,8 +274,9 @@ pub fn train<B: AutodiffBackend>(setup: &TrainSetup<'_>, device: &B::Device, obs
         for (i, batch) in batches.into_iter().enumerate() {
             B::seed(device, pass_seed(config.seed, step * config.grad_accum + i));
             let logits = model.causal_lm()?.logits(&batch.inputs, None);
-            let loss = lm_loss_sum(logits, batch.targets, batch.weights).div_scalar(counted as f64);
-            loss_sum += loss.clone().into_scalar().elem::<f64>();
+            let rows = lm_loss_rows(logits, batch.targets, batch.weights);
+            loss_sum += host_sum(rows.clone()) / counted as f64;
+            let loss = rows.sum().div_scalar(counted as f64);
             accumulator.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
         }
         if !loss_sum.is_finite() {
