@@ -15,10 +15,11 @@ use std::time::Instant;
 use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Int, Tensor};
 use peft::lora::Lora;
 use peft::models::LinearAdapter;
+use peft::quant::backend::QuantLinearBackend;
 use peft::models::llama::{Llama, LlamaConfig};
 use peft::prelude::*;
 
@@ -29,7 +30,7 @@ fn config() -> LlamaConfig {
     serde_json::from_str(json).expect("a Llama config")
 }
 
-fn model<B: Backend, T: LinearAdapter<B>>(device: &B::Device) -> Llama<B, T> {
+fn model<B: QuantLinearBackend, T: LinearAdapter<B>>(device: &B::Device) -> Llama<B, T> {
     B::seed(device, 1);
     let mut m = config().init::<B, T>(device).expect("a valid config");
     m.add_adapter("bench", &LoraConfig::new(Targeting::names(&["q_proj", "v_proj"])).with_r(8).with_alpha(16.0)).expect("targets exist");

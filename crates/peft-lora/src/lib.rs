@@ -4,6 +4,7 @@
 //! that one model mixes them.
 #![warn(missing_docs)]
 
+mod base_linear;
 mod combine;
 mod config;
 mod conv;

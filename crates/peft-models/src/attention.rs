@@ -2,23 +2,30 @@
 //! multi-head attention with grouped keys/values and a prefix site, masks and positions.
 
 use burn::module::Module;
-use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::nn::{Initializer, LinearConfig};
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
-use peft_core::{TunerForward, Tuned};
+use peft_core::{Tuned, Tuner, TunerForward};
 use peft_ptuning::{KvSite, PrefixKv};
+use peft_quant::BaseLinear;
+use peft_quant::backend::QuantLinearBackend;
 
-/// A method that can wrap the models' linear layers (LoRA, DoRA, IA3, ...).
-pub trait LinearAdapter<B: Backend>: TunerForward<B, Linear<B>, Tensor<B, 3>> {}
-impl<B: Backend, T: TunerForward<B, Linear<B>, Tensor<B, 3>>> LinearAdapter<B> for T {}
+/// A method for the models' linear layers (LoRA, DoRA, IA3, or `WeightAdapter` for both), on a
+/// dense or 4-bit base.
+pub trait LinearTuner<B: Backend>: Tuner<B, BaseLinear<B>> {}
+impl<B: Backend, T: Tuner<B, BaseLinear<B>>> LinearTuner<B> for T {}
 
-/// A linear layer carrying adapters of method `T`.
-pub type AdaptedLinear<B, T> = Tuned<B, Linear<B>, T>;
+/// A [`LinearTuner`] with its forward pass, on a backend that runs 4-bit products too.
+pub trait LinearAdapter<B: QuantLinearBackend>: LinearTuner<B> + TunerForward<B, BaseLinear<B>, Tensor<B, 3>> {}
+impl<B: QuantLinearBackend, T: LinearTuner<B> + TunerForward<B, BaseLinear<B>, Tensor<B, 3>>> LinearAdapter<B> for T {}
 
-/// A zero-initialised linear layer (weights are loaded afterwards), wrapped.
+/// A linear layer, dense or 4-bit, carrying adapters of method `T`.
+pub type AdaptedLinear<B, T> = Tuned<B, BaseLinear<B>, T>;
+
+/// A zero-initialised dense linear layer (weights are loaded afterwards), wrapped.
 pub(crate) fn linear<B: Backend, T: Module<B>>(d_in: usize, d_out: usize, bias: bool, device: &B::Device) -> AdaptedLinear<B, T> {
-    Tuned::new(LinearConfig::new(d_in, d_out).with_bias(bias).with_initializer(Initializer::Zeros).init(device))
+    Tuned::new(BaseLinear::Dense(LinearConfig::new(d_in, d_out).with_bias(bias).with_initializer(Initializer::Zeros).init(device)))
 }
 
 /// A key/value site for `kv_heads` heads of width `head_dim`.

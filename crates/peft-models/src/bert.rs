@@ -8,12 +8,13 @@ use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use peft_hf::{HfCheckpoint, WeightMap};
+use peft_quant::backend::QuantLinearBackend;
 use peft_core::{PeftError, Result, Tuned};
 use peft_lora::LoraEmbedding;
 use peft_ptuning::PrefixKv;
 use serde::Deserialize;
 
-use crate::attention::{AdaptedLinear, LinearAdapter, attend, kv_site, linear, prefix_len, split_heads};
+use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, attend, kv_site, linear, prefix_len, split_heads};
 use crate::batch::{TokenBatch, attention_bias};
 
 fn default_eps() -> f64 {
@@ -54,13 +55,13 @@ pub struct BertConfig {
 
 impl BertConfig {
     /// Builds the model with zero weights, with the pooler (as HF's `BertModel`).
-    pub fn init<B: Backend, T: LinearAdapter<B>>(&self, device: &B::Device) -> Result<Bert<B, T>> {
+    pub fn init<B: Backend, T: LinearTuner<B>>(&self, device: &B::Device) -> Result<Bert<B, T>> {
         self.init_with_pooler(true, device)
     }
 
     /// Builds the model with zero weights, with or without the pooler (checkpoints saved with
     /// `add_pooling_layer=False` have none).
-    pub fn init_with_pooler<B: Backend, T: LinearAdapter<B>>(&self, pooler: bool, device: &B::Device) -> Result<Bert<B, T>> {
+    pub fn init_with_pooler<B: Backend, T: LinearTuner<B>>(&self, pooler: bool, device: &B::Device) -> Result<Bert<B, T>> {
         let d = self.hidden_size;
         if self.num_attention_heads == 0 || !d.is_multiple_of(self.num_attention_heads) || self.num_hidden_layers == 0 {
             return Err(PeftError::InvalidConfig(format!("BERT with hidden_size {d}, {} heads, {} layers", self.num_attention_heads, self.num_hidden_layers)));
@@ -131,7 +132,7 @@ pub struct BertSelfAttention<B: Backend, T: Module<B>> {
     /// Heads.
     pub heads: usize,
 }
-peft_core::adaptable!(BertSelfAttention<T: LinearAdapter<B>> { query, key, value, kv });
+peft_core::adaptable!(BertSelfAttention<T: LinearTuner<B>> { query, key, value, kv });
 
 /// `layer_norm(residual + dense(x))`.
 #[derive(Module, Debug)]
@@ -141,7 +142,7 @@ pub struct BertOutput<B: Backend, T: Module<B>> {
     /// Post-residual norm.
     pub layer_norm: LayerNorm<B>,
 }
-peft_core::adaptable!(BertOutput<T: LinearAdapter<B>> { dense });
+peft_core::adaptable!(BertOutput<T: LinearTuner<B>> { dense });
 
 /// Self-attention and its output projection.
 #[derive(Module, Debug)]
@@ -151,7 +152,7 @@ pub struct BertAttention<B: Backend, T: Module<B>> {
     /// Output projection and norm.
     pub output: BertOutput<B, T>,
 }
-peft_core::adaptable!(BertAttention<T: LinearAdapter<B>> { self_attn, output });
+peft_core::adaptable!(BertAttention<T: LinearTuner<B>> { self_attn, output });
 
 /// The feed-forward up-projection.
 #[derive(Module, Debug)]
@@ -159,7 +160,7 @@ pub struct BertIntermediate<B: Backend, T: Module<B>> {
     /// `d -> intermediate`.
     pub dense: AdaptedLinear<B, T>,
 }
-peft_core::adaptable!(BertIntermediate<T: LinearAdapter<B>> { dense });
+peft_core::adaptable!(BertIntermediate<T: LinearTuner<B>> { dense });
 
 /// One post-norm encoder layer.
 #[derive(Module, Debug)]
@@ -171,7 +172,7 @@ pub struct BertLayer<B: Backend, T: Module<B>> {
     /// Feed-forward down, residual and norm.
     pub output: BertOutput<B, T>,
 }
-peft_core::adaptable!(BertLayer<T: LinearAdapter<B>> { attention, intermediate, output });
+peft_core::adaptable!(BertLayer<T: LinearTuner<B>> { attention, intermediate, output });
 
 /// The layers.
 #[derive(Module, Debug)]
@@ -179,7 +180,7 @@ pub struct BertEncoder<B: Backend, T: Module<B>> {
     /// Layers.
     pub layer: Vec<BertLayer<B, T>>,
 }
-peft_core::adaptable!(BertEncoder<T: LinearAdapter<B>> { layer });
+peft_core::adaptable!(BertEncoder<T: LinearTuner<B>> { layer });
 
 /// `tanh(dense(h[:, 0]))`, the pooled output.
 #[derive(Module, Debug)]
@@ -187,7 +188,7 @@ pub struct BertPooler<B: Backend, T: Module<B>> {
     /// `d -> d`.
     pub dense: AdaptedLinear<B, T>,
 }
-peft_core::adaptable!(BertPooler<T: LinearAdapter<B>> { dense });
+peft_core::adaptable!(BertPooler<T: LinearTuner<B>> { dense });
 
 /// `BertModel`.
 #[derive(Module, Debug)]
@@ -199,15 +200,15 @@ pub struct Bert<B: Backend, T: Module<B>> {
     /// Pooler, when the checkpoint has one.
     pub pooler: Option<BertPooler<B, T>>,
 }
-peft_core::adaptable!(Bert<T: LinearAdapter<B>> { embeddings, encoder, pooler });
+peft_core::adaptable!(Bert<T: LinearTuner<B>> { embeddings, encoder, pooler });
 
-impl<B: Backend, T: LinearAdapter<B>> BertOutput<B, T> {
+impl<B: QuantLinearBackend, T: LinearAdapter<B>> BertOutput<B, T> {
     fn forward(&self, x: Tensor<B, 3>, residual: Tensor<B, 3>) -> Tensor<B, 3> {
         self.layer_norm.forward(self.dense.forward(x) + residual)
     }
 }
 
-impl<B: Backend, T: LinearAdapter<B>> Bert<B, T> {
+impl<B: QuantLinearBackend, T: LinearAdapter<B>> Bert<B, T> {
     /// Positions the live prefix adapters put before the tokens.
     pub fn prefix_len(&self) -> usize {
         self.encoder.layer.first().map_or(0, |l| prefix_len(&l.attention.self_attn.kv))
@@ -251,7 +252,7 @@ impl<B: Backend, T: LinearAdapter<B>> Bert<B, T> {
     }
 }
 
-impl<B: Backend, T: LinearAdapter<B>> HfCheckpoint<B> for Bert<B, T> {
+impl<B: Backend, T: LinearTuner<B>> HfCheckpoint<B> for Bert<B, T> {
     /// `self_attn` ↔ `self`, `layer_norm` ↔ `LayerNorm`; `BertFor*` files prefix names with `bert.`.
     fn weight_map(&self) -> WeightMap {
         WeightMap::new().rename("self_attn", "self").rename("layer_norm", "LayerNorm").fallback_prefix("", "bert.")

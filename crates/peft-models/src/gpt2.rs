@@ -6,12 +6,13 @@ use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConf
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use peft_hf::{HfCheckpoint, WeightMap};
+use peft_quant::backend::QuantLinearBackend;
 use peft_core::{PeftError, Result, Tuned};
 use peft_lora::LoraEmbedding;
 use peft_ptuning::PrefixKv;
 use serde::Deserialize;
 
-use crate::attention::{AdaptedLinear, LinearAdapter, attend, kv_site, linear, prefix_len, split_heads};
+use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, attend, kv_site, linear, prefix_len, split_heads};
 use crate::batch::{KvCache, TokenBatch, attention_bias};
 use crate::generate::CausalLm;
 
@@ -48,7 +49,7 @@ pub struct Gpt2Config {
 
 impl Gpt2Config {
     /// Builds the model with zero weights.
-    pub fn init<B: Backend, T: LinearAdapter<B>>(&self, device: &B::Device) -> Result<Gpt2<B, T>> {
+    pub fn init<B: Backend, T: LinearTuner<B>>(&self, device: &B::Device) -> Result<Gpt2<B, T>> {
         let d = self.n_embd;
         if self.n_head == 0 || !d.is_multiple_of(self.n_head) || self.n_layer == 0 {
             return Err(PeftError::InvalidConfig(format!("GPT-2 with n_embd {d}, n_head {}, n_layer {}", self.n_head, self.n_layer)));
@@ -85,7 +86,7 @@ pub struct Gpt2Attention<B: Backend, T: Module<B>> {
     /// Heads.
     pub heads: usize,
 }
-peft_core::adaptable!(Gpt2Attention<T: LinearAdapter<B>> { c_attn, c_proj, kv });
+peft_core::adaptable!(Gpt2Attention<T: LinearTuner<B>> { c_attn, c_proj, kv });
 
 /// `c_proj(gelu(c_fc(x)))`.
 #[derive(Module, Debug)]
@@ -97,7 +98,7 @@ pub struct Gpt2Mlp<B: Backend, T: Module<B>> {
     /// tanh-approximated GELU (`gelu_new`).
     pub tanh: bool,
 }
-peft_core::adaptable!(Gpt2Mlp<T: LinearAdapter<B>> { c_fc, c_proj });
+peft_core::adaptable!(Gpt2Mlp<T: LinearTuner<B>> { c_fc, c_proj });
 
 /// One pre-norm block.
 #[derive(Module, Debug)]
@@ -111,7 +112,7 @@ pub struct Gpt2Block<B: Backend, T: Module<B>> {
     /// MLP.
     pub mlp: Gpt2Mlp<B, T>,
 }
-peft_core::adaptable!(Gpt2Block<T: LinearAdapter<B>> { attn, mlp });
+peft_core::adaptable!(Gpt2Block<T: LinearTuner<B>> { attn, mlp });
 
 /// The transformer (HF's `transformer`).
 #[derive(Module, Debug)]
@@ -125,7 +126,7 @@ pub struct Gpt2Model<B: Backend, T: Module<B>> {
     /// Final norm.
     pub ln_f: LayerNorm<B>,
 }
-peft_core::adaptable!(Gpt2Model<T: LinearAdapter<B>> { wte, h });
+peft_core::adaptable!(Gpt2Model<T: LinearTuner<B>> { wte, h });
 
 /// `GPT2LMHeadModel` (head tied to `wte`).
 #[derive(Module, Debug)]
@@ -133,7 +134,7 @@ pub struct Gpt2<B: Backend, T: Module<B>> {
     /// The transformer.
     pub transformer: Gpt2Model<B, T>,
 }
-peft_core::adaptable!(Gpt2<T: LinearAdapter<B>> { transformer });
+peft_core::adaptable!(Gpt2<T: LinearTuner<B>> { transformer });
 
 /// GELU, tanh approximation: `0.5·x·(1 + tanh(sqrt(2/π)·(x + 0.044715·x³)))`.
 fn gelu_tanh<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
@@ -141,7 +142,7 @@ fn gelu_tanh<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
     x.mul_scalar(0.5) * (inner.tanh() + 1.0)
 }
 
-impl<B: Backend, T: LinearAdapter<B>> Gpt2<B, T> {
+impl<B: QuantLinearBackend, T: LinearAdapter<B>> Gpt2<B, T> {
     /// Positions the live prefix adapters put before the tokens.
     pub fn prefix_len(&self) -> usize {
         self.transformer.h.first().map_or(0, |b| prefix_len(&b.attn.kv))
@@ -189,7 +190,7 @@ impl<B: Backend, T: LinearAdapter<B>> Gpt2<B, T> {
     }
 }
 
-impl<B: Backend, T: LinearAdapter<B>> CausalLm<B> for Gpt2<B, T> {
+impl<B: QuantLinearBackend, T: LinearAdapter<B>> CausalLm<B> for Gpt2<B, T> {
     fn logits(&self, batch: &TokenBatch<B>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
         self.forward_batch(batch, cache)
     }
@@ -198,7 +199,7 @@ impl<B: Backend, T: LinearAdapter<B>> CausalLm<B> for Gpt2<B, T> {
     }
 }
 
-impl<B: Backend, T: LinearAdapter<B>> HfCheckpoint<B> for Gpt2<B, T> {
+impl<B: Backend, T: LinearTuner<B>> HfCheckpoint<B> for Gpt2<B, T> {
     /// `Conv1D` weights `[in, out]`; files saved from `GPT2Model` lack the `transformer.` prefix.
     fn weight_map(&self) -> WeightMap {
         WeightMap::new().linear_weights_in_out(true).fallback_prefix("transformer.", "")

@@ -10,8 +10,10 @@ use peft_core::checkpoint::{parse, read_bytes};
 use peft_core::{Adaptable, PeftError, Result, TunedVisitor};
 use peft_hf::{HfCheckpoint, LoadReport, WeightMap};
 use peft_lora::WeightAdapter;
+use peft_quant::{BaseLinear, QuantConfig};
+use peft_quant::backend::QuantLinearBackend;
 
-use crate::attention::LinearAdapter;
+use crate::attention::{LinearAdapter, LinearTuner};
 use crate::bert::Bert;
 use crate::generate::CausalLm;
 use crate::gpt2::Gpt2;
@@ -42,7 +44,7 @@ macro_rules! each_architecture {
     };
 }
 
-impl<B: Backend, T: LinearAdapter<B>> HfModel<B, T> {
+impl<B: Backend, T: LinearTuner<B>> HfModel<B, T> {
     /// Builds the architecture `config` names, with zero weights.
     pub fn init(config: &HfModelConfig, device: &B::Device) -> Result<Self> {
         Ok(match config {
@@ -68,6 +70,38 @@ impl<B: Backend, T: LinearAdapter<B>> HfModel<B, T> {
         model.assign_hf_weights(&file, false)
     }
 
+    /// Quantizes every linear layer but the output head to 4 bits (`config`, bitsandbytes-exact):
+    /// the base of QLoRA. Returns how many layers were quantized. Quantize before adding adapters.
+    pub fn quantize(&mut self, config: QuantConfig) -> Result<usize> {
+        let layers: Vec<&mut BaseLinear<B>> = match self {
+            Self::Llama(m) => m.model.layers.iter_mut().flat_map(|l| {
+                let (a, f) = (&mut l.self_attn, &mut l.mlp);
+                [&mut a.q_proj.base, &mut a.k_proj.base, &mut a.v_proj.base, &mut a.o_proj.base, &mut f.gate_proj.base, &mut f.up_proj.base, &mut f.down_proj.base]
+            }).collect(),
+            Self::Gpt2(m) => m.transformer.h.iter_mut().flat_map(|b| [&mut b.attn.c_attn.base, &mut b.attn.c_proj.base, &mut b.mlp.c_fc.base, &mut b.mlp.c_proj.base]).collect(),
+            Self::Bert(m) => m.encoder.layer.iter_mut().flat_map(|l| {
+                let a = &mut l.attention;
+                [&mut a.self_attn.query.base, &mut a.self_attn.key.base, &mut a.self_attn.value.base, &mut a.output.dense.base, &mut l.intermediate.dense.base, &mut l.output.dense.base]
+            }).collect(),
+        };
+        let count = layers.len();
+        for layer in layers {
+            layer.quantize(config)?;
+        }
+        Ok(count)
+    }
+
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Self::Llama(m) => m.model.embed_tokens.base.weight.dims()[0],
+            Self::Gpt2(m) => m.transformer.wte.base.weight.dims()[0],
+            Self::Bert(m) => m.embeddings.word_embeddings.base.weight.dims()[0],
+        }
+    }
+}
+
+impl<B: QuantLinearBackend, T: LinearAdapter<B>> HfModel<B, T> {
     /// Causal LMs: logits `[batch, seq, vocab]`; BERT: the last hidden state `[batch, seq, hidden]`.
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         each_architecture!(self, m => m.forward(tokens))
@@ -95,24 +129,15 @@ impl<B: Backend, T: LinearAdapter<B>> HfModel<B, T> {
             Self::Bert(_) => Err(PeftError::UnsupportedValue { key: "model_type for a causal language model".into(), value: "bert".into(), supported: "llama, gpt2".into() }),
         }
     }
-
-    /// Vocabulary size.
-    pub fn vocab_size(&self) -> usize {
-        match self {
-            Self::Llama(m) => m.model.embed_tokens.base.weight.dims()[0],
-            Self::Gpt2(m) => m.transformer.wte.base.weight.dims()[0],
-            Self::Bert(m) => m.embeddings.word_embeddings.base.weight.dims()[0],
-        }
-    }
 }
 
-impl<B: Backend, T: LinearAdapter<B>> Adaptable<B> for HfModel<B, T> {
+impl<B: Backend, T: LinearTuner<B>> Adaptable<B> for HfModel<B, T> {
     fn visit_tuned<V: TunedVisitor<B>>(&mut self, path: &str, visitor: &mut V) {
         each_architecture!(self, m => m.visit_tuned(path, visitor))
     }
 }
 
-impl<B: Backend, T: LinearAdapter<B>> HfCheckpoint<B> for HfModel<B, T> {
+impl<B: Backend, T: LinearTuner<B>> HfCheckpoint<B> for HfModel<B, T> {
     fn weight_map(&self) -> WeightMap {
         each_architecture!(self, m => m.weight_map())
     }

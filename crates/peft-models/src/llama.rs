@@ -7,12 +7,13 @@ use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use peft_hf::{HfCheckpoint, WeightMap};
+use peft_quant::backend::QuantLinearBackend;
 use peft_core::{PeftError, Result, Tuned};
 use peft_lora::LoraEmbedding;
 use peft_ptuning::PrefixKv;
 use serde::Deserialize;
 
-use crate::attention::{AdaptedLinear, LinearAdapter, attend, kv_site, linear, prefix_len, split_heads};
+use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, attend, kv_site, linear, prefix_len, split_heads};
 use crate::batch::{KvCache, TokenBatch, attention_bias};
 use crate::generate::CausalLm;
 
@@ -109,7 +110,7 @@ impl LlamaConfig {
     }
 
     /// Builds the model with zero weights (load a checkpoint into it with [`crate::load_model`]).
-    pub fn init<B: Backend, T: LinearAdapter<B>>(&self, device: &B::Device) -> Result<Llama<B, T>> {
+    pub fn init<B: Backend, T: LinearTuner<B>>(&self, device: &B::Device) -> Result<Llama<B, T>> {
         self.check()?;
         let (d, hd, heads, kvh) = (self.hidden_size, self.head_dim(), self.num_attention_heads, self.kv_heads());
         let norm = |eps| RmsNormConfig::new(d).with_epsilon(eps).init(device);
@@ -163,7 +164,7 @@ pub struct LlamaAttention<B: Backend, T: Module<B>> {
     /// Key/value heads.
     pub kv_heads: usize,
 }
-peft_core::adaptable!(LlamaAttention<T: LinearAdapter<B>> { q_proj, k_proj, v_proj, o_proj, kv });
+peft_core::adaptable!(LlamaAttention<T: LinearTuner<B>> { q_proj, k_proj, v_proj, o_proj, kv });
 
 /// `down(silu(gate(x)) * up(x))`.
 #[derive(Module, Debug)]
@@ -175,7 +176,7 @@ pub struct LlamaMlp<B: Backend, T: Module<B>> {
     /// Down.
     pub down_proj: AdaptedLinear<B, T>,
 }
-peft_core::adaptable!(LlamaMlp<T: LinearAdapter<B>> { gate_proj, up_proj, down_proj });
+peft_core::adaptable!(LlamaMlp<T: LinearTuner<B>> { gate_proj, up_proj, down_proj });
 
 /// One pre-norm decoder layer.
 #[derive(Module, Debug)]
@@ -189,7 +190,7 @@ pub struct LlamaLayer<B: Backend, T: Module<B>> {
     /// SwiGLU MLP.
     pub mlp: LlamaMlp<B, T>,
 }
-peft_core::adaptable!(LlamaLayer<T: LinearAdapter<B>> { self_attn, mlp });
+peft_core::adaptable!(LlamaLayer<T: LinearTuner<B>> { self_attn, mlp });
 
 /// The decoder stack (HF's `model`).
 #[derive(Module, Debug)]
@@ -201,7 +202,7 @@ pub struct LlamaModel<B: Backend, T: Module<B>> {
     /// Final norm.
     pub norm: RmsNorm<B>,
 }
-peft_core::adaptable!(LlamaModel<T: LinearAdapter<B>> { embed_tokens, layers });
+peft_core::adaptable!(LlamaModel<T: LinearTuner<B>> { embed_tokens, layers });
 
 /// `LlamaForCausalLM`.
 #[derive(Module, Debug)]
@@ -213,7 +214,7 @@ pub struct Llama<B: Backend, T: Module<B>> {
     /// RoPE base.
     pub rope_base: f64,
 }
-peft_core::adaptable!(Llama<T: LinearAdapter<B>> { model, lm_head });
+peft_core::adaptable!(Llama<T: LinearTuner<B>> { model, lm_head });
 
 /// Rotary tables `cos`, `sin` `[batch, 1, seq, head_dim]` for `positions [batch, seq]` moved by
 /// `offset`, HF's layout (frequencies repeated over both halves), computed in f32.
@@ -245,7 +246,7 @@ fn apply_rope<B: Backend>(x: Tensor<B, 4>, (cos, sin): &(Tensor<B, 4>, Tensor<B,
     x * cos.clone() + rotated * sin.clone()
 }
 
-impl<B: Backend, T: LinearAdapter<B>> LlamaAttention<B, T> {
+impl<B: QuantLinearBackend, T: LinearAdapter<B>> LlamaAttention<B, T> {
     /// `[batch, seq, hidden] -> [batch, seq, hidden]`, with rotary tables for the tokens'
     /// positions and the attention bias of the pass ([`attention_bias`]); with a cache, the keys
     /// and values of the earlier tokens come from it and this pass's are added to it.
@@ -261,7 +262,7 @@ impl<B: Backend, T: LinearAdapter<B>> LlamaAttention<B, T> {
     }
 }
 
-impl<B: Backend, T: LinearAdapter<B>> Llama<B, T> {
+impl<B: QuantLinearBackend, T: LinearAdapter<B>> Llama<B, T> {
     /// Positions the live prefix adapters put before the tokens.
     pub fn prefix_len(&self) -> usize {
         self.model.layers.first().map_or(0, |l| prefix_len(&l.self_attn.kv))
@@ -278,7 +279,7 @@ impl<B: Backend, T: LinearAdapter<B>> Llama<B, T> {
         let first = &self.model.layers[0].self_attn;
         // peft's prefixes occupy the first positions: real tokens are rotated from there on.
         let offset = self.prefix_len();
-        let head_dim = first.k_proj.base.weight.dims()[1] / first.kv_heads;
+        let head_dim = first.k_proj.base.dims()[1] / first.kv_heads;
         let rope = rope_tables(&batch.positions, offset, head_dim, self.rope_base);
         let keys = cache.as_deref_mut().map_or_else(|| batch.segments.clone(), |c| c.extend_segments(&batch.segments));
         let bias = attention_bias(&batch.segments, &keys, offset, true);
@@ -308,7 +309,7 @@ impl<B: Backend, T: LinearAdapter<B>> Llama<B, T> {
     }
 }
 
-impl<B: Backend, T: LinearAdapter<B>> CausalLm<B> for Llama<B, T> {
+impl<B: QuantLinearBackend, T: LinearAdapter<B>> CausalLm<B> for Llama<B, T> {
     fn logits(&self, batch: &TokenBatch<B>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
         self.forward_batch(batch, cache)
     }
@@ -317,7 +318,7 @@ impl<B: Backend, T: LinearAdapter<B>> CausalLm<B> for Llama<B, T> {
     }
 }
 
-impl<B: Backend, T: LinearAdapter<B>> HfCheckpoint<B> for Llama<B, T> {
+impl<B: Backend, T: LinearTuner<B>> HfCheckpoint<B> for Llama<B, T> {
     /// HF names are this model's field names.
     fn weight_map(&self) -> WeightMap {
         WeightMap::new()

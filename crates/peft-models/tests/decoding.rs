@@ -114,3 +114,21 @@ fn generation_refuses_bad_settings_and_encoders() {
     let bert = HfModel::<B>::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/models/bert"), &Default::default()).unwrap().0;
     assert!(bert.causal_lm().is_err());
 }
+
+#[test]
+fn a_quantized_model_stays_near_the_dense_one_and_decodes_the_same_with_the_cache() {
+    let dense = model("llama");
+    let mut quantized = model("llama");
+    // Every linear layer but the head: 2 layers × (q, k, v, o, gate, up, down).
+    assert_eq!(quantized.quantize(peft_quant::QuantConfig::qlora()).unwrap(), 14);
+    let (a, b) = (single(&dense, SEQS[0]), single(&quantized, SEQS[0]));
+    let scale = a.clone().abs().max().into_scalar();
+    let diff = max_diff(a, b);
+    println!("NF4 base: largest logit difference {diff:.3e} of {scale:.3e}");
+    assert!(diff > 0.0 && diff < 0.1 * scale, "{diff} of {scale}");
+    let prompt = ids(&expected()["generate"]["prompt_ids"]);
+    let config = GenerationConfig { max_new_tokens: 8, ..Default::default() };
+    let cached = generate(quantized.causal_lm().unwrap(), &prompt, &config, &Default::default()).unwrap();
+    let uncached = generate(quantized.causal_lm().unwrap(), &prompt, &GenerationConfig { use_cache: false, ..config }, &Default::default()).unwrap();
+    assert_eq!(cached, uncached);
+}

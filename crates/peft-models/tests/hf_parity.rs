@@ -303,7 +303,7 @@ fn fresh_lora_and_prefix_save_for_peft() {
         let heads: &[&str] = if case == "fresh_rslora_dora" { &["lm_head"] } else { &[] };
         if !heads.is_empty() {
             let peft_models::HfModel::Llama(llama) = &mut m else { unreachable!() };
-            let head = &mut llama.lm_head.as_mut().unwrap().base;
+            let peft_quant::BaseLinear::Dense(head) = &mut llama.lm_head.as_mut().unwrap().base else { unreachable!() };
             head.weight = peft_core::frozen_like(&head.weight, head.weight.val().mul_scalar(1.5));
         }
         save_reload_export(&mut m, "mine", &method, case, "llama", &SaveOptions { task_type: Some("CAUSAL_LM"), modules_to_save: heads });

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+mod base_linear;
 pub mod blockwise;
 mod code;
 mod dynamic_map;
@@ -18,6 +19,7 @@ pub mod layout;
 mod qlinear;
 mod state;
 
+pub use base_linear::BaseLinear;
 pub use code::{NF4_CODE, QuantType};
 pub use dynamic_map::DYNAMIC_MAP;
 pub use error::{QuantError, Result};

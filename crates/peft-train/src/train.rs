@@ -19,6 +19,8 @@ use peft_hf::{HfCheckpoint, HfMethod, SaveOptions, save_adapter};
 use peft_lora::{Ia3Config, LoraConfig};
 use peft_models::HfModel;
 use peft_ptuning::PrefixConfig;
+use peft_quant::QuantConfig;
+use peft_quant::backend::QuantLinearBackend;
 use serde::Serialize;
 
 use crate::checkpoint::{OPTIMIZER, TrainState, ids_from_paths, latest_checkpoint, load_trainable, save_checkpoint, save_trainable};
@@ -106,17 +108,21 @@ pub struct TrainSummary {
     pub log: PathBuf,
 }
 
-/// Attaches the method of `config` to `model` as adapter `default`; what trains.
+/// Attaches the method of `config` to `model` as adapter `default` (QLoRA: after quantizing the
+/// base to NF4 with double quantization, as QLoRA does); what trains.
 fn attach<B: Backend>(model: &mut HfModel<B>, config: &TrainConfig) -> Result<(TrainMode, Option<HfMethod>)> {
     let targets = Targeting::new(config.targets());
+    if config.method == Method::Qlora {
+        model.quantize(QuantConfig::qlora())?;
+    }
     let method = match config.method {
-        Method::Lora => HfMethod::Lora(LoraConfig::new(targets).with_r(config.r).with_alpha(config.alpha).with_dropout(config.dropout)),
+        Method::Lora | Method::Qlora => HfMethod::Lora(LoraConfig::new(targets).with_r(config.r).with_alpha(config.alpha).with_dropout(config.dropout)),
         Method::Ia3 => HfMethod::Ia3(Ia3Config::new(targets).with_feedforward_modules(modules(&config.feedforward))),
         Method::Prefix => HfMethod::Prefix(PrefixConfig::new(Targeting::new(TargetModules::names(&["kv"]))).with_num_virtual_tokens(config.num_virtual_tokens)),
         Method::Full => return Ok((TrainMode::Full, None)),
-        Method::Qlora | Method::Adapter => {
-            let what = if config.method == Method::Qlora { "qlora" } else { "adapter" };
-            return Err(PeftError::UnsupportedValue { key: "method of `peft train`".into(), value: what.into(), supported: "lora, ia3, prefix, full (qlora and adapter are not wired into the reference models yet)".into() });
+        Method::Adapter => {
+            let supported = "lora, qlora, ia3, prefix, full (bottleneck adapters have no file format to save them in yet)";
+            return Err(PeftError::UnsupportedValue { key: "method of `peft train`".into(), value: "adapter".into(), supported: supported.into() });
         }
     };
     model.add_adapter("default", method.config())?;
@@ -218,7 +224,10 @@ fn save_output<B: Backend>(model: &mut HfModel<B>, method: &Option<HfMethod>, mo
 }
 
 /// Trains as `setup` says, on `device`.
-pub fn train<B: AutodiffBackend>(setup: &TrainSetup<'_>, device: &B::Device, observer: &mut dyn Observer) -> Result<TrainSummary> {
+pub fn train<B: AutodiffBackend + QuantLinearBackend>(setup: &TrainSetup<'_>, device: &B::Device, observer: &mut dyn Observer) -> Result<TrainSummary>
+where
+    B::InnerBackend: QuantLinearBackend,
+{
     let config = setup.config;
     config.validate()?;
     if setup.train.is_empty() {
@@ -229,9 +238,12 @@ pub fn train<B: AutodiffBackend>(setup: &TrainSetup<'_>, device: &B::Device, obs
     check_vocabulary(&[setup.train, setup.eval], model.vocab_size())?;
     let mut model = model;
     B::seed(device, config.seed);
+    // Counted before quantization: a 4-bit weight is not a Burn parameter, but it is the model's.
+    let base_params = TrainableReport::new(&model, &TrainMode::Full).total;
     let (mode, method) = attach(&mut model, config)?;
     let mut model = ids_from_paths(set_trainable(model, &mode));
-    let trainable = TrainableReport::new(&model, &mode);
+    let counted = TrainableReport::new(&model, &mode);
+    let trainable = if mode == TrainMode::Full { counted } else { TrainableReport { trainable: counted.trainable, total: base_params + counted.trainable } };
     let mut ids = TrainableIds(Vec::new());
     model.visit(&mut ids);
     // Nothing is written until the model and its adapter are ready.
