@@ -29,6 +29,7 @@ use peft_toy::synthetic::Lcg;
 use peft::models::text::{encode, load_tokenizer};
 use peft::models::HfModel;
 use peft::prelude::*;
+use peft::quant::backend::QuantLinearBackend;
 
 type Train = Autodiff<NdArray>;
 
@@ -40,7 +41,7 @@ struct Classifier<B: Backend> {
 }
 peft::adaptable!(Classifier { encoder });
 
-impl<B: Backend> Classifier<B> {
+impl<B: QuantLinearBackend> Classifier<B> {
     /// `tokens [batch, seq]`, `padding [batch, seq]` (1 real, 0 pad) -> logits `[batch, 2]`.
     fn forward(&self, tokens: Tensor<B, 2, Int>, padding: Tensor<B, 2>) -> Tensor<B, 2> {
         let hidden = self.encoder.forward_padded(tokens, Some(padding.clone()));
@@ -102,7 +103,7 @@ fn batch<B: Backend>(examples: &[&Example], device: &B::Device) -> (Tensor<B, 2,
     )
 }
 
-fn accuracy<B: Backend>(model: &Classifier<B>, data: &[Example], batch_size: usize) -> f64 {
+fn accuracy<B: QuantLinearBackend>(model: &Classifier<B>, data: &[Example], batch_size: usize) -> f64 {
     let device = Default::default();
     let mut correct = 0usize;
     for chunk in data.chunks(batch_size) {
@@ -114,7 +115,7 @@ fn accuracy<B: Backend>(model: &Classifier<B>, data: &[Example], batch_size: usi
     100.0 * correct as f64 / data.len() as f64
 }
 
-fn train<B: AutodiffBackend>(mut model: Classifier<B>, data: &[Example], epochs: usize, batch_size: usize, lr: f64, seed: u64) -> Classifier<B> {
+fn train<B: AutodiffBackend + QuantLinearBackend>(mut model: Classifier<B>, data: &[Example], epochs: usize, batch_size: usize, lr: f64, seed: u64) -> Classifier<B> {
     let mode = TrainMode::adapters_and(&["head"]);
     model = set_trainable(model, &mode);
     println!("  {}", TrainableReport::new(&model, &mode));
