@@ -38,10 +38,22 @@ pub fn quantize(input: &Path, out: &Path, quant_type: &str, blocksize: usize, do
     let mut quantized = 0;
     let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
     names.sort();
+    let mut selected = BTreeSet::new();
     for name in &names {
         let view = st.tensor(name).map_err(|e| PeftError::Safetensors { path: path.clone(), reason: e.to_string() })?;
-        let selected = view.shape().len() == 2 && is_float(view.dtype()) && include.as_ref().is_none_or(|r| r.is_match(name));
-        if selected {
+        if view.shape().len() == 2 && is_float(view.dtype()) && include.as_ref().is_none_or(|r| r.is_match(name)) {
+            selected.insert(name.as_str());
+        }
+    }
+    for weight in &selected {
+        let written = part_names(weight).into_iter().skip(1);
+        if let Some(existing) = written.into_iter().find(|n| names.contains(n)) {
+            return Err(QuantError::NameCollision { weight: weight.to_string(), existing }.into());
+        }
+    }
+    for name in &names {
+        let view = st.tensor(name).map_err(|e| PeftError::Safetensors { path: path.clone(), reason: e.to_string() })?;
+        if selected.contains(name.as_str()) {
             let values = to_f32(name, &view)?;
             let q = Quantized4bit::quantize(name, &values, view.shape(), &dtype_name(view.dtype()), config)?;
             entries.extend(q.to_entries(name));

@@ -145,3 +145,18 @@ fn bad_input_is_one_line_non_zero_and_writes_nothing() {
     assert_eq!(std::fs::read_dir(&d).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.')).count(), 0, "temporary files left");
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn a_tensor_named_like_a_quantization_part_is_refused_not_a_panic() {
+    let d = dir("collide");
+    for part in ["absmax", "quant_map", "nested_absmax", "nested_quant_map", "quant_state.bitsandbytes__nf4"] {
+        let src = d.join(format!("{part}.safetensors"));
+        let entries =
+            vec![TensorEntry::f32("w", vec![8, 64], &values(8 * 64, 1)), TensorEntry::f32(format!("w.{part}"), vec![4], &values(4, 2))];
+        write_atomic(&src, &entries, None).unwrap();
+        let q = d.join("q.safetensors");
+        let out = peft(&["quantize", "--in", src.to_str().unwrap(), "--out", q.to_str().unwrap(), "--quant-type", "nf4", "--double-quant"]);
+        assert_fails(&out, &format!("tensor `w.{part}` is already in the input, and quantizing `w` writes"), &q);
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}

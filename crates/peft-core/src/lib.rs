@@ -3,7 +3,26 @@
 //! walk that reaches them by path ([`Adaptable`], [`PeftModel`]), strict HF-peft-style targeting,
 //! trainability, typed errors and all-or-nothing file writes. Nothing here knows a file format.
 //!
-//! See `docs/architecture.md` for how a tensor flows from a user's layer through these pieces.
+//! The methods live in their own crates (`peft-lora`, `peft-adapter`, `peft-ptuning`, with 4-bit
+//! bases in `peft-quant`), file formats in `peft-hf`; the facade crate `peft` gathers them. A user
+//! who writes a method of their own needs only this crate. See `docs/architecture.md` for how a
+//! tensor flows from a user's layer through these pieces.
+//!
+//! Targeting follows HF peft's `target_modules`: a name matches a path exactly or as a `.`-suffix, a
+//! regex must match the whole path.
+//!
+//! ```
+//! use peft_core::{LayerKind, Targeting, TargetMatcher, TargetModules};
+//!
+//! let names = TargetMatcher::new(&Targeting::names(&["q_proj", "v_proj"]))?;
+//! assert!(names.matches("layers.0.self_attn.q_proj", LayerKind::Linear));
+//! assert!(!names.matches("layers.0.self_attn.k_proj", LayerKind::Linear));
+//!
+//! let regex = TargetMatcher::new(&Targeting::new(TargetModules::Regex(r".*\.0\..*proj".into())))?;
+//! assert!(regex.matches("layers.0.mlp.up_proj", LayerKind::Linear));
+//! assert!(!regex.matches("layers.1.mlp.up_proj", LayerKind::Linear));
+//! # Ok::<(), peft_core::PeftError>(())
+//! ```
 #![warn(missing_docs)]
 
 mod adapter_tensors;

@@ -5,7 +5,24 @@
 //! ([`merge_checkpoint`], what `peft merge` runs).
 //!
 //! Each method's piece of peft's format has its own file (`lora.rs`, `ia3.rs`, `prefix.rs`);
-//! [`HfMethod`] is the table that picks one by `peft_type`.
+//! [`HfMethod`] is the table that picks one by `peft_type`. The methods themselves come from
+//! `peft-lora` and `peft-ptuning`; `peft-models` loads its reference models through
+//! [`WeightMap`]. The facade crate `peft` re-exports this crate as `peft::hf`.
+//!
+//! An `adapter_config.json` read as peft reads it, per-module ranks and alphas included:
+//!
+//! ```
+//! use peft_hf::HfAdapterConfig;
+//!
+//! let config = HfAdapterConfig::parse(
+//!     r#"{"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"],
+//!         "rank_pattern": {"v_proj": 4}}"#,
+//!     "adapter_config.json",
+//! )?;
+//! assert_eq!(config.lora_scaling("model.layers.0.self_attn.q_proj")?, (8, 2.0));
+//! assert_eq!(config.lora_scaling("model.layers.0.self_attn.v_proj")?, (4, 4.0));
+//! # Ok::<(), peft_core::PeftError>(())
+//! ```
 #![warn(missing_docs)]
 
 mod adapter;

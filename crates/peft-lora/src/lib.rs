@@ -2,6 +2,37 @@
 //! `Conv2d` and on the 4-bit `QLinear` (QLoRA); IA3 ([`ia3`]); merging, weighted combination,
 //! LoRA on any unmodified module by path, and [`WeightAdapter`], which holds either method so
 //! that one model mixes them.
+//!
+//! Every method here is a `peft-core` `Tuner`: wrap a layer in `Tuned` (or use the aliases
+//! [`LoraLinear`], [`LoraEmbedding`], [`LoraConv`]) and add adapters by config. `peft-hf` reads and
+//! writes them as HF peft folders; the facade crate `peft` re-exports this crate as `peft::lora`.
+//!
+//! ```
+//! use burn::backend::NdArray;
+//! use burn::nn::LinearConfig;
+//! use burn::tensor::{Distribution, Tensor};
+//! use peft_core::{PeftModel, Targeting, Tuned};
+//! use peft_lora::{LoraConfig, LoraLinear};
+//!
+//! #[derive(burn::module::Module, Debug)]
+//! struct Mlp<B: burn::tensor::backend::Backend> {
+//!     up: LoraLinear<B>,
+//! }
+//! peft_core::adaptable!(Mlp { up });
+//!
+//! let device = Default::default();
+//! let mut model = Mlp::<NdArray> { up: Tuned::new(LinearConfig::new(16, 8).init(&device)) };
+//! let x = Tensor::<NdArray, 2>::random([4, 16], Distribution::Default, &device);
+//! let base = model.up.forward(x.clone()).into_data();
+//!
+//! // B starts at zero: a fresh adapter gives the base's output, bit for bit.
+//! model.add_adapter("task", &LoraConfig::new(Targeting::names(&["up"])).with_r(4).with_alpha(8.0))?;
+//! assert_eq!(model.up.forward(x.clone()).into_data(), base);
+//! // Disabled, any adapter gives the base back exactly.
+//! model.disable_adapters()?;
+//! assert_eq!(model.up.forward(x).into_data(), base);
+//! # Ok::<(), peft_core::PeftError>(())
+//! ```
 #![warn(missing_docs)]
 
 mod base_linear;

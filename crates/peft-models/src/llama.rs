@@ -109,7 +109,7 @@ impl LlamaConfig {
         self.rope_base().map(|_| ())
     }
 
-    /// Builds the model with zero weights (load a checkpoint into it with [`crate::load_model`]).
+    /// Builds the model with zero weights (load a checkpoint into it with [`peft_hf::load_hf_weights`]).
     pub fn init<B: Backend, T: LinearTuner<B>>(&self, device: &B::Device) -> Result<Llama<B, T>> {
         self.check()?;
         let (d, hd, heads, kvh) = (self.hidden_size, self.head_dim(), self.num_attention_heads, self.kv_heads());

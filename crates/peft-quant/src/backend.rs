@@ -82,7 +82,7 @@ pub trait QuantLinearBackend: Backend {
     }
 }
 
-/// The CPU backend decodes on the host, tile by tile, inside the product (see [`crate::host`]).
+/// The CPU backend decodes on the host, tile by tile, inside the product (see `host.rs`).
 #[cfg(feature = "ndarray")]
 impl QuantLinearBackend for burn::backend::NdArray<f32> {
     fn dequantize_packed(w: &PackedWeight<Self>) -> Tensor<Self, 2> {

@@ -22,6 +22,14 @@ pub enum QuantError {
         /// What is wrong.
         reason: String,
     },
+    /// Quantizing `weight` would write a tensor named like one the input already holds.
+    #[error("tensor `{existing}` is already in the input, and quantizing `{weight}` writes a tensor of that name (is the file already quantized? choose the weights with --include)")]
+    NameCollision {
+        /// The weight to quantize.
+        weight: String,
+        /// The input tensor whose name quantizing it would write.
+        existing: String,
+    },
     /// A tensor of the layout is missing.
     #[error("missing tensor `{0}`")]
     MissingTensor(String),

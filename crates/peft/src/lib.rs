@@ -34,6 +34,7 @@
 //! let report = TrainableReport::new(&model, &TrainMode::adapters());
 //! assert_eq!(report.trainable, 4 * (16 + 32) + 4 * (32 + 4));
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 pub use peft_adapter as adapter;
