@@ -13,6 +13,7 @@
 
 mod adapter;
 mod logits;
+mod output;
 mod quantize;
 mod train;
 
@@ -50,6 +51,9 @@ enum Command {
         /// Only tensors whose name this regular expression matches (anywhere in the name).
         #[arg(long)]
         include: Option<String>,
+        /// Write even when --out is the input file.
+        #[arg(long)]
+        force: bool,
     },
     /// Prints an HF peft adapter's method, ranks, targeted modules, parameter count and tensors.
     Inspect {
@@ -70,6 +74,9 @@ enum Command {
         /// Output safetensors file (same tensor names, shapes and dtypes as the base).
         #[arg(long)]
         out: PathBuf,
+        /// Write even when --out is one of the input files.
+        #[arg(long)]
+        force: bool,
     },
     /// Runs the reference model named by config.json's model_type (llama, gpt2, bert) on one
     /// sequence, optionally with an HF peft adapter; writes logits [1, seq, vocab] (causal LMs) or
@@ -87,6 +94,9 @@ enum Command {
         /// Output safetensors file.
         #[arg(long)]
         out: PathBuf,
+        /// Write even when --out is one of the input files.
+        #[arg(long)]
+        force: bool,
     },
     /// Fine-tunes a Llama or GPT-2 checkpoint on chat, instruction or text data (resumable).
     Train(Box<train::TrainArgs>),
@@ -118,6 +128,9 @@ enum Command {
         /// Output safetensors file.
         #[arg(long)]
         out: PathBuf,
+        /// Write even when --out is one of the input files.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -145,13 +158,24 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<String, quantize::CliError> {
     match command {
-        Command::Quantize { input, out, quant_type, blocksize, double_quant, include } => {
+        Command::Quantize { input, out, quant_type, blocksize, double_quant, include, force } => {
+            output::refuse_overwriting_inputs(&out, &[&input], force)?;
             quantize::quantize(&input, &out, &quant_type, blocksize, double_quant, include.as_deref())
         }
-        Command::Dequantize { input, out } => quantize::dequantize(&input, &out),
+        Command::Dequantize { input, out, force } => {
+            output::refuse_overwriting_inputs(&out, &[&input], force)?;
+            quantize::dequantize(&input, &out)
+        }
         Command::Inspect { adapter_dir, json } => adapter::inspect(&adapter_dir, json),
-        Command::Merge { base, adapter, out } => adapter::merge(&base, &adapter, &out),
-        Command::Logits { model, adapter, tokens, out } => logits::logits(&model, adapter.as_deref(), &tokens, &out),
+        Command::Merge { base, adapter, out, force } => {
+            output::refuse_overwriting_inputs(&out, &[&base, &adapter], force)?;
+            adapter::merge(&base, &adapter, &out)
+        }
+        Command::Logits { model, adapter, tokens, out, force } => {
+            let inputs: Vec<&std::path::Path> = std::iter::once(model.as_path()).chain(adapter.as_deref()).collect();
+            output::refuse_overwriting_inputs(&out, &inputs, force)?;
+            logits::logits(&model, adapter.as_deref(), &tokens, &out)
+        }
         Command::Train(args) => train::run_train(&args),
         Command::Eval { model, adapter, data, max_len, json } => train::run_eval(&model, adapter.as_deref(), &data, max_len, json),
         Command::Generate(args) => train::run_generate(&args),

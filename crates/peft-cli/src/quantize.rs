@@ -87,7 +87,11 @@ pub fn dequantize(input: &Path, out: &Path) -> Result<String, CliError> {
     let mut entries = Vec::new();
     for name in &quantized {
         let q = Quantized4bit::read(&st, name)?;
-        entries.push(TensorEntry::f32(name.clone(), q.state.shape.clone(), &q.dequantize()));
+        let values = q.dequantize();
+        if !values.iter().all(|v| v.is_finite()) {
+            return Err(PeftError::NonFiniteResult(format!("dequantized `{name}`")).into());
+        }
+        entries.push(TensorEntry::f32(name.clone(), q.state.shape.clone(), &values));
     }
     let mut names: Vec<String> = st.names().into_iter().filter(|n| !parts.contains(*n)).map(String::from).collect();
     names.sort();

@@ -106,7 +106,7 @@ impl TrainArgs {
     fn config(&self) -> Result<TrainConfig, CliError> {
         let mut c = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| PeftError::Io { path: path.display().to_string(), source })?;
+                let text = peft_core::checkpoint::read_text(path)?;
                 TrainConfig::from_toml(&text, &path.display().to_string())?
             }
             None => TrainConfig::default(),
@@ -209,6 +209,7 @@ pub fn run_eval(model_dir: &Path, adapter: Option<&Path>, data: &Path, max_len: 
         return Err(CliError::Nothing(format!("{} has no example with a token to score", data.display())));
     }
     let model = model(model_dir, adapter)?;
+    peft_train::check_examples_fit(&model, &[&prepared.examples], None)?;
     let r = evaluate(model.causal_lm()?, &prepared.examples, 8, encoder.pad_id(), &Default::default());
     Ok(if json {
         serde_json::json!({ "loss": r.loss, "perplexity": r.perplexity, "tokens": r.tokens, "accuracy": r.accuracy, "examples": prepared.examples.len() }).to_string()

@@ -160,3 +160,21 @@ fn a_tensor_named_like_a_quantization_part_is_refused_not_a_panic() {
     }
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn the_output_never_replaces_the_input_without_force() {
+    let d = dir("force");
+    let src = input(&d);
+    let s = src.to_str().unwrap();
+    let before = std::fs::read(&src).unwrap();
+    let out = peft(&["quantize", "--in", s, "--out", s, "--quant-type", "nf4"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is the input"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(&src).unwrap(), before, "the input was touched");
+    // Through another spelling of the same path.
+    let other = format!("{}/./model.safetensors", d.display());
+    assert_eq!(peft(&["quantize", "--in", s, "--out", &other, "--quant-type", "nf4"]).status.code(), Some(1));
+    let out = peft(&["quantize", "--in", s, "--out", s, "--quant-type", "nf4", "--force"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_dir_all(&d).unwrap();
+}

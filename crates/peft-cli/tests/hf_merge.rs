@@ -95,3 +95,51 @@ fn bad_adapters_are_one_line_errors_without_output() {
     assert!(!out.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 12, class 2: LoRA tensors of the wrong rank (0-D, 1-D, 3-D) for a targeted module are
+/// one-line errors in `merge` and `logits`, never a panic, and the message gives the real shape.
+#[test]
+fn lora_tensors_of_the_wrong_rank_are_refused() {
+    use peft_core::checkpoint::{TensorEntry, write_atomic};
+    let dir = std::env::temp_dir().join(format!("peft-hf-rank-{}", std::process::id()));
+    let adapter = dir.join("adapter");
+    std::fs::create_dir_all(&adapter).unwrap();
+    let hf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../peft-models/tests/fixtures/hf");
+    let (src, model) = (hf.join("adapters/llama_lora"), hf.join("models/llama"));
+    std::fs::copy(src.join("adapter_config.json"), adapter.join("adapter_config.json")).unwrap();
+    let bytes = read_bytes(&src.join("adapter_model.safetensors")).unwrap();
+    let st = parse(&bytes, "adapter").unwrap();
+    let mut names: Vec<&str> = st.names();
+    names.sort();
+    let out = dir.join("out.safetensors");
+    for victim in ["lora_A.weight", "lora_B.weight", "lora_embedding_A", "lora_embedding_B"] {
+        let target = names.iter().find(|n| n.ends_with(victim)).expect("the fixture has it").to_string();
+        for shape in [vec![], vec![4], vec![4, 2, 16]] {
+            let entries: Vec<TensorEntry> = names
+                .iter()
+                .map(|&n| {
+                    let view = st.tensor(n).unwrap();
+                    if n == target {
+                        let count = shape.iter().product::<usize>();
+                        TensorEntry::f32(n, shape.clone(), &vec![0.5; count])
+                    } else {
+                        TensorEntry::from_view(n, &view)
+                    }
+                })
+                .collect();
+            write_atomic(&adapter.join("adapter_model.safetensors"), &entries, None).unwrap();
+            let a = adapter.to_str().unwrap();
+            for args in [
+                vec!["merge", "--base", model.to_str().unwrap(), "--adapter", a, "--out", out.to_str().unwrap()],
+                vec!["logits", "--model", model.to_str().unwrap(), "--adapter", a, "--tokens", "1,2", "--out", out.to_str().unwrap()],
+            ] {
+                let run = peft(&args);
+                let stderr = String::from_utf8_lossy(&run.stderr);
+                assert_eq!(run.status.code(), Some(1), "{target} {shape:?} {}: {stderr}", args[0]);
+                assert!(!stderr.contains("internal error") && stderr.contains(&format!("{shape:?}")), "{target} {shape:?} {}: {stderr}", args[0]);
+                assert!(!out.exists());
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -98,3 +98,50 @@ fn bad_input_is_one_line_and_no_output() {
     common::assert_fails(&peft(&["logits", "--model", l, "--adapter", adapter.to_str().unwrap(), "--tokens", "1,2", "--out", o]), "matches no adaptable module", &out);
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// Issue 12's classes: a Llama input past `max_position_embeddings`, an adapter whose scaling
+/// makes the output non-finite, special files as inputs and outputs, the output over an input.
+#[test]
+fn hostile_inputs_are_one_line_errors() {
+    let d = out_dir("hostile");
+    let out = d.join("out.safetensors");
+    let o = out.to_str().unwrap();
+    let llama = fixtures().join("models/llama");
+    let l = llama.to_str().unwrap();
+    let long = (0..65).map(|i| (i % 60).to_string()).collect::<Vec<_>>().join(",");
+    common::assert_fails(&peft(&["logits", "--model", l, "--tokens", &long, "--out", o]), "exceed the model's 64 positions", &out);
+
+    let adapter = d.join("huge_alpha");
+    std::fs::create_dir_all(&adapter).unwrap();
+    let source = fixtures().join("adapters/llama_lora");
+    std::fs::copy(source.join("adapter_model.safetensors"), adapter.join("adapter_model.safetensors")).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(source.join("adapter_config.json")).unwrap()).unwrap();
+    config["lora_alpha"] = 1e308.into();
+    config["alpha_pattern"] = serde_json::json!({});
+    std::fs::write(adapter.join("adapter_config.json"), config.to_string()).unwrap();
+    let a = adapter.to_str().unwrap();
+    common::assert_fails(&peft(&["logits", "--model", l, "--adapter", a, "--tokens", "1,2,3", "--out", o]), "NaN or infinite", &out);
+
+    // The output over its own input is refused without --force; the input is untouched.
+    let model_file = llama.join("model.safetensors");
+    let before = std::fs::read(&model_file).unwrap();
+    let m = model_file.to_str().unwrap();
+    let refused = peft(&["logits", "--model", l, "--tokens", "1,2", "--out", m]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("is the input"), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert_eq!(std::fs::read(&model_file).unwrap(), before);
+
+    #[cfg(unix)]
+    {
+        let fifo = d.join("fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let q = d.join("q.safetensors");
+        common::assert_fails(&peft(&["quantize", "--in", fifo.to_str().unwrap(), "--out", q.to_str().unwrap(), "--quant-type", "nf4"]), "is a FIFO, not a regular file", &q);
+        common::assert_fails(&peft(&["dequantize", "--in", "/dev/zero", "--out", q.to_str().unwrap()]), "is a device, not a regular file", &q);
+        let refused = peft(&["logits", "--model", l, "--tokens", "1,2", "--out", "/dev/null"]);
+        assert_eq!(refused.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("is a device"), "{}", String::from_utf8_lossy(&refused.stderr));
+        assert!(Path::new("/dev/null").exists());
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -104,5 +104,17 @@ fn bad_training_input_is_one_line_and_leaves_no_output() {
     args.push(arg(&off));
     assert_fails(&peft(&args), "no chat template", &out);
     assert_fails(&peft(&["generate", "--model", arg(&model), "--prompt", "hi", "--temperature", "-1"]), "temperature", &out);
+    // Longer than GPT-2's 128 positions: refused before training, and in evaluation.
+    let gpt2 = fixtures().join("gpt2");
+    let long = dir.join("long.jsonl");
+    std::fs::write(&long, format!("{{\"text\": \"{}\"}}\n", "the river rose in the night ".repeat(40))).unwrap();
+    let args = ["train", "--model", arg(&gpt2), "--data", arg(&long), "--out", arg(&out), "--max-steps", "1", "--max-len", "1024", "--eval-split", "0"];
+    assert_fails(&peft(&args), "do not fit the model's 128 positions", &out);
+    assert_fails(&peft(&["eval", "--model", arg(&gpt2), "--data", arg(&long)]), "do not fit the model's 128 positions", &out);
+    // Generation stops at the position limit instead of running past it.
+    let generated = peft(&["generate", "--model", arg(&gpt2), "--prompt", "hi", "--max-new-tokens", "1000", "--json"]);
+    assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
+    let tokens = serde_json::from_slice::<serde_json::Value>(&generated.stdout).unwrap()["tokens"].as_array().unwrap().len();
+    assert!(tokens < 128, "{tokens} tokens generated past 128 positions");
     std::fs::remove_dir_all(&dir).unwrap();
 }

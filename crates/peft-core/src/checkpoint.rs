@@ -40,7 +40,49 @@ impl TensorEntry {
 
 /// Reads a whole file, naming it in the error.
 pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    check_regular_file(path)?;
     std::fs::read(path).map_err(|source| PeftError::Io { path: path.display().to_string(), source })
+}
+
+/// Reads a UTF-8 text file whole (a regular file only, as [`read_bytes`]).
+pub fn read_text(path: &Path) -> Result<String> {
+    check_regular_file(path)?;
+    std::fs::read_to_string(path).map_err(|source| PeftError::Io { path: path.display().to_string(), source })
+}
+
+/// Refuses anything but a regular file (after symlinks) before it is opened: reading a FIFO
+/// waits forever, a device such as `/dev/zero` never ends, a folder is not a file.
+pub fn check_regular_file(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|source| PeftError::Io { path: path.display().to_string(), source })?;
+    match file_kind(&meta) {
+        None => Ok(()),
+        Some(kind) => Err(PeftError::NotAFile { path: path.display().to_string(), kind }),
+    }
+}
+
+/// `None` for a regular file, else what the path is.
+fn file_kind(meta: &std::fs::Metadata) -> Option<&'static str> {
+    let kind = meta.file_type();
+    if kind.is_file() {
+        return None;
+    }
+    if kind.is_dir() {
+        return Some("a folder");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return Some("a FIFO");
+        }
+        if kind.is_char_device() || kind.is_block_device() {
+            return Some("a device");
+        }
+        if kind.is_socket() {
+            return Some("a socket");
+        }
+    }
+    Some("a special file")
 }
 
 /// Parses safetensors bytes, naming the file in the error.
@@ -130,9 +172,18 @@ pub fn write_atomic(path: &Path, entries: &[TensorEntry], metadata: Option<HashM
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder, renamed into place at
-/// the end: a failure never leaves a partial file at `path`.
+/// the end: a failure never leaves a partial file at `path`. An existing `path` must be a
+/// regular file (renaming over a device or a FIFO would replace it). Temporary files are named
+/// `.NAME.tmp-PID`; those a killed run left beside `path` (their process is gone) are removed
+/// first, so crashed runs leave at most one per output.
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Ok(meta) = std::fs::metadata(path)
+        && let Some(kind) = file_kind(&meta)
+    {
+        return Err(PeftError::NotAFile { path: path.display().to_string(), kind });
+    }
     let file_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "out".into());
+    remove_stale_temporaries(path, &file_name);
     let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
     let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
     if result.is_err() {
@@ -141,11 +192,32 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result.map_err(|source| PeftError::Io { path: path.display().to_string(), source })
 }
 
+/// Removes `.NAME.tmp-PID` files beside `path` whose process no longer runs (Linux's `/proc`
+/// tells; elsewhere nothing is removed).
+fn remove_stale_temporaries(path: &Path, file_name: &str) {
+    let proc = Path::new("/proc/self");
+    if !proc.exists() {
+        return;
+    }
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let prefix = format!(".{file_name}.tmp-");
+    let Ok(entries) = std::fs::read_dir(&folder) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(pid) = name.strip_prefix(&prefix).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Reads and parses a JSON file, naming it in errors.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| PeftError::Io { path: name.clone(), source })?;
-    serde_json::from_str(&text).map_err(|source| PeftError::Json { path: name, source })
+    let text = read_text(path)?;
+    serde_json::from_str(&text).map_err(|source| PeftError::Json { path: path.display().to_string(), source })
 }
 
 #[cfg(test)]
@@ -172,6 +244,18 @@ mod tests {
         assert!(write_atomic(&other, &bad, None).is_err());
         assert!(!other.exists());
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "a temporary file was left behind");
+        // A killed run's temporary file is removed by the next write of the same output.
+        let stale = dir.join(".a.safetensors.tmp-4194303");
+        std::fs::write(&stale, b"partial").unwrap();
+        write_atomic(&path, &entries, None).unwrap();
+        assert!(!stale.exists(), "a stale temporary file survived");
+        // Special files are refused as inputs and as outputs, before any read or write.
+        assert!(matches!(read_bytes(&dir), Err(PeftError::NotAFile { kind: "a folder", .. })));
+        #[cfg(unix)]
+        {
+            assert!(matches!(read_bytes(Path::new("/dev/zero")), Err(PeftError::NotAFile { kind: "a device", .. })));
+            assert!(matches!(write_atomic(Path::new("/dev/null"), &entries, None), Err(PeftError::NotAFile { kind: "a device", .. })));
+        }
         // Truncated input is a typed error.
         assert!(matches!(parse(&bytes[..bytes.len() - 3], "a"), Err(PeftError::Safetensors { .. })));
         std::fs::remove_dir_all(&dir).unwrap();

@@ -56,6 +56,10 @@ pub enum PeftError {
     /// A tensor read from a file holds NaN or infinite values.
     #[error("tensor `{0}` contains NaN or infinite values")]
     NonFiniteTensor(String),
+    /// A computed result (logits, dequantized weights) holds NaN or infinite values; it is not
+    /// written.
+    #[error("`{0}` came out with NaN or infinite values (look at the scales and weights that made it); nothing was written")]
+    NonFiniteResult(String),
     /// A merge would write NaN or infinite values.
     #[error("merging adapter `{adapter}` into `{path}` gives non-finite weights; nothing was changed")]
     NonFinite {
@@ -174,6 +178,27 @@ pub enum PeftError {
         /// The underlying error.
         #[source]
         source: std::io::Error,
+    },
+    /// A model's `config.json` describes more parameters than its checkpoint holds: refused from
+    /// the checkpoint's header, before anything is built.
+    #[error("`{config}` describes a model of at least {needed} parameters, but `{checkpoint}` holds {holds} values: they do not belong together")]
+    CheckpointTooSmall {
+        /// The config file.
+        config: String,
+        /// Parameters the config needs at least.
+        needed: String,
+        /// The checkpoint.
+        checkpoint: String,
+        /// Values the checkpoint holds.
+        holds: u64,
+    },
+    /// A path to read or write is not a regular file (a FIFO, a device, a folder, ...).
+    #[error("`{path}` is {kind}, not a regular file")]
+    NotAFile {
+        /// The path.
+        path: String,
+        /// What it is.
+        kind: &'static str,
     },
     /// A JSON document is malformed.
     #[error("malformed JSON in `{path}`: {source}")]

@@ -16,12 +16,16 @@ pub trait CausalLm<B: Backend> {
     fn logits(&self, batch: &TokenBatch<B>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3>;
     /// An empty cache for this model.
     fn new_cache(&self) -> KvCache<B>;
+    /// The longest sequence the model takes (its position table), if it has a limit.
+    fn max_positions(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// How [`generate`] picks tokens. The default is greedy, 64 new tokens, with the cache.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GenerationConfig {
-    /// Most tokens to generate.
+    /// Most tokens to generate (fewer when the sequence reaches the model's position limit).
     pub max_new_tokens: usize,
     /// 0 picks the most likely token (greedy); above 0, sampling from `softmax(logits / t)`.
     pub temperature: f64,
@@ -87,13 +91,17 @@ pub fn generate<B: Backend>(model: &dyn CausalLm<B>, prompt: &[u32], config: &Ge
     if prompt.is_empty() {
         return Err(PeftError::InvalidConfig("the prompt has no tokens".into()));
     }
+    let limit = model.max_positions().unwrap_or(usize::MAX);
+    if prompt.len() > limit {
+        return Err(PeftError::InvalidConfig(format!("the prompt's {} tokens exceed the model's {limit} positions", prompt.len())));
+    }
     let row = |ids: &[u32]| Tensor::<B, 2, Int>::from_data(TensorData::new(ids.iter().map(|&t| i64::from(t)).collect::<Vec<_>>(), [1, ids.len()]), device);
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
     let mut cache = model.new_cache();
     let mut sequence = prompt.to_vec();
     let mut fed = 0;
     let mut out = Vec::new();
-    while out.len() < config.max_new_tokens {
+    while out.len() < config.max_new_tokens && sequence.len() < limit {
         let logits = if config.use_cache {
             let batch = TokenBatch::single(row(&sequence[fed..]), fed);
             fed = sequence.len();

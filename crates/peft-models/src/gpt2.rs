@@ -197,6 +197,9 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> CausalLm<B> for Gpt2<B, T> {
     fn new_cache(&self) -> KvCache<B> {
         self.new_cache()
     }
+    fn max_positions(&self) -> Option<usize> {
+        Some(self.transformer.wpe.weight.dims()[0])
+    }
 }
 
 impl<B: Backend, T: LinearTuner<B>> HfCheckpoint<B> for Gpt2<B, T> {

@@ -47,6 +47,35 @@ impl HfModelConfig {
         }
     }
 
+    /// A lower bound on the parameters the architecture holds (its embeddings and every layer's
+    /// matrices), in checked arithmetic: `None` when it does not fit in 64 bits. A checkpoint of
+    /// this config holds at least as many values, which [`crate::HfModel::load`] checks from the
+    /// file's header before building anything.
+    pub fn min_parameters(&self) -> Option<u64> {
+        let n = |v: usize| v as u64;
+        let product = |factors: &[u64]| factors.iter().try_fold(1u64, |p, &f| p.checked_mul(f));
+        let sum = |terms: &[Option<u64>]| terms.iter().try_fold(0u64, |s, t| t.and_then(|t| s.checked_add(t)));
+        match self {
+            Self::Llama(c) => {
+                let (h, q, kv) = (n(c.hidden_size), n(c.num_attention_heads).checked_mul(n(c.head_dim()))?, n(c.kv_heads()).checked_mul(n(c.head_dim()))?);
+                let layer = sum(&[product(&[2, h, q]), product(&[2, h, kv]), product(&[3, h, n(c.intermediate_size)])]);
+                sum(&[product(&[n(c.vocab_size), h]), layer.and_then(|l| l.checked_mul(n(c.num_hidden_layers)))])
+            }
+            Self::Gpt2(c) => {
+                let h = n(c.n_embd);
+                let inner = c.n_inner.map_or_else(|| h.checked_mul(4), |i| Some(n(i)))?;
+                let layer = sum(&[product(&[4, h, h]), product(&[2, h, inner])]);
+                sum(&[product(&[n(c.vocab_size), h]), product(&[n(c.n_positions), h]), layer.and_then(|l| l.checked_mul(n(c.n_layer)))])
+            }
+            Self::Bert(c) => {
+                let h = n(c.hidden_size);
+                let layer = sum(&[product(&[4, h, h]), product(&[2, h, n(c.intermediate_size)])]);
+                let tables = n(c.vocab_size).checked_add(n(c.max_position_embeddings))?.checked_add(n(c.type_vocab_size))?;
+                sum(&[tables.checked_mul(h), layer.and_then(|l| l.checked_mul(n(c.num_hidden_layers)))])
+            }
+        }
+    }
+
     /// The `model_type`.
     pub fn model_type(&self) -> &'static str {
         match self {

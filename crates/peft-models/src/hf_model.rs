@@ -60,6 +60,18 @@ impl<B: Backend, T: LinearTuner<B>> HfModel<B, T> {
         let path = dir.join("model.safetensors");
         let bytes = read_bytes(&path)?;
         let file = parse(&bytes, &path.display().to_string())?;
+        let holds = file.iter().try_fold(0u64, |sum, (_, view)| {
+            view.shape().iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64)).and_then(|n| sum.checked_add(n))
+        });
+        let needed = config.min_parameters();
+        if needed.is_none() || holds.is_none() || needed > holds {
+            return Err(PeftError::CheckpointTooSmall {
+                config: dir.join("config.json").display().to_string(),
+                needed: needed.map_or_else(|| "more than 2^64".into(), |n| n.to_string()),
+                checkpoint: path.display().to_string(),
+                holds: holds.unwrap_or(u64::MAX),
+            });
+        }
         let model = match &config {
             HfModelConfig::Bert(c) => {
                 let pooler = file.names().iter().any(|n| n.ends_with("pooler.dense.weight"));
@@ -91,6 +103,15 @@ impl<B: Backend, T: LinearTuner<B>> HfModel<B, T> {
         Ok(count)
     }
 
+    /// The longest input (prefix included) the model's position table allows, if it has one.
+    pub fn max_positions(&self) -> Option<usize> {
+        match self {
+            Self::Llama(m) => m.max_positions,
+            Self::Gpt2(m) => Some(m.transformer.wpe.weight.dims()[0]),
+            Self::Bert(m) => Some(m.embeddings.position_embeddings.weight.dims()[0]),
+        }
+    }
+
     /// Vocabulary size.
     pub fn vocab_size(&self) -> usize {
         match self {
@@ -105,15 +126,6 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> HfModel<B, T> {
     /// Causal LMs: logits `[batch, seq, vocab]`; BERT: the last hidden state `[batch, seq, hidden]`.
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         each_architecture!(self, m => m.forward(tokens))
-    }
-
-    /// The longest input (prefix included) the model's position table allows, if it has one.
-    pub fn max_positions(&self) -> Option<usize> {
-        match self {
-            Self::Llama(_) => None,
-            Self::Gpt2(m) => Some(m.transformer.wpe.weight.dims()[0]),
-            Self::Bert(m) => Some(m.embeddings.position_embeddings.weight.dims()[0]),
-        }
     }
 
     /// Prefix positions the live prefix adapters add before the tokens.

@@ -67,6 +67,9 @@ pub struct LlamaConfig {
     /// Activation; only `silu` is supported.
     #[serde(default)]
     pub hidden_act: Option<String>,
+    /// The longest input the model was trained for; longer inputs are refused.
+    #[serde(default)]
+    pub max_position_embeddings: Option<usize>,
 }
 
 impl LlamaConfig {
@@ -77,7 +80,7 @@ impl LlamaConfig {
 
     /// Head width.
     pub fn head_dim(&self) -> usize {
-        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
+        self.head_dim.unwrap_or_else(|| self.hidden_size.checked_div(self.num_attention_heads).unwrap_or(0))
     }
 
     /// RoPE base, checking that no unsupported scaling is asked for.
@@ -142,6 +145,7 @@ impl LlamaConfig {
             },
             lm_head: (!self.tie_word_embeddings).then(|| linear(d, self.vocab_size, false, device)),
             rope_base: self.rope_base()?,
+            max_positions: self.max_position_embeddings,
         })
     }
 }
@@ -213,6 +217,8 @@ pub struct Llama<B: Backend, T: Module<B>> {
     pub lm_head: Option<AdaptedLinear<B, T>>,
     /// RoPE base.
     pub rope_base: f64,
+    /// `max_position_embeddings`, when the config gives it.
+    pub max_positions: Option<usize>,
 }
 peft_core::adaptable!(Llama<T: LinearTuner<B>> { model, lm_head });
 
@@ -315,6 +321,9 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> CausalLm<B> for Llama<B, T> {
     }
     fn new_cache(&self) -> KvCache<B> {
         self.new_cache()
+    }
+    fn max_positions(&self) -> Option<usize> {
+        self.max_positions
     }
 }
 

@@ -10,6 +10,7 @@ pub use tokenizers::Tokenizer;
 /// all-MiniLM-L6-v2's file pads to 128).
 pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer> {
     let path = dir.join("tokenizer.json");
+    peft_core::checkpoint::check_regular_file(&path)?;
     let mut tokenizer = Tokenizer::from_file(&path).map_err(|e| PeftError::Tokenizer(format!("cannot read `{}`: {e}", path.display())))?;
     tokenizer.with_padding(None);
     Ok(tokenizer)

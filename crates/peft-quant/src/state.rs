@@ -125,7 +125,7 @@ impl Quantized4bit {
 
     /// Number of values.
     pub fn numel(&self) -> usize {
-        self.state.shape.iter().product()
+        self.state.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).unwrap_or(usize::MAX)
     }
 
     /// The per-block absmax values, dequantized when double-quantized.
@@ -163,6 +163,21 @@ impl Quantized4bit {
     pub fn validate(&self, name: &str) -> Result<()> {
         let corrupt = |reason: String| QuantError::CorruptState { name: name.into(), reason };
         check_blocksize(self.state.blocksize).map_err(|e| corrupt(e.to_string()))?;
+        if !["float32", "float16", "bfloat16"].contains(&self.state.dtype.as_str()) {
+            return Err(corrupt(format!("dtype `{}` (expected float32, float16 or bfloat16)", self.state.dtype)));
+        }
+        if self.state.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).is_none() {
+            return Err(corrupt(format!("shape {:?} has more values than fit in memory", self.state.shape)));
+        }
+        let finite = |values: &[f32]| values.iter().all(|v| v.is_finite());
+        let scales_finite = finite(&self.state.code)
+            && match &self.state.absmax {
+                Absmax::Plain(v) => finite(v),
+                Absmax::Double { nested_absmax, nested_map, offset, .. } => finite(nested_absmax) && finite(nested_map) && offset.is_finite(),
+            };
+        if !scales_finite {
+            return Err(corrupt("NaN or infinite scales, code or offset".into()));
+        }
         let n = self.numel();
         if self.packed.len() != n.div_ceil(2) {
             return Err(corrupt(format!("{} packed bytes for {n} values", self.packed.len())));

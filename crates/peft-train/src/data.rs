@@ -153,7 +153,7 @@ impl Dataset {
     /// naming it; with it, bad lines are counted in `skipped`. An empty result is an error.
     pub fn read(path: &Path, skip_bad: bool) -> Result<Self> {
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| PeftError::Io { path: name.clone(), source })?;
+        let text = peft_core::checkpoint::read_text(path)?;
         let lines = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
             parse_csv(&text).map_err(|reason| PeftError::InvalidConfig(format!("{name}: {reason}")))?
         } else {

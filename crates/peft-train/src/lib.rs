@@ -46,4 +46,4 @@ pub use plan::{BatchStream, Cursor, DataPlan};
 pub use plot::plot_losses;
 pub use prepare::Prepared;
 pub use template::{CHATML, ChatTemplate};
-pub use train::{Observer, StepLog, TrainSetup, TrainSummary, train};
+pub use train::{Observer, StepLog, TrainSetup, TrainSummary, check_examples_fit, train};

@@ -51,7 +51,7 @@ impl ChatTemplate {
         let config: Value = if config_path.exists() { peft_core::checkpoint::read_json(&config_path)? } else { Value::Null };
         let jinja = dir.join("chat_template.jinja");
         let source = if jinja.exists() {
-            Some(std::fs::read_to_string(&jinja).map_err(|source| PeftError::Io { path: jinja.display().to_string(), source })?)
+            Some(peft_core::checkpoint::read_text(&jinja)?)
         } else {
             match &config["chat_template"] {
                 Value::String(s) => Some(s.clone()),

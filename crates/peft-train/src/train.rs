@@ -173,10 +173,18 @@ fn clip_global_norm<B: Backend>(grads: &mut GradientsParams, ids: &[(ParamId, us
     norm
 }
 
-/// Where a model's examples hold a token the model does not know.
-fn check_vocabulary(examples: &[&[Encoded]], vocab: usize) -> Result<()> {
+/// Refuses examples the model cannot take: a token outside its vocabulary (the tokenizer does not
+/// belong to the model), or a sequence longer than its position table (`packed_len`: rows packed
+/// up to this length).
+pub fn check_examples_fit<B: Backend>(model: &HfModel<B>, examples: &[&[Encoded]], packed_len: Option<usize>) -> Result<()> {
+    let vocab = model.vocab_size();
     if let Some(bad) = examples.iter().flat_map(|e| e.iter()).flat_map(|e| e.ids.iter()).find(|&&t| t as usize >= vocab) {
         return Err(PeftError::InvalidConfig(format!("token id {bad} is outside the model's vocabulary of {vocab}: the tokenizer does not belong to this model")));
+    }
+    let longest = examples.iter().flat_map(|e| e.iter()).map(|e| e.ids.len()).max().unwrap_or(0);
+    let longest = packed_len.map_or(longest, |p| p.max(longest));
+    if let Some(max) = model.max_positions().filter(|&max| longest > max) {
+        return Err(PeftError::InvalidConfig(format!("sequences of {longest} tokens do not fit the model's {max} positions; set max_len to {max} or less")));
     }
     Ok(())
 }
@@ -235,7 +243,7 @@ where
     }
     let out = setup.out;
     let (model, _) = HfModel::<B>::load(setup.model_dir, device)?;
-    check_vocabulary(&[setup.train, setup.eval], model.vocab_size())?;
+    check_examples_fit(&model, &[setup.train, setup.eval], config.packing.then_some(config.max_len))?;
     let mut model = model;
     B::seed(device, config.seed);
     // Counted before quantization: a 4-bit weight is not a Burn parameter, but it is the model's.
@@ -292,7 +300,7 @@ where
             accumulator.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
         }
         if !loss_sum.is_finite() {
-            return Err(PeftError::NonFinite { path: format!("step {}", step + 1), adapter: "training loss (lower the learning rate)".into() });
+            return Err(PeftError::NonFiniteResult(format!("the training loss of step {} (lower the learning rate; checkpoints written so far are kept)", step + 1)));
         }
         let mut grads = accumulator.grads();
         let grad_norm = clip_global_norm::<B::InnerBackend>(&mut grads, &ids.0, config.max_grad_norm);
