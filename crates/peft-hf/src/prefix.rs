@@ -37,11 +37,12 @@ pub(crate) fn to_ours(folder: &AdapterFolder, layers: &[TunedLayerInfo]) -> Resu
     if sites.len() != layer_count {
         return Err(PeftError::InvalidConfig(format!("the adapter has prefixes for {layer_count} layers, the model has {} attention layers", sites.len())));
     }
-    let nvt = hf.num_virtual_tokens.unwrap_or(prompt.shape[0]);
-    let width = layer_count * 2 * token_dim;
-    if prompt.shape != [nvt, width] || heads == 0 || token_dim % heads != 0 {
-        return Err(PeftError::ShapeMismatch { name: PROMPT_EMBEDDINGS.into(), expected: vec![nvt, width], actual: prompt.shape.clone() });
-    }
+    let nvt = hf.num_virtual_tokens.or(prompt.shape.first().copied()).unwrap_or(0);
+    let width = layer_count.checked_mul(2).and_then(|w| w.checked_mul(token_dim));
+    let Some(width) = width.filter(|&w| prompt.shape == [nvt, w] && heads != 0 && token_dim % heads == 0) else {
+        let expected = vec![nvt, width.unwrap_or(usize::MAX)];
+        return Err(PeftError::ShapeMismatch { name: format!("{PROMPT_EMBEDDINGS} (num_layers {layer_count} · 2 · token_dim {token_dim}, {heads} heads)"), expected, actual: prompt.shape.clone() });
+    };
     let head_dim = token_dim / heads;
     let part = |entry: usize| {
         let mut out = Vec::with_capacity(nvt * token_dim);

@@ -1,0 +1,278 @@
+//! Every loader of an untrusted file, fuzzed: mutations of the committed fixtures (byte sets,
+//! bit flips, truncations, insertions, removals, and numbers in the JSON parts replaced by
+//! extreme ones) must give `Ok` or a typed error: never a panic. proptest shrinks a failure to
+//! the smallest mutation list that still fails.
+//!
+//! Memory is measured too: an allocator that counts bytes checks that no case's peak exceeds
+//! `MEMORY_FACTOR` times the size of its input files plus `MEMORY_SLACK`.
+//!
+//! CI runs `FUZZ_CASES` cases per loader; `PEFT_FUZZ_CASES=1000000 cargo test --release -p peft
+//! --test fuzz_loaders -- --test-threads 1` is the long run of docs/reliability.md.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use burn::backend::NdArray;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+const FUZZ_CASES: u32 = 300;
+/// A case may allocate at most this many times the bytes of its input files ...
+const MEMORY_FACTOR: usize = 8;
+/// ... plus this much (Burn's and the test's own bookkeeping).
+const MEMORY_SLACK: usize = 4 << 20;
+
+/// The system allocator, counting live bytes and their peak.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// One fuzz target at a time, so that the peak is the case's own.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Numbers that break naive size arithmetic, and values of the wrong kind.
+const EXTREMES: &[&str] = &[
+    "0", "-1", "1", "3", "255", "65536", "4294967296", "1000000000", "9007199254740993", "18446744073709551615", "99999999999999999999999",
+    "1e308", "-1e308", "1e-320", "NaN", "null", "true", "\"x\"", "[]", "{}", "[1,2]", "0.5",
+];
+
+#[derive(Clone, Debug)]
+enum Mutation {
+    Set { at: usize, byte: u8 },
+    Flip { at: usize, bit: u8 },
+    Truncate { keep: usize },
+    Insert { at: usize, bytes: Vec<u8> },
+    Remove { at: usize, len: usize },
+    Number { which: usize, value: usize },
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        1 => (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Mutation::Set { at, byte }),
+        1 => (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Mutation::Flip { at, bit }),
+        1 => any::<usize>().prop_map(|keep| Mutation::Truncate { keep }),
+        1 => (any::<usize>(), prop::collection::vec(any::<u8>(), 1..12)).prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
+        1 => (any::<usize>(), 1usize..48).prop_map(|(at, len)| Mutation::Remove { at, len }),
+        4 => (any::<usize>(), 0..EXTREMES.len()).prop_map(|(which, value)| Mutation::Number { which, value }),
+    ]
+}
+
+/// Mutations for each of `files` files (possibly none for some).
+fn mutations(files: usize) -> impl Strategy<Value = Vec<Vec<Mutation>>> {
+    prop::collection::vec(prop::collection::vec(mutation(), 0..5), files)
+}
+
+/// The JSON part of a file: all of a JSON file, the header of a safetensors file.
+fn json_region(bytes: &[u8], safetensors: bool) -> usize {
+    if !safetensors || bytes.len() < 8 {
+        return bytes.len();
+    }
+    let header = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    bytes.len().min(8usize.saturating_add(header))
+}
+
+fn apply(mut bytes: Vec<u8>, mutations: &[Mutation], safetensors: bool) -> Vec<u8> {
+    for m in mutations {
+        let region = json_region(&bytes, safetensors).max(1).min(bytes.len().max(1));
+        match m {
+            Mutation::Set { at, byte } if !bytes.is_empty() => bytes[at % region] = *byte,
+            Mutation::Flip { at, bit } if !bytes.is_empty() => bytes[at % region] ^= 1 << bit,
+            Mutation::Truncate { keep } => bytes.truncate(keep % (bytes.len() + 1)),
+            Mutation::Insert { at, bytes: new } => {
+                let at = at % (region.min(bytes.len()) + 1);
+                bytes.splice(at..at, new.iter().copied());
+            }
+            Mutation::Remove { at, len } if !bytes.is_empty() => {
+                let at = at % region.min(bytes.len());
+                bytes.drain(at..(at + len).min(bytes.len()));
+            }
+            Mutation::Number { which, value } => {
+                let end = region.min(bytes.len());
+                let numbers: Vec<(usize, usize)> = number_spans(&bytes[..end]);
+                if let Some(&(start, stop)) = numbers.get(which % numbers.len().max(1)) {
+                    bytes.splice(start..stop, EXTREMES[*value].bytes());
+                }
+            }
+            _ => {}
+        }
+    }
+    bytes
+}
+
+/// Byte ranges of the runs of ASCII digits (with a leading minus) in `text`.
+fn number_spans(text: &[u8]) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let mut i = 0;
+    while i < text.len() {
+        if text[i].is_ascii_digit() {
+            let start = if i > 0 && text[i - 1] == b'-' { i - 1 } else { i };
+            while i < text.len() && (text[i].is_ascii_digit() || text[i] == b'.' || text[i] == b'e') {
+                i += 1;
+            }
+            spans.push((start, i));
+        } else {
+            i += 1;
+        }
+    }
+    spans
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("peft-fuzz-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch folder");
+    dir
+}
+
+fn cases() -> u32 {
+    std::env::var("PEFT_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(FUZZ_CASES)
+}
+
+/// Runs `check` on `cases()` mutation lists of `files` files; a panic fails (and is shrunk), and
+/// so does a case whose allocations peak above the memory bound for `input_bytes`.
+fn fuzz(name: &str, files: usize, input_bytes: usize, check: impl Fn(&[Vec<Mutation>]) -> Result<(), TestCaseError>) {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let config = Config { cases: cases(), failure_persistence: None, max_shrink_iters: 2000, ..Config::default() };
+    let mut runner = TestRunner::new(config);
+    let (count, worst) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let bound = MEMORY_FACTOR * input_bytes + MEMORY_SLACK;
+    let result = runner.run(&mutations(files), |m| {
+        count.fetch_add(1, Ordering::Relaxed);
+        let before = LIVE.load(Ordering::Relaxed);
+        PEAK.store(before, Ordering::Relaxed);
+        check(&m)?;
+        let peak = PEAK.load(Ordering::Relaxed).saturating_sub(before);
+        worst.fetch_max(peak, Ordering::Relaxed);
+        prop_assert!(peak <= bound, "allocated {peak} bytes at the peak for {input_bytes} bytes of input");
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{name}: {e}");
+    }
+    println!("{name}: {} cases, 0 panics, peak allocation at most {:.1} MB (bound {:.1} MB)", count.into_inner(), worst.into_inner() as f64 / 1e6, bound as f64 / 1e6);
+}
+
+fn size(files: &[(PathBuf, bool)]) -> usize {
+    files.iter().map(|(f, _)| std::fs::metadata(f).map_or(0, |m| m.len() as usize)).sum()
+}
+
+/// Writes each `(source, mutations)` file into `dir` under its own name.
+fn write_mutated(dir: &Path, files: &[(PathBuf, bool)], mutations: &[Vec<Mutation>]) {
+    for ((source, safetensors), m) in files.iter().zip(mutations) {
+        let bytes = apply(std::fs::read(source).expect("a fixture"), m, *safetensors);
+        std::fs::write(dir.join(source.file_name().expect("a file name")), bytes).expect("a scratch file");
+    }
+}
+
+#[test]
+fn model_checkpoints() {
+    let model = fixtures().join("peft-models/tests/fixtures/hf/models");
+    for arch in ["llama", "gpt2_f16", "bert"] {
+        let dir = scratch(&format!("model-{arch}"));
+        let files = [(model.join(arch).join("config.json"), false), (model.join(arch).join("model.safetensors"), true)];
+        fuzz(&format!("model {arch}"), 2, size(&files), |m| {
+            write_mutated(&dir, &files, m);
+            let _ = peft::models::HfModel::<NdArray>::load(&dir, &Default::default());
+            Ok(())
+        });
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+#[test]
+fn adapter_folders() {
+    let hf = fixtures().join("peft-models/tests/fixtures/hf");
+    let (base, _) = peft::models::HfModel::<NdArray>::load(&hf.join("models/llama"), &Default::default()).expect("the fixture loads");
+    for case in ["llama_lora", "llama_ia3", "llama_prefix", "llama_dora_layers"] {
+        let dir = scratch(&format!("adapter-{case}"));
+        let src = hf.join("adapters").join(case);
+        let files = [(src.join("adapter_config.json"), false), (src.join("adapter_model.safetensors"), true)];
+        fuzz(&format!("adapter {case}"), 2, size(&files) + size(&[(hf.join("models/llama/model.safetensors"), true)]), |m| {
+            write_mutated(&dir, &files, m);
+            let mut model = base.clone();
+            if peft::hf::load_adapter(&mut model, &dir, "fuzz").is_ok() {
+                let tokens = burn::tensor::Tensor::<NdArray, 2, burn::tensor::Int>::from_ints([[1, 2, 3]], &Default::default());
+                let _ = model.forward(tokens);
+            }
+            Ok(())
+        });
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+#[test]
+fn checkpoint_merges() {
+    let hf = fixtures().join("peft-models/tests/fixtures/hf");
+    let base_bytes = std::fs::read(hf.join("models/llama/model.safetensors")).expect("the fixture");
+    let base = peft::core::checkpoint::parse(&base_bytes, "base").expect("the fixture parses");
+    let dir = scratch("merge");
+    let src = hf.join("adapters/llama_lora");
+    let files = [(src.join("adapter_config.json"), false), (src.join("adapter_model.safetensors"), true)];
+    fuzz("merge llama_lora", 2, size(&files) + base_bytes.len(), |m| {
+        write_mutated(&dir, &files, m);
+        if let Ok(folder) = peft::hf::AdapterFolder::read(&dir) {
+            let _ = peft::hf::merge_checkpoint::<NdArray>(&base, &folder, &Default::default());
+        }
+        Ok(())
+    });
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn quantized_files() {
+    let fixture = fixtures().join("peft-quant/tests/fixtures/bnb_4bit.safetensors");
+    let bytes = std::fs::read(&fixture).expect("the fixture");
+    fuzz("bitsandbytes 4-bit file", 1, bytes.len(), |m| {
+        let mutated = apply(bytes.clone(), &m[0], true);
+        if let Ok(st) = peft::core::checkpoint::parse(&mutated, "fuzz") {
+            for name in peft::quant::layout::quantized_names(&st) {
+                if let Ok(q) = peft::quant::Quantized4bit::read(&st, &name) {
+                    let _ = q.dequantize();
+                }
+            }
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn training_data() {
+    let data = fixtures().join("peft-train/tests/fixtures/data");
+    let dir = scratch("data");
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(&data).expect("the fixtures").flatten().map(|e| e.path()).collect();
+    sources.sort();
+    for source in sources {
+        let name = source.file_name().expect("a name").to_string_lossy().to_string();
+        fuzz(&format!("data {name}"), 1, size(&[(source.clone(), false)]), |m| {
+            write_mutated(&dir, &[(source.clone(), false)], m);
+            let _ = peft_train::Dataset::read(&dir.join(&name), false);
+            let _ = peft_train::Dataset::read(&dir.join(&name), true);
+            Ok(())
+        });
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
