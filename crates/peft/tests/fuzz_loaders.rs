@@ -176,6 +176,32 @@ fn fuzz(name: &str, files: usize, input_bytes: usize, check: impl Fn(&[Vec<Mutat
     println!("{name}: {} cases, 0 panics, peak allocation at most {:.1} MB (bound {:.1} MB)", count.into_inner(), worst.into_inner() as f64 / 1e6, bound as f64 / 1e6);
 }
 
+/// Every number of every JSON file among `files` (a config, or a safetensors header: shapes and
+/// offsets) set to every value of `EXTREMES`, one at a time: the sweep of docs/reliability.md.
+fn sweep(name: &str, files: &[(PathBuf, bool)], check: impl Fn(&[Vec<Mutation>])) {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bound = MEMORY_FACTOR * size(files) + MEMORY_SLACK;
+    let mut count = 0;
+    for (f, (source, safetensors)) in files.iter().enumerate() {
+        let bytes = std::fs::read(source).expect("a fixture");
+        let numbers = number_spans(&bytes[..json_region(&bytes, *safetensors)]).len();
+        for which in 0..numbers {
+            for value in 0..EXTREMES.len() {
+                let mut mutations = vec![Vec::new(); files.len()];
+                mutations[f] = vec![Mutation::Number { which, value }];
+                let before = LIVE.load(Ordering::Relaxed);
+                PEAK.store(before, Ordering::Relaxed);
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&mutations)));
+                assert!(run.is_ok(), "{name}: number {which} of {} set to {} panicked", source.display(), EXTREMES[value]);
+                let peak = PEAK.load(Ordering::Relaxed).saturating_sub(before);
+                assert!(peak <= bound, "{name}: number {which} of {} set to {}: {peak} bytes allocated", source.display(), EXTREMES[value]);
+                count += 1;
+            }
+        }
+    }
+    println!("{name}: swept {count} settings, 0 panics");
+}
+
 fn size(files: &[(PathBuf, bool)]) -> usize {
     files.iter().map(|(f, _)| std::fs::metadata(f).map_or(0, |m| m.len() as usize)).sum()
 }
@@ -198,6 +224,35 @@ fn model_checkpoints() {
             write_mutated(&dir, &files, m);
             let _ = peft::models::HfModel::<NdArray>::load(&dir, &Default::default());
             Ok(())
+        });
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+#[test]
+fn numeric_sweep_of_configs_and_headers() {
+    let hf = fixtures().join("peft-models/tests/fixtures/hf");
+    let (base, _) = peft::models::HfModel::<NdArray>::load(&hf.join("models/llama"), &Default::default()).expect("the fixture loads");
+    for arch in ["llama", "gpt2_f16", "bert"] {
+        let dir = scratch(&format!("sweep-{arch}"));
+        let files = [(hf.join("models").join(arch).join("config.json"), false), (hf.join("models").join(arch).join("model.safetensors"), true)];
+        sweep(&format!("model {arch}"), &files, |m| {
+            write_mutated(&dir, &files, m);
+            let _ = peft::models::HfModel::<NdArray>::load(&dir, &Default::default());
+        });
+        std::fs::remove_dir_all(&dir).ok();
+    }
+    for case in ["llama_lora", "llama_ia3", "llama_prefix", "llama_dora_layers"] {
+        let dir = scratch(&format!("sweep-{case}"));
+        let src = hf.join("adapters").join(case);
+        let files = [(src.join("adapter_config.json"), false), (src.join("adapter_model.safetensors"), true)];
+        sweep(&format!("adapter {case}"), &files, |m| {
+            write_mutated(&dir, &files, m);
+            let mut model = base.clone();
+            if peft::hf::load_adapter(&mut model, &dir, "fuzz").is_ok() {
+                let tokens = burn::tensor::Tensor::<NdArray, 2, burn::tensor::Int>::from_ints([[1, 2, 3]], &Default::default());
+                let _ = model.forward(tokens);
+            }
         });
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Kills `peft quantize` with SIGKILL at random moments, N times each, and checks
+# the contract of docs/reliability.md after every kill: the output is absent, the old one, or
+# complete (a safetensors file whose header and length agree), and at most one temporary file
+# (`.NAME.tmp-PID`) is left beside it; the next complete run removes it.
+#
+#   tools/kill_during_writes.sh [PEFT_BINARY] [N]
+#
+# Needs python3 (standard library only) to write a 256 MB input and check outputs. Not run in CI.
+set -euo pipefail
+peft=${1:-target/release/peft}
+n=${2:-100}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+python3 - "$work/model.safetensors" <<'PY'
+import json, struct, sys, random
+random.seed(0)
+rows, cols, count = 2048, 4096, 8          # 8 tensors of 32 MB
+header, offset = {}, 0
+for i in range(count):
+    header[f"layers.{i}.weight"] = {"dtype": "F32", "shape": [rows, cols], "data_offsets": [offset, offset + rows * cols * 4]}
+    offset += rows * cols * 4
+text = json.dumps(header).encode()
+text += b" " * (-len(text) % 8)
+block = struct.pack("<1024f", *[random.uniform(-1, 1) for _ in range(1024)])
+with open(sys.argv[1], "wb") as f:
+    f.write(struct.pack("<Q", len(text)) + text)
+    for _ in range(offset // len(block)):
+        f.write(block)
+PY
+
+check() {  # output, leftover pattern
+    python3 - "$1" <<'PY'
+import json, os, struct, sys
+path = sys.argv[1]
+if not os.path.exists(path):
+    sys.exit(0)
+with open(path, "rb") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    header = json.loads(f.read(n))
+end = max(v["data_offsets"][1] for k, v in header.items() if k != "__metadata__")
+if os.path.getsize(path) != 8 + n + end:
+    sys.exit(f"damaged output: {path}")
+PY
+    local left
+    left=$(find "$(dirname "$1")" -maxdepth 1 -name ".$(basename "$1").tmp-*" | wc -l)
+    if [ "$left" -gt 1 ]; then echo "$left temporary files beside $1" >&2; exit 1; fi
+}
+
+out="$work/out.safetensors"
+for i in $(seq "$n"); do
+    "$peft" quantize --in "$work/model.safetensors" --out "$out" --quant-type nf4 --double-quant >/dev/null 2>&1 &
+    pid=$!
+    sleep "$(python3 -c 'import random; print(random.uniform(0.05, 4.0))')"
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    check "$out"
+done
+"$peft" quantize --in "$work/model.safetensors" --out "$out" --quant-type nf4 --double-quant >/dev/null
+check "$out"
+left=$(find "$work" -maxdepth 1 -name ".out.safetensors.tmp-*" | wc -l)
+echo "quantize: $n kills, output absent/old/complete every time; $left temporary files after a complete run"
+[ "$left" -eq 0 ]
