@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Kills `peft quantize` with SIGKILL at random moments, N times each, and checks
+# Kills `peft quantize` and `peft dequantize` with SIGKILL at random moments, N times each, and checks
 # the contract of docs/reliability.md after every kill: the output is absent, the old one, or
 # complete (a safetensors file whose header and length agree), and at most one temporary file
 # (`.NAME.tmp-PID`) is left beside it; the next complete run removes it.
@@ -48,17 +48,28 @@ PY
     if [ "$left" -gt 1 ]; then echo "$left temporary files beside $1" >&2; exit 1; fi
 }
 
-out="$work/out.safetensors"
-for i in $(seq "$n"); do
-    "$peft" quantize --in "$work/model.safetensors" --out "$out" --quant-type nf4 --double-quant >/dev/null 2>&1 &
-    pid=$!
-    sleep "$(python3 -c 'import random; print(random.uniform(0.05, 4.0))')"
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+# quantize (a 256 MB input, a 35 MB output), then dequantize (a 256 MB output, so that kills
+# also land while the file is being written).
+"$peft" quantize --in "$work/model.safetensors" --out "$work/q.safetensors" --quant-type nf4 --double-quant >/dev/null
+for command in quantize dequantize; do
+    out="$work/$command.safetensors"
+    case $command in
+        quantize) args=(quantize --in "$work/model.safetensors" --out "$out" --quant-type nf4 --double-quant) ;;
+        dequantize) args=(dequantize --in "$work/q.safetensors" --out "$out") ;;
+    esac
+    mid_write=0
+    for i in $(seq "$n"); do
+        "$peft" "${args[@]}" >/dev/null 2>&1 &
+        pid=$!
+        sleep "$(python3 -c 'import random; print(random.uniform(0.05, 4.0))')"
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        if [ -e "$work/.$command.safetensors.tmp-$pid" ]; then mid_write=$((mid_write + 1)); fi
+        check "$out"
+    done
+    "$peft" "${args[@]}" >/dev/null
     check "$out"
+    left=$(find "$work" -maxdepth 1 -name ".$command.safetensors.tmp-*" | wc -l)
+    echo "$command: $n kills ($mid_write while the output was being written): output absent, old or complete every time, at most one temporary file; $left temporary files after a complete run"
+    [ "$left" -eq 0 ]
 done
-"$peft" quantize --in "$work/model.safetensors" --out "$out" --quant-type nf4 --double-quant >/dev/null
-check "$out"
-left=$(find "$work" -maxdepth 1 -name ".out.safetensors.tmp-*" | wc -l)
-echo "quantize: $n kills, output absent/old/complete every time; $left temporary files after a complete run"
-[ "$left" -eq 0 ]

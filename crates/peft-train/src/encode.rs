@@ -52,10 +52,8 @@ impl Encoder {
     /// The tokenizer and template of the model in `dir` (`tokenizer.json`, `tokenizer_config.json`,
     /// `chat_template.jinja`); ChatML when the model has no template and `chatml_fallback`.
     pub fn from_model_dir(dir: &Path, chatml_fallback: bool) -> Result<Self> {
-        let path = dir.join("tokenizer.json");
-        peft_core::checkpoint::check_regular_file(&path)?;
-        let mut tokenizer = Tokenizer::from_file(&path).map_err(|e| PeftError::Tokenizer(format!("cannot read `{}`: {e}", path.display())))?;
-        tokenizer.with_padding(None).with_truncation(None).map_err(|e| PeftError::Tokenizer(e.to_string()))?;
+        let mut tokenizer = peft_models::text::load_tokenizer(dir)?;
+        tokenizer.with_truncation(None).map_err(|e| PeftError::Tokenizer(e.to_string()))?;
         let template = ChatTemplate::from_model_dir(dir, chatml_fallback)?;
         let config_path = dir.join("tokenizer_config.json");
         let config: serde_json::Value = if config_path.exists() { peft_core::checkpoint::read_json(&config_path)? } else { serde_json::Value::Null };

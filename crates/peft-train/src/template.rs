@@ -13,6 +13,9 @@ use crate::Message;
 /// ChatML, the fallback for models without a template (SmolLM2 and Qwen use it).
 pub const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
+/// The most instructions one rendering may run.
+pub const TEMPLATE_FUEL: u64 = 50_000_000;
+
 /// A compiled chat template and the special tokens it may refer to.
 #[derive(Debug)]
 pub struct ChatTemplate {
@@ -37,6 +40,9 @@ impl ChatTemplate {
     /// Python's string methods, `raise_exception`).
     pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
         let mut env = Environment::new();
+        // A template is a program from the model's files: bounded, it ends with an error instead
+        // of running forever (real templates use a few hundred instructions per message).
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -92,5 +98,19 @@ mod tests {
         let raising = ChatTemplate::new("{{ raise_exception('roles must alternate') }}", "", "").unwrap();
         assert!(raising.render(&chat, false).unwrap_err().to_string().contains("roles must alternate"));
         assert!(ChatTemplate::new("{% for %}", "", "").is_err());
+    }
+
+    #[test]
+    fn hostile_templates_end_with_an_error() {
+        let chat = [Message::new("user", "hi")];
+        for source in [
+            // Endless work: nested loops, recursion, huge strings.
+            "{% for a in range(100000) %}{% for b in range(100000) %}{{ a }}{% endfor %}{% endfor %}",
+            "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+            "{{ 'x' * 100000000000 }}",
+        ] {
+            let template = ChatTemplate::new(source, "", "").unwrap();
+            assert!(template.render(&chat, false).is_err(), "{source}");
+        }
     }
 }
