@@ -54,7 +54,7 @@ pub fn logits(model_dir: &Path, adapter: Option<&Path>, tokens: &str, out: &Path
     let (shape, dtype) = (data.shape.to_vec(), data.dtype);
     let values = data.into_vec::<f32>().map_err(|_| PeftError::UnsupportedDtype { name: "output".into(), dtype: format!("{dtype:?}"), expected: "F32" })?;
     if !values.iter().all(|v| v.is_finite()) {
-        return Err(PeftError::NonFiniteResult(format!("output of {what}")).into());
+        return Err(PeftError::NonFiniteResult(format!("the output of the {what} (look at the adapter's scaling and the weights; nothing was written)")).into());
     }
     write_atomic(out, &[TensorEntry::f32("output", shape.clone(), &values)], None)?;
     Ok(format!("{what}: wrote `output` {shape:?} to {}", out.display()))

@@ -89,7 +89,7 @@ pub fn dequantize(input: &Path, out: &Path) -> Result<String, CliError> {
         let q = Quantized4bit::read(&st, name)?;
         let values = q.dequantize();
         if !values.iter().all(|v| v.is_finite()) {
-            return Err(PeftError::NonFiniteResult(format!("dequantized `{name}`")).into());
+            return Err(PeftError::NonFiniteResult(format!("dequantized `{name}` (its scales are corrupt; nothing was written)")).into());
         }
         entries.push(TensorEntry::f32(name.clone(), q.state.shape.clone(), &values));
     }

@@ -120,7 +120,7 @@ fn hostile_inputs_are_one_line_errors() {
     config["alpha_pattern"] = serde_json::json!({});
     std::fs::write(adapter.join("adapter_config.json"), config.to_string()).unwrap();
     let a = adapter.to_str().unwrap();
-    common::assert_fails(&peft(&["logits", "--model", l, "--adapter", a, "--tokens", "1,2,3", "--out", o]), "NaN or infinite", &out);
+    common::assert_fails(&peft(&["logits", "--model", l, "--adapter", a, "--tokens", "1,2,3", "--out", o]), "came out NaN or infinite", &out);
 
     // The output over its own input is refused without --force; the input is untouched.
     let model_file = llama.join("model.safetensors");

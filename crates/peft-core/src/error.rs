@@ -58,7 +58,7 @@ pub enum PeftError {
     NonFiniteTensor(String),
     /// A computed result (logits, dequantized weights) holds NaN or infinite values; it is not
     /// written.
-    #[error("`{0}` came out with NaN or infinite values (look at the scales and weights that made it); nothing was written")]
+    #[error("{0} came out NaN or infinite")]
     NonFiniteResult(String),
     /// A merge would write NaN or infinite values.
     #[error("merging adapter `{adapter}` into `{path}` gives non-finite weights; nothing was changed")]

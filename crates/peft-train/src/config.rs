@@ -138,6 +138,13 @@ impl Default for TrainConfig {
     }
 }
 
+/// Most batches accumulated into one optimizer step (they are held in memory together).
+pub const MAX_GRAD_ACCUM: usize = 1 << 16;
+/// Most passes over the data (the plan of every epoch is drawn up front).
+pub const MAX_EPOCHS: usize = 100_000;
+/// Most virtual tokens of a prefix.
+pub const MAX_VIRTUAL_TOKENS: usize = 4096;
+
 impl TrainConfig {
     /// Reads a `train.toml` whose keys are this struct's fields (unknown keys are errors).
     pub fn from_toml(text: &str, name: &str) -> Result<Self> {
@@ -159,6 +166,12 @@ impl TrainConfig {
         let sane = |v: f64| v >= 0.0 && v.is_finite();
         if !((0.0..1.0).contains(&self.eval_split) && sane(self.max_grad_norm) && sane(self.weight_decay)) {
             return bad("eval_split must be in [0, 1); max_grad_norm and weight_decay at least 0".into());
+        }
+        if self.grad_accum > MAX_GRAD_ACCUM || self.epochs > MAX_EPOCHS || self.num_virtual_tokens > MAX_VIRTUAL_TOKENS {
+            return bad(format!(
+                "grad_accum {}, epochs {} or num_virtual_tokens {} is beyond the limits ({MAX_GRAD_ACCUM}, {MAX_EPOCHS}, {MAX_VIRTUAL_TOKENS}; docs/reliability.md)",
+                self.grad_accum, self.epochs, self.num_virtual_tokens
+            ));
         }
         if self.batch_size.saturating_mul(self.max_len) > 1 << 24 {
             return bad(format!("a batch of {} rows of {} tokens is too large for one forward pass; lower batch_size or max_len (grad_accum keeps the effective batch)", self.batch_size, self.max_len));

@@ -14,7 +14,7 @@ use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer}
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
-use peft_core::{PeftError, PeftModel, Result, TargetModules, Targeting, TrainMode, TrainableReport, set_trainable};
+use peft_core::{PeftError, PeftModel, Result, TargetModules, Targeting, TrainMode, TrainableReport, all_finite, set_trainable};
 use peft_hf::{HfCheckpoint, HfMethod, SaveOptions, save_adapter};
 use peft_lora::{Ia3Config, LoraConfig};
 use peft_models::HfModel;
@@ -317,6 +317,10 @@ where
             observer.evaluated(steps, &result);
         }
         if (config.save_every > 0 && steps % config.save_every == 0) || steps == total {
+            // A diverged update is not saved over the last good checkpoint.
+            if !all_finite(&model) {
+                return Err(PeftError::NonFiniteResult(format!("the parameters after step {steps} (lower the learning rate; checkpoints written so far are kept)")));
+            }
             let state = TrainState { step: steps, total_steps: total, cursor: stream.cursor, fingerprint: config.fingerprint() };
             save_checkpoint(out, &state, |dir| {
                 save_trainable(&model, dir)?;

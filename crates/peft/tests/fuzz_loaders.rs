@@ -354,3 +354,135 @@ fn tokenizers_and_chat_templates() {
     });
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A run with a checkpoint at step 2, resumed from a mutated copy of that checkpoint for one more
+/// step: the run's state, the trainable parameters, Burn's record of the optimizer and the adapter.
+#[test]
+fn training_checkpoints() {
+    use burn::backend::Autodiff;
+    use peft_train::{Dataset, Encoder, Observer, TrainConfig, TrainSetup, train};
+    /// Stops the first run after step 2, as a run killed there; resumed runs go on to step 3.
+    struct StopAt(Option<usize>);
+    impl Observer for StopAt {
+        fn stop_after(&mut self, step: usize) -> bool {
+            self.0 == Some(step)
+        }
+    }
+
+    let root = fixtures().join("peft-train/tests/fixtures");
+    let model_dir = root.join("llama");
+    let encoder = Encoder::from_model_dir(&model_dir, false).expect("the fixture tokenizer");
+    let data: Vec<_> = Dataset::read(&root.join("data/chat.jsonl"), false).expect("the fixture data").records.iter().map(|r| encoder.encode(r).expect("encodes")).collect();
+    let config = TrainConfig { max_steps: Some(3), save_every: 1, batch_size: 2, ..TrainConfig::default() };
+    let first = scratch("checkpoint-first");
+    let setup = |out: &Path, resume: bool, stop: Option<usize>| {
+        let setup = TrainSetup { model_dir: &model_dir, train: &data, eval: &data[..2], pad_id: encoder.pad_id(), config: &config, out, resume };
+        train::<Autodiff<NdArray>>(&setup, &Default::default(), &mut StopAt(stop)).map(|s| s.resumed_from)
+    };
+    setup(&first, false, Some(2)).expect("the first run");
+    let step = first.join("checkpoints/step-2");
+    let mut files: Vec<(PathBuf, bool)> = Vec::new();
+    let mut pending = vec![step.clone()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("the checkpoint").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let safetensors = path.extension().is_some_and(|e| e == "safetensors");
+                files.push((path, safetensors));
+            }
+        }
+    }
+    files.sort();
+    let out = scratch("checkpoint-resume");
+    let copy = |mutations: &[Vec<Mutation>]| {
+        let _ = std::fs::remove_dir_all(&out);
+        for ((source, safetensors), mutations) in files.iter().zip(mutations) {
+            let target = out.join("checkpoints/step-2").join(source.strip_prefix(&step).expect("inside the checkpoint"));
+            std::fs::create_dir_all(target.parent().expect("a folder")).expect("a scratch folder");
+            std::fs::write(&target, apply(std::fs::read(source).expect("a checkpoint file"), mutations, *safetensors)).expect("a scratch file");
+        }
+    };
+    copy(&vec![Vec::new(); files.len()]);
+    assert_eq!(setup(&out, true, None).expect("an unchanged copy resumes"), Some(2));
+    let cases_here = (cases() / 3).max(1);
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut runner = TestRunner::new(Config { cases: cases_here, failure_persistence: None, max_shrink_iters: 500, ..Config::default() });
+    let count = AtomicUsize::new(0);
+    let result = runner.run(&mutations(files.len()), |m| {
+        count.fetch_add(1, Ordering::Relaxed);
+        copy(&m);
+        let _ = setup(&out, true, None);
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("training checkpoints: {e}");
+    }
+    println!("training checkpoints ({} files): {} cases, 0 panics", files.len(), count.into_inner());
+    std::fs::remove_dir_all(&first).ok();
+    std::fs::remove_dir_all(&out).ok();
+}
+
+/// Every numeric key of `train.toml` set to every extreme value: refused by validation, or a
+/// one-step run that ends with `Ok` or an error (never a panic, never beyond the memory bound).
+#[test]
+fn numeric_sweep_of_training_settings() {
+    use burn::backend::Autodiff;
+    use peft_train::{Dataset, Encoder, Observer, TrainConfig, TrainSetup, train};
+    struct Quiet;
+    impl Observer for Quiet {}
+    let root = fixtures().join("peft-train/tests/fixtures");
+    let model_dir = root.join("llama");
+    let encoder = Encoder::from_model_dir(&model_dir, false).expect("the fixture tokenizer");
+    let data: Vec<_> = Dataset::read(&root.join("data/chat.jsonl"), false).expect("the fixture data").records.iter().map(|r| encoder.encode(r).expect("encodes")).collect();
+    let keys = [
+        "r", "alpha", "dropout", "num_virtual_tokens", "epochs", "max_steps", "lr", "weight_decay", "batch_size", "grad_accum", "max_len", "warmup",
+        "max_grad_norm", "seed", "save_every", "eval_every", "eval_split",
+    ];
+    let out = scratch("train-sweep");
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    std::panic::set_hook(Box::new(|_| {}));
+    let (mut count, mut ran, mut failures) = (0, 0, Vec::new());
+    for key in keys {
+        for extreme in EXTREMES {
+            for method in ["lora", "prefix"] {
+                let text = format!("method = \"{method}\"\n{key} = {extreme}\n");
+                count += 1;
+                let Ok(mut config) = TrainConfig::from_toml(&text, "train.toml") else { continue };
+                if config.validate().is_err() {
+                    continue;
+                }
+                // One step whatever the schedule says (the sweep is about values, not run length);
+                // a valid accumulation of many batches is accepted but not run (it is only long).
+                config.max_steps = Some(1);
+                config.epochs = 1;
+                if config.grad_accum > 4 {
+                    continue;
+                }
+                let before = LIVE.load(Ordering::Relaxed);
+                PEAK.store(before, Ordering::Relaxed);
+                let _ = std::fs::remove_dir_all(&out);
+                let setup = TrainSetup { model_dir: &model_dir, train: &data, eval: &data[..2], pad_id: encoder.pad_id(), config: &config, out: &out, resume: false };
+                let began = std::time::Instant::now();
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| train::<Autodiff<NdArray>>(&setup, &Default::default(), &mut Quiet).map(|_| ())));
+                if std::env::var("PEFT_SWEEP_TRACE").is_ok() {
+                    eprintln!("{method} {key}={extreme}: {:?} {:?}", began.elapsed(), run.as_ref().map(|r| r.as_ref().err().map(|e| e.to_string())));
+                }
+                if run.is_err() {
+                    failures.push(format!("{method}: {key} = {extreme} panicked"));
+                }
+                let peak = PEAK.load(Ordering::Relaxed).saturating_sub(before);
+                if peak > 256 << 20 {
+                    failures.push(format!("{method}: {key} = {extreme}: {peak} bytes allocated"));
+                }
+                ran += 1;
+            }
+        }
+    }
+    let _ = std::panic::take_hook();
+    assert!(failures.is_empty(), "{failures:#?}");
+    println!("training settings: swept {count} settings ({ran} valid ones trained a step), 0 panics");
+    std::fs::remove_dir_all(&out).ok();
+}
