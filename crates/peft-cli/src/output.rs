@@ -8,7 +8,7 @@ use crate::quantize::CliError;
 /// folder's files.
 fn input_files(input: &Path) -> Vec<std::path::PathBuf> {
     if input.is_dir() {
-        ["model.safetensors", "config.json", "tokenizer.json", "adapter_model.safetensors", "adapter_config.json"].iter().map(|f| input.join(f)).collect()
+        ["model.safetensors", "config.json", "tokenizer.json", peft_hf::folder::WEIGHTS_FILE, peft_hf::folder::CONFIG_FILE].iter().map(|f| input.join(f)).collect()
     } else {
         vec![input.to_path_buf()]
     }

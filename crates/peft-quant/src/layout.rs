@@ -80,7 +80,7 @@ impl Quantized4bit {
         let code: [f32; 16] = floats(st, &format!("{name}.quant_map"))?
             .try_into()
             .map_err(|v: Vec<f32>| corrupt(name, format!("quant_map has {} values, expected 16", v.len())))?;
-        if let Some(nested) = json.nested_dtype.as_deref().filter(|d| !["float32", "float16", "bfloat16"].contains(d)) {
+        if let Some(nested) = json.nested_dtype.as_deref().filter(|d| !crate::state::FLOAT_DTYPES.contains(d)) {
             return Err(corrupt(name, format!("nested_dtype `{nested}` (expected float32, float16 or bfloat16)")));
         }
         let absmax = match (json.nested_offset, json.nested_blocksize) {

@@ -94,6 +94,9 @@ pub fn double_quantize(absmax: &[f32], offset: f32) -> Absmax {
     Absmax::Double { codes, nested_absmax, nested_map: DYNAMIC_MAP.to_vec(), nested_blocksize: NESTED_BLOCKSIZE, offset }
 }
 
+/// The dtype names a quant state may give for the weight and its nested scales.
+pub(crate) const FLOAT_DTYPES: [&str; 3] = ["float32", "float16", "bfloat16"];
+
 impl Quantized4bit {
     /// Quantizes `data` (row-major, of `shape`, originally of `dtype`).
     pub fn quantize(name: &str, data: &[f32], shape: &[usize], dtype: &str, config: QuantConfig) -> Result<Self> {
@@ -125,7 +128,12 @@ impl Quantized4bit {
 
     /// Number of values.
     pub fn numel(&self) -> usize {
-        self.state.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).unwrap_or(usize::MAX)
+        self.checked_numel().unwrap_or(usize::MAX)
+    }
+
+    /// Number of values, `None` when the shape's product overflows.
+    fn checked_numel(&self) -> Option<usize> {
+        self.state.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
     }
 
     /// The per-block absmax values, dequantized when double-quantized.
@@ -163,10 +171,10 @@ impl Quantized4bit {
     pub fn validate(&self, name: &str) -> Result<()> {
         let corrupt = |reason: String| QuantError::CorruptState { name: name.into(), reason };
         check_blocksize(self.state.blocksize).map_err(|e| corrupt(e.to_string()))?;
-        if !["float32", "float16", "bfloat16"].contains(&self.state.dtype.as_str()) {
+        if !FLOAT_DTYPES.contains(&self.state.dtype.as_str()) {
             return Err(corrupt(format!("dtype `{}` (expected float32, float16 or bfloat16)", self.state.dtype)));
         }
-        if self.state.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).is_none() {
+        if self.checked_numel().is_none() {
             return Err(corrupt(format!("shape {:?} has more values than fit in memory", self.state.shape)));
         }
         let finite = |values: &[f32]| values.iter().all(|v| v.is_finite());
