@@ -134,7 +134,13 @@ enum Command {
     },
 }
 
+/// mimalloc, keeping freed memory for reuse: training steps reuse their large buffers instead of
+/// faulting fresh pages in (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: peft_train::allocator::Allocator = peft_train::allocator::Allocator;
+
 fn main() -> ExitCode {
+    peft_train::allocator::keep_freed_memory();
     let cli = Cli::parse();
     // Every expected failure is a typed error; should a bug still panic, say so in one line
     // (outputs are written by rename at the very end, so nothing partial is left).

@@ -28,6 +28,13 @@ pub(crate) fn linear<B: Backend, T: Module<B>>(d_in: usize, d_out: usize, bias: 
     Tuned::new(BaseLinear::Dense(LinearConfig::new(d_in, d_out).with_bias(bias).with_initializer(Initializer::Zeros).init(device)))
 }
 
+/// The weight `[d_in, d_out]` of `layer` when its output is exactly `x · weight`: dense, without
+/// a bias or a live adapter.
+pub(crate) fn plain_weight<B: Backend, T: LinearTuner<B>>(layer: &AdaptedLinear<B, T>) -> Option<Tensor<B, 2>> {
+    let dense = layer.base.dense().filter(|l| l.bias.is_none())?;
+    layer.live_adapters().next().is_none().then(|| dense.weight.val())
+}
+
 /// A key/value site for `kv_heads` heads of width `head_dim`.
 pub(crate) fn kv_site<B: Backend>(kv_heads: usize, head_dim: usize) -> PrefixKv<B> {
     Tuned::new(KvSite { kv_heads, head_dim })

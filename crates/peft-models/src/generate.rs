@@ -20,6 +20,24 @@ pub trait CausalLm<B: Backend> {
     fn max_positions(&self) -> Option<usize> {
         None
     }
+    /// The final hidden states of `batch` and the output head, when the logits are exactly
+    /// `hidden · weight` (no bias, no live adapter, not quantized): what a loss needs to compute
+    /// the logits a few rows at a time. `None` when the head is anything else;
+    /// [`logits`](Self::logits) always works.
+    fn hidden_and_head(&self, _batch: &TokenBatch<B>) -> Option<HeadInput<B>> {
+        None
+    }
+}
+
+/// The input of a causal LM's output head: `logits = hidden · weight`.
+#[derive(Clone, Debug)]
+pub struct HeadInput<B: Backend> {
+    /// Final hidden states `[batch, seq, hidden]`.
+    pub hidden: Tensor<B, 3>,
+    /// The head's weight `[hidden, vocab]` (a tied head: the token embeddings, transposed).
+    pub weight: Tensor<B, 2>,
+    /// Whether the weight is a parameter that trains (it needs a gradient).
+    pub weight_trains: bool,
 }
 
 /// How [`generate`] picks tokens. The default is greedy, 64 new tokens, with the cache.

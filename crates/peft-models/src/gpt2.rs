@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, attend, kv_site, linear, prefix_len, split_heads};
 use crate::batch::{KvCache, TokenBatch, attention_bias};
-use crate::generate::CausalLm;
+use crate::generate::{CausalLm, HeadInput};
 
 fn default_eps() -> f64 {
     1e-5
@@ -199,6 +199,11 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> CausalLm<B> for Gpt2<B, T> {
     }
     fn max_positions(&self) -> Option<usize> {
         Some(self.transformer.wpe.weight.dims()[0])
+    }
+    fn hidden_and_head(&self, batch: &TokenBatch<B>) -> Option<HeadInput<B>> {
+        let weight = self.transformer.wte.base.weight.val();
+        let weight_trains = weight.is_require_grad();
+        Some(HeadInput { hidden: self.hidden_states(batch, None), weight: weight.transpose(), weight_trains })
     }
 }
 

@@ -45,6 +45,6 @@ pub mod text;
 
 pub use attention::{AdaptedLinear, LinearAdapter};
 pub use batch::{KvCache, Padding, TokenBatch};
-pub use generate::{CausalLm, GenerationConfig, generate};
+pub use generate::{CausalLm, GenerationConfig, HeadInput, generate};
 pub use hf_config::HfModelConfig;
 pub use hf_model::HfModel;

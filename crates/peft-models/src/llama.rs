@@ -13,9 +13,9 @@ use peft_lora::LoraEmbedding;
 use peft_ptuning::PrefixKv;
 use serde::Deserialize;
 
-use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, attend, kv_site, linear, prefix_len, split_heads};
+use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, attend, kv_site, linear, plain_weight, prefix_len, split_heads};
 use crate::batch::{KvCache, TokenBatch, attention_bias};
-use crate::generate::CausalLm;
+use crate::generate::{CausalLm, HeadInput};
 
 fn default_eps() -> f64 {
     1e-6
@@ -222,43 +222,59 @@ pub struct Llama<B: Backend, T: Module<B>> {
 }
 peft_core::adaptable!(Llama<T: LinearTuner<B>> { model, lm_head });
 
-/// Rotary tables `cos`, `sin` `[batch, 1, seq, head_dim]` for `positions [batch, seq]` moved by
-/// `offset`, HF's layout (frequencies repeated over both halves), computed in f32.
-fn rope_tables<B: Backend>(positions: &Tensor<B, 2, Int>, offset: usize, head_dim: usize, base: f64) -> (Tensor<B, 4>, Tensor<B, 4>) {
-    let [batch, seq] = positions.dims();
-    let device = positions.device();
-    let half = head_dim / 2;
-    let inv_freq: Vec<f32> = (0..half).map(|i| (1.0 / base.powf((2 * i) as f64 / head_dim as f64)) as f32).collect();
-    let positions = positions.to_data().convert::<i64>().into_vec::<i64>().unwrap_or_default();
-    let mut cos = Vec::with_capacity(positions.len() * head_dim);
-    let mut sin = Vec::with_capacity(positions.len() * head_dim);
-    for p in positions {
-        for j in 0..head_dim {
-            let angle = (p as usize + offset) as f32 * inv_freq[j % half];
-            cos.push(angle.cos());
-            sin.push(angle.sin());
-        }
-    }
-    let table = |v| Tensor::<B, 3>::from_data(TensorData::new(v, [batch, seq, head_dim]), &device).unsqueeze_dim(1);
-    (table(cos), table(sin))
+/// What RoPE needs for one forward pass: `cos`, `sin` `[batch, 1, seq, head_dim]` (HF's layout,
+/// frequencies repeated over both halves, computed in f32) and `rotate_half` as a matrix.
+#[derive(Clone, Debug)]
+pub struct Rope<B: Backend> {
+    cos: Tensor<B, 4>,
+    sin: Tensor<B, 4>,
+    /// `[head_dim, head_dim]`: `x · rotation = rotate_half(x) = [-x2, x1]`, a signed permutation.
+    rotation: Tensor<B, 2>,
 }
 
-/// `x·cos + rotate_half(x)·sin` with `rotate_half([x1, x2]) = [-x2, x1]`; `x [batch, heads, seq, hd]`.
-fn apply_rope<B: Backend>(x: Tensor<B, 4>, (cos, sin): &(Tensor<B, 4>, Tensor<B, 4>)) -> Tensor<B, 4> {
-    let hd = x.dims()[3];
-    let x1 = x.clone().narrow(3, 0, hd / 2);
-    let x2 = x.clone().narrow(3, hd / 2, hd / 2);
-    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-    x * cos.clone() + rotated * sin.clone()
+impl<B: Backend> Rope<B> {
+    /// The tables for `positions [batch, seq]` moved by `offset`.
+    fn new(positions: &Tensor<B, 2, Int>, offset: usize, head_dim: usize, base: f64) -> Self {
+        let [batch, seq] = positions.dims();
+        let device = positions.device();
+        let half = head_dim / 2;
+        let inv_freq: Vec<f32> = (0..half).map(|i| (1.0 / base.powf((2 * i) as f64 / head_dim as f64)) as f32).collect();
+        let positions = positions.to_data().convert::<i64>().into_vec::<i64>().unwrap_or_default();
+        let mut cos = Vec::with_capacity(positions.len() * head_dim);
+        let mut sin = Vec::with_capacity(positions.len() * head_dim);
+        for p in positions {
+            for j in 0..head_dim {
+                let angle = (p as usize + offset) as f32 * inv_freq[j % half];
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        let table = |v| Tensor::<B, 3>::from_data(TensorData::new(v, [batch, seq, head_dim]), &device).unsqueeze_dim(1);
+        let mut rotation = vec![0.0f32; head_dim * head_dim];
+        for j in 0..half {
+            rotation[(j + half) * head_dim + j] = -1.0;
+            rotation[j * head_dim + j + half] = 1.0;
+        }
+        Self { cos: table(cos), sin: table(sin), rotation: Tensor::from_data(TensorData::new(rotation, [head_dim, head_dim]), &device) }
+    }
+
+    /// `x·cos + rotate_half(x)·sin`; `x [batch, heads, seq, head_dim]`. `rotate_half` is one
+    /// product with the signed permutation (exact: one ±1 term per output), which costs less on
+    /// the CPU than splitting, negating and concatenating the halves (docs/benchmarks.md).
+    fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [batch, heads, seq, hd] = x.dims();
+        let rotated = x.clone().reshape([batch * heads * seq, hd]).matmul(self.rotation.clone()).reshape([batch, heads, seq, hd]);
+        x * self.cos.clone() + rotated * self.sin.clone()
+    }
 }
 
 impl<B: QuantLinearBackend, T: LinearAdapter<B>> LlamaAttention<B, T> {
     /// `[batch, seq, hidden] -> [batch, seq, hidden]`, with rotary tables for the tokens'
     /// positions and the attention bias of the pass ([`attention_bias`]); with a cache, the keys
     /// and values of the earlier tokens come from it and this pass's are added to it.
-    pub fn forward(&self, x: Tensor<B, 3>, rope: &(Tensor<B, 4>, Tensor<B, 4>), bias: &Tensor<B, 4>, cache: Option<(&mut KvCache<B>, usize)>) -> Tensor<B, 3> {
-        let q = apply_rope(split_heads(self.q_proj.forward(x.clone()), self.heads), rope);
-        let k = apply_rope(split_heads(self.k_proj.forward(x.clone()), self.kv_heads), rope);
+    pub fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, bias: &Tensor<B, 4>, cache: Option<(&mut KvCache<B>, usize)>) -> Tensor<B, 3> {
+        let q = rope.apply(split_heads(self.q_proj.forward(x.clone()), self.heads));
+        let k = rope.apply(split_heads(self.k_proj.forward(x.clone()), self.kv_heads));
         let v = split_heads(self.v_proj.forward(x), self.kv_heads);
         let (k, v) = match cache {
             Some((cache, layer)) => cache.append(layer, k, v, |kv| self.kv.forward(kv)),
@@ -286,7 +302,7 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Llama<B, T> {
         // peft's prefixes occupy the first positions: real tokens are rotated from there on.
         let offset = self.prefix_len();
         let head_dim = first.k_proj.base.dims()[1] / first.kv_heads;
-        let rope = rope_tables(&batch.positions, offset, head_dim, self.rope_base);
+        let rope = Rope::new(&batch.positions, offset, head_dim, self.rope_base);
         let keys = cache.as_deref_mut().map_or_else(|| batch.segments.clone(), |c| c.extend_segments(&batch.segments));
         let bias = attention_bias(&batch.segments, &keys, offset, true);
         let mut h = self.model.embed_tokens.forward(batch.tokens.clone());
@@ -309,6 +325,22 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Llama<B, T> {
         }
     }
 
+    /// The output head as a plain weight `[hidden, vocab]`, when it is one (tied: the token
+    /// embeddings, transposed), and whether it trains.
+    pub fn head_weight(&self) -> Option<(Tensor<B, 2>, bool)> {
+        match &self.lm_head {
+            Some(head) => plain_weight(head).map(|w| {
+                let trains = w.is_require_grad();
+                (w, trains)
+            }),
+            None => {
+                let w = self.model.embed_tokens.base.weight.val();
+                let trains = w.is_require_grad();
+                Some((w.transpose(), trains))
+            }
+        }
+    }
+
     /// Logits `[batch, seq, vocab]` for unpadded `tokens [batch, seq]`.
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         self.forward_batch(&TokenBatch::single(tokens, 0), None)
@@ -324,6 +356,10 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> CausalLm<B> for Llama<B, T> {
     }
     fn max_positions(&self) -> Option<usize> {
         self.max_positions
+    }
+    fn hidden_and_head(&self, batch: &TokenBatch<B>) -> Option<HeadInput<B>> {
+        let (weight, weight_trains) = self.head_weight()?;
+        Some(HeadInput { hidden: self.hidden_states(batch, None), weight, weight_trains })
     }
 }
 

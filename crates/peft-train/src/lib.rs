@@ -23,6 +23,8 @@
 //! ```
 #![warn(missing_docs)]
 
+#[cfg(feature = "mimalloc")]
+pub mod allocator;
 mod batch;
 pub mod checkpoint;
 mod config;
@@ -41,7 +43,7 @@ pub use config::{Method, Schedule, TrainConfig, learning_rate, modules};
 pub use data::{Dataset, Message, Record};
 pub use encode::{Encoded, Encoder};
 pub use eval::{EvalResult, evaluate};
-pub use loss::{host_sum, lm_loss_rows};
+pub use loss::{LmLoss, fused_lm_loss, host_sum, lm_loss, lm_loss_rows};
 pub use plan::{BatchStream, Cursor, DataPlan};
 pub use plot::plot_losses;
 pub use prepare::Prepared;

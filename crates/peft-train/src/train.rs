@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use crate::checkpoint::{OPTIMIZER, TrainState, ids_from_paths, latest_checkpoint, load_trainable, save_checkpoint, save_trainable};
 use crate::plan::{BatchStream, Cursor, DataPlan};
-use crate::{Encoded, EvalResult, LmBatch, Method, TrainConfig, evaluate, host_sum, learning_rate, lm_loss_rows, modules};
+use crate::{Encoded, EvalResult, LmBatch, Method, TrainConfig, evaluate, learning_rate, lm_loss, modules};
 
 /// What a run needs besides its settings.
 #[derive(Clone, Copy, Debug)]
@@ -293,11 +293,9 @@ where
         let mut loss_sum = 0.0;
         for (i, batch) in batches.into_iter().enumerate() {
             B::seed(device, pass_seed(config.seed, step * config.grad_accum + i));
-            let logits = model.causal_lm()?.logits(&batch.inputs, None);
-            let rows = lm_loss_rows(logits, batch.targets, batch.weights);
-            loss_sum += host_sum(rows.clone()) / counted as f64;
-            let loss = rows.sum().div_scalar(counted as f64);
-            accumulator.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
+            let loss = lm_loss(model.causal_lm()?, &batch);
+            loss_sum += loss.value / counted as f64;
+            accumulator.accumulate(&model, GradientsParams::from_grads(loss.sum.div_scalar(counted as f64).backward(), &model));
         }
         if !loss_sum.is_finite() {
             return Err(PeftError::NonFiniteResult(format!("the training loss of step {} (lower the learning rate; checkpoints written so far are kept)", step + 1)));
