@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Kills `peft quantize` and `peft dequantize` with SIGKILL at random moments, N times each, and checks
+# Kills `peft quantize`, `peft dequantize` and `peft merge` with SIGKILL at random moments, N times
+# each, and checks
 # the contract of docs/reliability.md after every kill: the output is absent, the old one, or
 # complete (a safetensors file whose header and length agree), and at most one temporary file
 # (`.NAME.tmp-PID`) is left beside it; the next complete run removes it.
 #
-#   tools/kill_during_writes.sh [PEFT_BINARY] [N]
+#   tools/kill_during_writes.sh [PEFT_BINARY] [N]      (COMMANDS="merge" for a subset)
 #
-# Needs python3 (standard library only) to write a 256 MB input and check outputs. Not run in CI.
+# Needs python3 (standard library only) to write a 256 MB input (and a LoRA adapter for it) and
+# check outputs. Not run in CI.
 set -euo pipefail
 peft=${1:-target/release/peft}
 n=${2:-100}
@@ -30,6 +32,27 @@ with open(sys.argv[1], "wb") as f:
         f.write(block)
 PY
 
+# A peft LoRA adapter (r 8) on every layer of that checkpoint, for `merge`.
+mkdir "$work/adapter"
+python3 - "$work/adapter" <<'PY'
+import json, struct, sys, random
+random.seed(1)
+rows, cols, count, r = 2048, 4096, 8, 8
+header, blobs, offset = {}, [], 0
+for i in range(count):
+    for name, shape in (("lora_A", [r, cols]), ("lora_B", [rows, r])):
+        n = shape[0] * shape[1]
+        header[f"base_model.model.layers.{i}.{name}.weight"] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + 4 * n]}
+        blobs.append(struct.pack(f"<{n}f", *[random.uniform(-0.01, 0.01) for _ in range(n)]))
+        offset += 4 * n
+text = json.dumps(header).encode()
+text += b" " * (-len(text) % 8)
+with open(f"{sys.argv[1]}/adapter_model.safetensors", "wb") as f:
+    f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+config = {"peft_type": "LORA", "r": r, "lora_alpha": 16, "target_modules": [f"layers.{i}" for i in range(count)], "fan_in_fan_out": False, "bias": "none"}
+json.dump(config, open(f"{sys.argv[1]}/adapter_config.json", "w"))
+PY
+
 check() {  # output, leftover pattern
     python3 - "$1" <<'PY'
 import json, os, struct, sys
@@ -48,14 +71,15 @@ PY
     if [ "$left" -gt 1 ]; then echo "$left temporary files beside $1" >&2; exit 1; fi
 }
 
-# quantize (a 256 MB input, a 35 MB output), then dequantize (a 256 MB output, so that kills
+# quantize (a 256 MB input, a 35 MB output), then dequantize and merge (256 MB outputs, so that kills
 # also land while the file is being written).
 "$peft" quantize --in "$work/model.safetensors" --out "$work/q.safetensors" --quant-type nf4 --double-quant >/dev/null
-for command in quantize dequantize; do
+for command in ${COMMANDS:-quantize dequantize merge}; do
     out="$work/$command.safetensors"
     case $command in
         quantize) args=(quantize --in "$work/model.safetensors" --out "$out" --quant-type nf4 --double-quant) ;;
         dequantize) args=(dequantize --in "$work/q.safetensors" --out "$out") ;;
+        merge) args=(merge --base "$work" --adapter "$work/adapter" --out "$out") ;;
     esac
     mid_write=0
     for i in $(seq "$n"); do
