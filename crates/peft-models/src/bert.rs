@@ -63,7 +63,7 @@ impl BertConfig {
     /// `add_pooling_layer=False` have none).
     pub fn init_with_pooler<B: Backend, T: LinearTuner<B>>(&self, pooler: bool, device: &B::Device) -> Result<Bert<B, T>> {
         let d = self.hidden_size;
-        if self.num_attention_heads == 0 || !d.is_multiple_of(self.num_attention_heads) || self.num_hidden_layers == 0 {
+        if d == 0 || self.num_attention_heads == 0 || !d.is_multiple_of(self.num_attention_heads) || self.num_hidden_layers == 0 {
             return Err(PeftError::InvalidConfig(format!("BERT with hidden_size {d}, {} heads, {} layers", self.num_attention_heads, self.num_hidden_layers)));
         }
         if let Some(act) = self.hidden_act.as_deref().filter(|a| *a != "gelu") {

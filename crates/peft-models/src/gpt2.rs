@@ -51,7 +51,7 @@ impl Gpt2Config {
     /// Builds the model with zero weights.
     pub fn init<B: Backend, T: LinearTuner<B>>(&self, device: &B::Device) -> Result<Gpt2<B, T>> {
         let d = self.n_embd;
-        if self.n_head == 0 || !d.is_multiple_of(self.n_head) || self.n_layer == 0 {
+        if d == 0 || self.n_head == 0 || !d.is_multiple_of(self.n_head) || self.n_layer == 0 {
             return Err(PeftError::InvalidConfig(format!("GPT-2 with n_embd {d}, n_head {}, n_layer {}", self.n_head, self.n_layer)));
         }
         let tanh = match self.activation_function.as_str() {

@@ -100,8 +100,13 @@ impl LlamaConfig {
         if let Some(act) = self.hidden_act.as_deref().filter(|a| *a != "silu") {
             return Err(PeftError::UnsupportedValue { key: "hidden_act (Llama)".into(), value: act.into(), supported: "silu".into() });
         }
-        if self.num_hidden_layers == 0 {
-            return Err(PeftError::InvalidConfig("num_hidden_layers is 0".into()));
+        if self.num_hidden_layers == 0 || self.hidden_size == 0 {
+            // A zero width would also make every layer parameter-free, so that no checkpoint
+            // bounds the layer count.
+            return Err(PeftError::InvalidConfig(format!("Llama with hidden_size {} and {} layers", self.hidden_size, self.num_hidden_layers)));
+        }
+        if !(self.rms_norm_eps > 0.0 && self.rms_norm_eps.is_finite()) {
+            return Err(PeftError::InvalidConfig(format!("rms_norm_eps must be positive and finite, got {}", self.rms_norm_eps)));
         }
         if self.num_attention_heads == 0 || self.kv_heads() == 0 || !self.num_attention_heads.is_multiple_of(self.kv_heads()) {
             return Err(PeftError::InvalidConfig(format!("{} attention heads cannot share {} key/value heads", self.num_attention_heads, self.kv_heads())));

@@ -46,6 +46,36 @@ fn huge_dimensions_are_refused_from_the_header() {
     }
 }
 
+/// Burn's `RmsNorm` asserts a positive epsilon: a config with another one is refused before.
+#[test]
+fn a_norm_epsilon_that_is_not_positive_is_refused() {
+    for value in [serde_json::json!(0.0), serde_json::json!(-1e-6)] {
+        let dir = with_config("llama", "rms_norm_eps", value.clone());
+        match HfModel::<NdArray>::load(&dir, &Default::default()) {
+            Err(PeftError::InvalidConfig(message)) => assert!(message.contains("rms_norm_eps"), "{message}"),
+            other => panic!("rms_norm_eps={value}: {:?}", other.map(|_| ())),
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+/// A zero width makes every layer parameter-free, so the checkpoint's size would not bound the
+/// layer count: refused before anything is built (found by the fuzz harness: 5.9 TB asked for).
+#[test]
+fn a_zero_width_with_a_huge_layer_count_is_refused() {
+    for (model, width, layers) in [("llama", "hidden_size", "num_hidden_layers"), ("gpt2_f16", "n_embd", "n_layer"), ("bert", "hidden_size", "num_hidden_layers")] {
+        let dir = with_config(model, width, 0.into());
+        let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+        config[layers] = 10_000_000_000u64.into();
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        match HfModel::<NdArray>::load(&dir, &Default::default()) {
+            Err(PeftError::InvalidConfig(_)) => {}
+            other => panic!("{model}: {:?}", other.map(|_| ())),
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
 #[test]
 fn the_fixtures_still_load() {
     for model in ["llama", "gpt2_f16", "bert", "llama_tied_bf16"] {

@@ -40,7 +40,7 @@ pub struct LmLoss<B: AutodiffBackend> {
 }
 
 /// The next-token loss of `batch` under `model`. When the model's head is a plain weight
-/// ([`CausalLm::hidden_and_head`]) the logits are computed [`CHUNK_LOGITS`] at a time and the
+/// ([`CausalLm::hidden_and_head`]) the logits are computed 2^24 values at a time and the
 /// gradients of the hidden states and of the head (when it trains) with them, so the full
 /// `[tokens, vocab]` logits and their gradient never exist at once (the idea of Liger-Kernel's
 /// fused linear cross-entropy); otherwise the model's logits go through [`lm_loss_rows`].

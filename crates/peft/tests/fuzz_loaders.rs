@@ -174,6 +174,8 @@ fn fuzz(name: &str, files: usize, input_bytes: usize, check: impl Fn(&[Vec<Mutat
         prop_assert!(peak <= bound, "allocated {peak} bytes at the peak for {input_bytes} bytes of input");
         Ok(())
     });
+    // The silent hook would hide the failure's own message.
+    drop(std::panic::take_hook());
     if let Err(e) = result {
         panic!("{name}: {e}");
     }
@@ -417,6 +419,7 @@ fn training_checkpoints() {
         let _ = setup(&out, true, None);
         Ok(())
     });
+    drop(std::panic::take_hook());
     if let Err(e) = result {
         panic!("training checkpoints: {e}");
     }
