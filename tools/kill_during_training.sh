@@ -12,6 +12,7 @@
 # about a minute; a checkpoint every step), so that most kills land while it trains.
 # Needs python3 (standard library only). Not run in CI.
 set -euo pipefail
+source "$(dirname "$0")/kill_common.sh"
 peft=${1:-target/release/peft}
 n=${2:-100}
 fixtures=crates/peft-train/tests/fixtures
@@ -22,9 +23,9 @@ args=(train --model "$fixtures/llama" --data "$fixtures/data/chat.jsonl" --max-s
 
 "$peft" "${args[@]}" --out "$work/reference" >/dev/null
 
-check() {
+check() {  # run folder
     python3 - "$1" <<'PY'
-import json, os, struct, sys
+import json, os, sys
 root = os.path.join(sys.argv[1], "checkpoints")
 if not os.path.isdir(root):
     sys.exit(0)
@@ -32,18 +33,14 @@ temporary = [d for d in os.listdir(root) if d.startswith(".step-")]
 if len(temporary) > 1:
     sys.exit(f"{len(temporary)} temporary checkpoint folders: {temporary}")
 for d in os.listdir(root):
-    if not d.startswith("step-"):
-        continue
-    state = json.load(open(os.path.join(root, d, "state.json")))
-    assert state["step"] == int(d[5:]), d
-    path = os.path.join(root, d, "adapter", "adapter_model.safetensors")
-    with open(path, "rb") as f:
-        size = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(size))
-    end = max(v["data_offsets"][1] for k, v in header.items() if k != "__metadata__")
-    if os.path.getsize(path) != 8 + size + end:
-        sys.exit(f"damaged checkpoint: {path}")
+    if d.startswith("step-"):
+        state = json.load(open(os.path.join(root, d, "state.json")))
+        assert state["step"] == int(d[5:]), d
+        assert os.path.exists(os.path.join(root, d, "adapter", "adapter_model.safetensors")), d
 PY
+    shopt -s nullglob
+    safetensors_complete "$1"/checkpoints/step-*/adapter/adapter_model.safetensors
+    shopt -u nullglob
 }
 
 run="$work/run"
@@ -51,11 +48,7 @@ completed=0
 for i in $(seq "$n"); do
     resume=()
     [ -d "$run" ] && resume=(--resume)
-    "$peft" "${args[@]}" --out "$run" "${resume[@]}" >/dev/null 2>&1 &
-    pid=$!
-    sleep "$(python3 -c 'import random; print(random.uniform(0.05, 1.5))')"
-    if ! kill -9 "$pid" 2>/dev/null; then completed=$((completed + 1)); fi
-    wait "$pid" 2>/dev/null || true
+    kill_at_random 1.5 "$peft" "${args[@]}" --out "$run" "${resume[@]}" || completed=$((completed + 1))
     check "$run"
 done
 "$peft" "${args[@]}" --out "$run" --resume >/dev/null

@@ -10,6 +10,7 @@
 # Needs python3 (standard library only) to write a 256 MB input (and a LoRA adapter for it) and
 # check outputs. Not run in CI.
 set -euo pipefail
+source "$(dirname "$0")/kill_common.sh"
 peft=${1:-target/release/peft}
 n=${2:-100}
 work=$(mktemp -d)
@@ -53,19 +54,8 @@ config = {"peft_type": "LORA", "r": r, "lora_alpha": 16, "target_modules": [f"la
 json.dump(config, open(f"{sys.argv[1]}/adapter_config.json", "w"))
 PY
 
-check() {  # output, leftover pattern
-    python3 - "$1" <<'PY'
-import json, os, struct, sys
-path = sys.argv[1]
-if not os.path.exists(path):
-    sys.exit(0)
-with open(path, "rb") as f:
-    n = struct.unpack("<Q", f.read(8))[0]
-    header = json.loads(f.read(n))
-end = max(v["data_offsets"][1] for k, v in header.items() if k != "__metadata__")
-if os.path.getsize(path) != 8 + n + end:
-    sys.exit(f"damaged output: {path}")
-PY
+check() {  # output
+    safetensors_complete "$1"
     local left
     left=$(find "$(dirname "$1")" -maxdepth 1 -name ".$(basename "$1").tmp-*" | wc -l)
     if [ "$left" -gt 1 ]; then echo "$left temporary files beside $1" >&2; exit 1; fi
@@ -83,12 +73,8 @@ for command in ${COMMANDS:-quantize dequantize merge}; do
     esac
     mid_write=0
     for i in $(seq "$n"); do
-        "$peft" "${args[@]}" >/dev/null 2>&1 &
-        pid=$!
-        sleep "$(python3 -c 'import random; print(random.uniform(0.05, 4.0))')"
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-        if [ -e "$work/.$command.safetensors.tmp-$pid" ]; then mid_write=$((mid_write + 1)); fi
+        kill_at_random 4.0 "$peft" "${args[@]}" || true
+        if [ -e "$work/.$command.safetensors.tmp-$KILLED_PID" ]; then mid_write=$((mid_write + 1)); fi
         check "$out"
     done
     "$peft" "${args[@]}" >/dev/null

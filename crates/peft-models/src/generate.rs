@@ -40,6 +40,16 @@ pub struct HeadInput<B: Backend> {
     pub weight_trains: bool,
 }
 
+impl<B: Backend> HeadInput<B> {
+    /// The head input for `weight` as its parameter holds it: a `Linear`'s `[hidden, vocab]`, or
+    /// with `tied` the token embeddings' `[vocab, hidden]`; whether it trains is read from it.
+    pub fn new(hidden: Tensor<B, 3>, weight: Tensor<B, 2>, tied: bool) -> Self {
+        let weight_trains = weight.is_require_grad();
+        let weight = if tied { weight.transpose() } else { weight };
+        Self { hidden, weight, weight_trains }
+    }
+}
+
 /// How [`generate`] picks tokens. The default is greedy, 64 new tokens, with the cache.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GenerationConfig {

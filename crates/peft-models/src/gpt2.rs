@@ -201,9 +201,7 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> CausalLm<B> for Gpt2<B, T> {
         Some(self.transformer.wpe.weight.dims()[0])
     }
     fn hidden_and_head(&self, batch: &TokenBatch<B>) -> Option<HeadInput<B>> {
-        let weight = self.transformer.wte.base.weight.val();
-        let weight_trains = weight.is_require_grad();
-        Some(HeadInput { hidden: self.hidden_states(batch, None), weight: weight.transpose(), weight_trains })
+        Some(HeadInput::new(self.hidden_states(batch, None), self.transformer.wte.base.weight.val(), true))
     }
 }
 

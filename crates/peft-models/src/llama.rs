@@ -330,22 +330,6 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Llama<B, T> {
         }
     }
 
-    /// The output head as a plain weight `[hidden, vocab]`, when it is one (tied: the token
-    /// embeddings, transposed), and whether it trains.
-    pub fn head_weight(&self) -> Option<(Tensor<B, 2>, bool)> {
-        match &self.lm_head {
-            Some(head) => plain_weight(head).map(|w| {
-                let trains = w.is_require_grad();
-                (w, trains)
-            }),
-            None => {
-                let w = self.model.embed_tokens.base.weight.val();
-                let trains = w.is_require_grad();
-                Some((w.transpose(), trains))
-            }
-        }
-    }
-
     /// Logits `[batch, seq, vocab]` for unpadded `tokens [batch, seq]`.
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         self.forward_batch(&TokenBatch::single(tokens, 0), None)
@@ -363,8 +347,11 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> CausalLm<B> for Llama<B, T> {
         self.max_positions
     }
     fn hidden_and_head(&self, batch: &TokenBatch<B>) -> Option<HeadInput<B>> {
-        let (weight, weight_trains) = self.head_weight()?;
-        Some(HeadInput { hidden: self.hidden_states(batch, None), weight, weight_trains })
+        let (weight, tied) = match &self.lm_head {
+            Some(head) => (plain_weight(head)?, false),
+            None => (self.model.embed_tokens.base.weight.val(), true),
+        };
+        Some(HeadInput::new(self.hidden_states(batch, None), weight, tied))
     }
 }
 

@@ -47,10 +47,16 @@ pub struct LmLoss<B: AutodiffBackend> {
 pub fn lm_loss<B: AutodiffBackend>(model: &dyn CausalLm<B>, batch: &LmBatch<B>) -> LmLoss<B> {
     match model.hidden_and_head(&batch.inputs) {
         Some(head) => fused_lm_loss(head, batch.targets.clone(), batch.weights.clone()),
-        None => {
-            let rows = lm_loss_rows(model.logits(&batch.inputs, None), batch.targets.clone(), batch.weights.clone());
-            LmLoss { value: host_sum(rows.clone().inner()), sum: rows.sum() }
-        }
+        None => LmLoss::from_logits(model.logits(&batch.inputs, None), batch),
+    }
+}
+
+impl<B: AutodiffBackend> LmLoss<B> {
+    /// The loss of `batch` from the model's whole logits `[batch, seq, vocab]`, through
+    /// [`lm_loss_rows`].
+    pub fn from_logits(logits: Tensor<B, 3>, batch: &LmBatch<B>) -> Self {
+        let rows = lm_loss_rows(logits, batch.targets.clone(), batch.weights.clone());
+        Self { value: host_sum(rows.clone().inner()), sum: rows.sum() }
     }
 }
 

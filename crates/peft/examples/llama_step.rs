@@ -25,7 +25,7 @@ use burn::backend::Autodiff;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use peft::models::HfModel;
 use peft::prelude::*;
-use peft_train::{Encoded, LmBatch, LmLoss, host_sum, lm_loss, lm_loss_rows};
+use peft_train::{Encoded, LmBatch, LmLoss, lm_loss};
 
 /// burn-ndarray, the default; burn-flex with `--features flex`.
 #[cfg(not(feature = "flex"))]
@@ -121,8 +121,7 @@ fn run(args: &Args) -> Result<String, String> {
             let config = if qv_or_all == "lora_qv" {
                 LoraConfig::new(Targeting::names(&["q_proj", "v_proj"])).with_r(8).with_alpha(16.0)
             } else {
-                let all = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
-                LoraConfig::new(Targeting::names(&all)).with_r(16).with_alpha(32.0)
+                LoraConfig::new(Targeting::new(TargetModules::AllLinear)).with_r(16).with_alpha(32.0)
             };
             model.add_adapter("bench", &config).map_err(|e| e.to_string())?;
             TrainMode::adapters()
@@ -138,12 +137,7 @@ fn run(args: &Args) -> Result<String, String> {
     let mut step = || -> Result<f64, String> {
         let m = model.take().expect("put back after each step");
         let causal_lm = m.causal_lm().map_err(|e| e.to_string())?;
-        let loss = if args.fused {
-            lm_loss(causal_lm, &lm)
-        } else {
-            let rows = lm_loss_rows(causal_lm.logits(&lm.inputs, None), lm.targets.clone(), lm.weights.clone());
-            LmLoss { value: host_sum(rows.clone().inner()), sum: rows.sum() }
-        };
+        let loss = if args.fused { lm_loss(causal_lm, &lm) } else { LmLoss::from_logits(causal_lm.logits(&lm.inputs, None), &lm) };
         let grads = GradientsParams::from_grads(loss.sum.div_scalar(predictions).backward(), &m);
         model = Some(optim.step(1e-4, m, grads));
         Ok(loss.value / predictions)
