@@ -209,6 +209,14 @@ pub enum PeftError {
         #[source]
         source: serde_json::Error,
     },
+    /// An optimizer state in a training checkpoint is malformed or does not belong to the model.
+    #[error("optimizer state `{path}`: {reason}")]
+    OptimizerRecord {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A safetensors file is malformed or truncated.
     #[error("malformed safetensors `{path}`: {reason}")]
     Safetensors {

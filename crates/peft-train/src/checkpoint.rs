@@ -31,8 +31,6 @@ pub struct TrainState {
 
 const STATE: &str = "state.json";
 const TRAINABLE: &str = "trainable.safetensors";
-/// The optimizer's state (Burn's named MessagePack record, full precision).
-pub const OPTIMIZER: &str = "optimizer";
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PeftError + '_ {
     move |source| PeftError::Io { path: path.display().to_string(), source }

@@ -32,6 +32,7 @@ mod data;
 mod encode;
 mod eval;
 mod loss;
+mod optimizer_record;
 mod plan;
 mod plot;
 mod prepare;
