@@ -123,7 +123,12 @@ impl<B: Backend> LayerOp<B> for Op<'_> {
                 if present.len() != parts.len() {
                     return Err(PeftError::CannotCombine(format!("`{path}` carries only some of the adapters to combine")));
                 }
-                let combined = T::combine(&present, how)?;
+                // Rank errors of a combination are about this layer.
+                let combined = T::combine(&present, how).map_err(|e| match e {
+                    PeftError::ZeroRank { .. } => PeftError::ZeroRank { path: path.into() },
+                    PeftError::RankTooLarge { rank, max, .. } => PeftError::RankTooLarge { path: path.into(), rank, max },
+                    e => e,
+                })?;
                 layer.add_adapter(name, combined).map_err(|_| PeftError::DuplicateAdapter { name: name.into(), path: path.into() })?;
                 layer.set_active(&[name]);
             }

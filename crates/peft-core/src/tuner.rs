@@ -25,6 +25,8 @@ pub enum Site {
     SubLayer,
     /// On attention keys and values (prefix prompts).
     KeyValue,
+    /// Before the input embeddings (prompt tuning's virtual tokens).
+    Prompt,
 }
 
 impl Site {
@@ -34,6 +36,7 @@ impl Site {
             Self::Weight => "weight layers (Linear, Embedding, Conv2d, QLinear)",
             Self::SubLayer => "sub-layers (a feed-forward network, an attention block)",
             Self::KeyValue => "attention keys and values (a KvSite)",
+            Self::Prompt => "the input embeddings of a decoder (a PromptSite)",
         }
     }
 }
@@ -117,4 +120,12 @@ pub enum Combination {
     /// Concatenated ranks: `A = [w₁s₁A₁ | w₂s₂A₂ | …]`, `B = [B₁; B₂; …]`, scaling 1.
     /// Exact: the update is `Σ wᵢ·sᵢ·AᵢBᵢ`.
     Cat,
+    /// The best approximation of rank `rank` (default: the largest rank of the parts) of the
+    /// update `Σ wᵢ·sᵢ·AᵢBᵢ`, from its singular value decomposition `U·S·Vᵀ`: `A = U[:, :rank]`,
+    /// `B = S[:rank]·Vᵀ[:rank]`, scaling 1 (HF peft's `combination_type="svd"`; ranks may differ).
+    /// Exact when `rank` reaches the update's rank.
+    Svd {
+        /// Rank of the combined adapter.
+        rank: Option<usize>,
+    },
 }

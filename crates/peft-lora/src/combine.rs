@@ -1,10 +1,10 @@
 //! Weighted combination of LoRA adapters into one (HF peft's `add_weighted_adapter`).
 
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
 use peft_core::{Combination, PeftError, Result};
 
-use crate::Lora;
+use crate::{Lora, svd};
 
 /// One adapter standing for the weighted `parts`; see [`Combination`] for the formulas.
 pub fn combine<B: Backend>(parts: &[(&Lora<B>, f64)], how: Combination) -> Result<Lora<B>> {
@@ -36,6 +36,69 @@ pub fn combine<B: Backend>(parts: &[(&Lora<B>, f64)], how: Combination) -> Resul
             let b = parts.iter().map(|(l, _)| l.b.val()).collect::<Vec<Tensor<B, 2>>>();
             (Tensor::cat(a, 1), Tensor::cat(b, 0))
         }
+        Combination::Svd { rank } => truncated_svd(parts, rank.unwrap_or_else(|| parts.iter().map(|(l, _)| l.rank()).max().unwrap_or(0)))?,
     };
     Lora::from_factors(a.detach(), b.detach(), 1.0)
+}
+
+/// The factors of the best rank-`rank` approximation of `Σ wᵢ·sᵢ·AᵢBᵢ`.
+///
+/// The update is the product of the concatenated factors `Ac = [w₁s₁A₁ | …]` (`d_in × R`) and
+/// `Bc = [B₁; …]` (`R × d_out`), `R = Σ rᵢ`, so its SVD comes from two thin ones:
+/// `Ac = Uₐ·Sₐ·Vₐᵀ`, then `Sₐ·Vₐᵀ·Bc = Uₘ·S·Vᵀ`, and `Ac·Bc = (Uₐ·Uₘ)·S·Vᵀ`: `O((d_in + d_out)·R²)`
+/// work on the host instead of an SVD of the `d_in × d_out` matrix.
+fn truncated_svd<B: Backend>(parts: &[(&Lora<B>, f64)], rank: usize) -> Result<(Tensor<B, 2>, Tensor<B, 2>)> {
+    let (first, _) = parts[0];
+    let ([rows, _], [_, cols]) = (first.a.dims(), first.b.dims());
+    if rank == 0 {
+        return Err(PeftError::ZeroRank { path: String::new() });
+    }
+    if rank > rows.min(cols) {
+        return Err(PeftError::RankTooLarge { path: String::new(), rank, max: rows.min(cols) });
+    }
+    let host = |t: Tensor<B, 2>| t.into_data().convert::<f64>().into_vec::<f64>().unwrap_or_default();
+    let inner: usize = parts.iter().map(|(l, _)| l.rank()).sum();
+    let mut ac = vec![0.0; rows * inner];
+    let mut bc = Vec::with_capacity(inner * cols);
+    let mut at = 0;
+    for (lora, w) in parts {
+        let r = lora.rank();
+        for (i, row) in host(lora.a.val()).chunks(r).enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                ac[i * inner + at + j] = v * w * lora.scaling;
+            }
+        }
+        bc.extend(host(lora.b.val()));
+        at += r;
+    }
+    let (ua, sa, vta) = svd(&ac, rows, inner);
+    let ka = sa.len();
+    // M = Sₐ·Vₐᵀ·Bc (ka × cols).
+    let mut m = vec![0.0; ka * cols];
+    for i in 0..ka {
+        for l in 0..inner {
+            let f = sa[i] * vta[i * inner + l];
+            for c in 0..cols {
+                m[i * cols + c] += f * bc[l * cols + c];
+            }
+        }
+    }
+    let (um, s, vt) = svd(&m, ka, cols);
+    let k = s.len();
+    // A = (Uₐ·Uₘ)[:, :rank], B = S[:rank]·Vᵀ[:rank]; components past the update's own rank are 0.
+    let mut a = vec![0.0f32; rows * rank];
+    for i in 0..rows {
+        for j in 0..rank.min(k) {
+            a[i * rank + j] = (0..ka).map(|l| ua[i * ka + l] * um[l * k + j]).sum::<f64>() as f32;
+        }
+    }
+    let mut b = vec![0.0f32; rank * cols];
+    for j in 0..rank.min(k) {
+        for c in 0..cols {
+            b[j * cols + c] = (s[j] * vt[j * cols + c]) as f32;
+        }
+    }
+    let (device, dtype) = (first.a.device(), first.a.val().dtype());
+    let tensor = |values: Vec<f32>, shape: [usize; 2]| Tensor::<B, 2>::from_data(TensorData::new(values, shape), &device).cast(dtype);
+    Ok((tensor(a, [rows, rank]), tensor(b, [rank, cols])))
 }
