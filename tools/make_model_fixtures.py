@@ -8,7 +8,8 @@ Writes under crates/peft-models/tests/fixtures/hf/:
   models/NAME/      config.json + model.safetensors of a tiny random HF model (f32, bf16 or f16)
   adapters/CASE/    adapter_config.json + adapter_model.safetensors (peft, non-zero weights),
                     expected.safetensors: `base` and `adapted` outputs of transformers + peft for
-                    TOKENS (logits for causal LMs, last hidden state for BertModel), and for LoRA
+                    TOKENS (logits for causal LMs, last hidden state for BertModel; with prompt
+                    tuning, those of the tokens after the virtual ones), and for LoRA
                     cases `merged.safetensors`, the state dict after peft's merge_and_unload.
 """
 import json
@@ -17,7 +18,7 @@ import shutil
 import sys
 
 import torch
-from peft import IA3Config, LoraConfig, PeftModel, PrefixTuningConfig, get_peft_model
+from peft import IA3Config, LoraConfig, PeftModel, PrefixTuningConfig, PromptTuningConfig, get_peft_model
 from safetensors.torch import save_file
 from transformers import AutoModel, AutoModelForCausalLM, BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
@@ -59,6 +60,8 @@ CASES = {
     "llama_tied_lora": ("llama_tied_bf16", LoraConfig(r=4, lora_alpha=4, target_modules=r".*\.(q_proj|up_proj)", init_lora_weights=False, task_type="CAUSAL_LM")),
     "gpt2_lora": ("gpt2_f16", LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True, init_lora_weights=False, task_type="CAUSAL_LM")),
     "gpt2_prefix": ("gpt2_f16", PrefixTuningConfig(num_virtual_tokens=2, task_type="CAUSAL_LM")),
+    "llama_prompt": ("llama", PromptTuningConfig(num_virtual_tokens=3, task_type="CAUSAL_LM")),
+    "gpt2_prompt": ("gpt2_f16", PromptTuningConfig(num_virtual_tokens=2, task_type="CAUSAL_LM")),
     "bert_lora": ("bert", LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value", "dense"], init_lora_weights=False, task_type="FEATURE_EXTRACTION")),
     "bert_prefix": ("bert", PrefixTuningConfig(num_virtual_tokens=2, task_type="FEATURE_EXTRACTION")),
     "bert_ia3": ("bert", IA3Config(target_modules=["key", "value", "output.dense"], feedforward_modules=["output.dense"], init_ia3_weights=False, task_type="FEATURE_EXTRACTION")),
@@ -74,7 +77,8 @@ def load(name):
 def output(model, causal):
     with torch.no_grad():
         out = model(input_ids=torch.tensor([TOKENS]))
-    return (out.logits if causal else out.last_hidden_state).float().contiguous()
+    # Prompt tuning's outputs include its virtual tokens first: the tokens' own are the last.
+    return (out.logits if causal else out.last_hidden_state)[:, -len(TOKENS):].float().contiguous()
 
 
 def perturb(model):

@@ -36,9 +36,15 @@ pub struct TrainArgs {
     /// A TOML file with any of the settings below (keys as the long flags, with underscores).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// lora, ia3, prefix or full (qlora and adapter are refused for now).
+    /// lora, qlora, ia3, prefix, prompt or full (adapter is refused for now).
     #[arg(long)]
     method: Option<String>,
+    /// Virtual tokens of prefix and prompt tuning.
+    #[arg(long)]
+    num_virtual_tokens: Option<usize>,
+    /// Prompt tuning: start the virtual tokens from the embeddings of this text.
+    #[arg(long)]
+    prompt_init_text: Option<String>,
     /// Targeted modules: names separated by commas, a regular expression, or all-linear.
     #[arg(long)]
     target: Option<String>,
@@ -121,7 +127,10 @@ impl TrainArgs {
         macro_rules! take {
             ($($field:ident),*) => { $( if let Some(v) = self.$field.clone() { c.$field = v; } )* };
         }
-        take!(target, r, alpha, dropout, epochs, lr, batch_size, grad_accum, max_len, warmup, seed, save_every, eval_every, eval_split);
+        take!(target, r, alpha, dropout, num_virtual_tokens, epochs, lr, batch_size, grad_accum, max_len, warmup, seed, save_every, eval_every, eval_split);
+        if self.prompt_init_text.is_some() {
+            c.prompt_init_text = self.prompt_init_text.clone();
+        }
         if self.max_steps.is_some() {
             c.max_steps = self.max_steps;
         }

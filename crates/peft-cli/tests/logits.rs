@@ -64,6 +64,8 @@ fn logits_match_transformers_and_peft() {
     check("llama", Some("llama_ia3"), "adapted");
     check("llama", Some("llama_prefix"), "adapted");
     check("gpt2_f16", Some("gpt2_prefix"), "adapted");
+    check("llama", Some("llama_prompt"), "adapted");
+    check("gpt2_f16", Some("gpt2_prompt"), "adapted");
     check("bert", Some("bert_ia3"), "adapted");
 }
 

@@ -50,6 +50,23 @@ fn train_writes_the_adapter_checkpoints_log_and_plot_and_resumes() {
 }
 
 #[test]
+fn prompt_tuning_trains_from_a_text_and_its_adapter_generates() {
+    let out = std::env::temp_dir().join(format!("peft-cli-prompt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let (model, data) = (fixtures().join("llama"), fixtures().join("data/chat.jsonl"));
+    let run = peft(&["train", "--model", arg(&model), "--data", arg(&data), "--out", arg(&out), "--method", "prompt", "--num-virtual-tokens", "3", "--prompt-init-text", "Answer in one word", "--max-steps", "2", "--lr", "0.1"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(String::from_utf8_lossy(&run.stdout).contains("trainable params: 96 "), "{}", String::from_utf8_lossy(&run.stdout));
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("adapter/adapter_config.json")).unwrap()).unwrap();
+    assert_eq!((config["peft_type"].as_str(), config["num_virtual_tokens"].as_u64()), (Some("PROMPT_TUNING"), Some(3)));
+    let adapter = out.join("adapter");
+    let generated = peft(&["generate", "--model", arg(&model), "--adapter", arg(&adapter), "--prompt", "Hi", "--max-new-tokens", "3", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&generated.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&generated.stderr)));
+    assert_eq!(json["tokens"].as_array().map(Vec::len), Some(3), "{json}");
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
 fn eval_and_greedy_generation_equal_transformers() {
     let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("expected.json")).unwrap()).unwrap();
     let (model, adapter) = (fixtures().join("llama"), fixtures().join("adapter"));

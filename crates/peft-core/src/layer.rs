@@ -17,6 +17,8 @@ pub enum LayerKind {
     Conv2d,
     /// Attention keys and values, the site of prefix prompts.
     KeyValue,
+    /// A model's input embeddings, the site of prompt tuning's virtual tokens.
+    Prompt,
     /// Any other sub-layer (a block, a feed-forward network, an attention module).
     Other,
 }

@@ -1,6 +1,6 @@
 //! HF peft adapters on any model that reads HF checkpoints ([`HfCheckpoint`]), in both
-//! directions: LoRA (rsLoRA, DoRA, rank and alpha patterns, embeddings, LoRA bias), IA3 and
-//! prefix tuning.
+//! directions: LoRA (rsLoRA, DoRA, rank and alpha patterns, embeddings, LoRA bias), IA3, prefix
+//! tuning and prompt tuning.
 //!
 //! Which modules carry the adapter is read from the tensors themselves (every tensor must find
 //! its layer); ranks and scalings come from the config evaluated on HF's module paths, exactly as
@@ -13,11 +13,11 @@ use burn::tensor::backend::Backend;
 use peft_core::checkpoint::{TensorEntry, parse, serialize};
 use peft_core::{MethodConfig, PeftError, PeftModel, Result};
 use peft_lora::{Ia3Config, LoraConfig};
-use peft_ptuning::PrefixConfig;
+use peft_ptuning::{PrefixConfig, PromptTuningConfig};
 
 use crate::folder::{AdapterFolder, write_folder};
 use crate::keys::KEY_PREFIX;
-use crate::{HfAdapterConfig, HfCheckpoint, ia3, lora, prefix};
+use crate::{HfAdapterConfig, HfCheckpoint, ia3, lora, prefix, prompt};
 
 /// The method of an adapter, with our config for it: the one table of the methods whose peft
 /// folders this library reads and writes.
@@ -29,6 +29,8 @@ pub enum HfMethod {
     Ia3(Ia3Config),
     /// Prefix tuning.
     Prefix(PrefixConfig),
+    /// Prompt tuning.
+    Prompt(PromptTuningConfig),
 }
 
 impl HfMethod {
@@ -38,6 +40,7 @@ impl HfMethod {
             Self::Lora(c) => c,
             Self::Ia3(c) => c,
             Self::Prefix(c) => c,
+            Self::Prompt(c) => c,
         }
     }
 }
@@ -67,6 +70,7 @@ pub fn load_adapter<B: Backend, M: HfCheckpoint<B>>(model: &mut M, dir: &Path, n
     let (method, tensors) = match folder.config.peft_type.as_str() {
         "LORA" => lora::to_ours(&folder, &map).map(|(c, t)| (HfMethod::Lora(c), t))?,
         "IA3" => ia3::to_ours(&folder, &map).map(|(c, t)| (HfMethod::Ia3(c), t))?,
+        "PROMPT_TUNING" => prompt::to_ours(&folder, &model.tuned_layers()).map(|(c, t)| (HfMethod::Prompt(c), t))?,
         _ => prefix::to_ours(&folder, &model.tuned_layers()).map(|(c, t)| (HfMethod::Prefix(c), t))?,
     };
     let modules = tensors.keys().cloned().collect();
@@ -149,6 +153,7 @@ pub fn save_adapter<B: Backend, M: HfCheckpoint<B>>(model: &mut M, name: &str, m
         HfMethod::Lora(c) => lora::from_ours(c, &tensors, &map, &layers)?,
         HfMethod::Ia3(c) => ia3::from_ours(c, &tensors, &map)?,
         HfMethod::Prefix(_) => prefix::from_ours(&tensors, &layers)?,
+        HfMethod::Prompt(_) => prompt::from_ours(&tensors, &layers)?,
     };
     let mut config = serde_json::json!({
         "task_type": options.task_type,

@@ -40,7 +40,7 @@ pub struct AdapterFolder {
     pub config: HfAdapterConfig,
     /// Per HF module path, the method's tensors by suffix (`lora_A.weight`, `ia3_l`, ...).
     pub modules: BTreeMap<String, BTreeMap<&'static str, HfTensor>>,
-    /// Prefix tuning's `prompt_embeddings`.
+    /// Prefix or prompt tuning's `prompt_embeddings`.
     pub prompt: Option<HfTensor>,
     /// Base-model tensors saved with the adapter (peft's `modules_to_save`, saved embedding
     /// layers), by their name in the base model.
@@ -70,7 +70,7 @@ impl AdapterFolder {
         let mut names: Vec<&str> = file.names();
         names.sort();
         for key in names {
-            if key == PROMPT_EMBEDDINGS && config.peft_type == "PREFIX_TUNING" {
+            if key == PROMPT_EMBEDDINGS && matches!(config.peft_type.as_str(), "PREFIX_TUNING" | "PROMPT_TUNING") {
                 folder.prompt = Some(read(key)?);
             } else if let Some((module, suffix)) = split_key(key, suffixes) {
                 folder.modules.entry(module.to_string()).or_default().insert(suffix, read(key)?);

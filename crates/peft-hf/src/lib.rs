@@ -33,6 +33,7 @@ pub mod keys;
 mod lora;
 mod merge;
 mod prefix;
+mod prompt;
 mod weight_map;
 
 pub use adapter::{HfMethod, LoadedAdapter, SaveOptions, load_adapter, save_adapter};

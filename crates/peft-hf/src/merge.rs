@@ -61,7 +61,10 @@ pub fn merge_checkpoint<B: Backend>(base: &SafeTensors<'_>, folder: &AdapterFold
     let (method, tensors) = match config.peft_type.as_str() {
         "LORA" => lora::to_ours(folder, &map).map(|(c, t)| (WeightAdapterConfig::Lora(c), t))?,
         "IA3" => ia3::to_ours(folder, &map).map(|(c, t)| (WeightAdapterConfig::Ia3(c), t))?,
-        other => return Err(PeftError::UnsupportedValue { key: "peft_type".into(), value: other.into(), supported: "LORA, IA3 (the methods that merge into weights)".into() }),
+        other => {
+            let supported = "LORA, IA3: the methods that change weights; prefix and prompt tuning add virtual tokens, so load them with the model instead";
+            return Err(PeftError::UnsupportedValue { key: "peft_type to merge".into(), value: other.into(), supported: supported.into() });
+        }
     };
     // Base tensors saved with the adapter (modules_to_save, embedding layers), by base name.
     let mut saved: BTreeMap<&str, &HfTensor> = folder.base.iter().map(|(name, t)| (name.as_str(), t)).collect();

@@ -7,7 +7,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use peft_core::{Tuned, Tuner, TunerForward};
-use peft_ptuning::{KvSite, PrefixKv};
+use peft_ptuning::{KvSite, PrefixKv, PromptInput, PromptSite};
 use peft_quant::BaseLinear;
 use peft_quant::backend::QuantLinearBackend;
 
@@ -43,6 +43,27 @@ pub(crate) fn kv_site<B: Backend>(kv_heads: usize, head_dim: usize) -> PrefixKv<
 /// Number of prefix tokens the site adds in the forward pass (0 without a live prefix).
 pub fn prefix_len<B: Backend>(kv: &PrefixKv<B>) -> usize {
     kv.live_adapters().map(|p| p.len()).sum()
+}
+
+/// A decoder's prompt site for embeddings of width `d`.
+pub(crate) fn prompt_site<B: Backend>(d: usize) -> PromptInput<B> {
+    Tuned::new(PromptSite { token_dim: d })
+}
+
+/// Number of virtual tokens the live prompts put before the tokens (0 without one).
+pub fn prompt_len<B: Backend>(prompt: &PromptInput<B>) -> usize {
+    prompt.live_adapters().map(|p| p.len()).sum()
+}
+
+/// A layer's keys and values `[1, kv_heads, n, hd]` from the pass over a prompt's virtual tokens
+/// (with the layer's prefix, if any), before this pass's own `(k, v)` `[batch, kv_heads, seq, hd]`.
+pub(crate) fn after_prompt<B: Backend>(prompt: &(Tensor<B, 4>, Tensor<B, 4>), (k, v): (Tensor<B, 4>, Tensor<B, 4>)) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let [batch, heads, _, hd] = k.dims();
+    let expand = |p: &Tensor<B, 4>| {
+        let n = p.dims()[2];
+        p.clone().expand([batch, heads, n, hd])
+    };
+    (Tensor::cat(vec![expand(&prompt.0), k], 2), Tensor::cat(vec![expand(&prompt.1), v], 2))
 }
 
 /// `[batch, seq, heads * head_dim] -> [batch, heads, seq, head_dim]`.

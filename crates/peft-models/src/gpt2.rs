@@ -9,10 +9,10 @@ use peft_hf::{HfCheckpoint, WeightMap};
 use peft_quant::backend::QuantLinearBackend;
 use peft_core::{PeftError, Result, Tuned};
 use peft_lora::LoraEmbedding;
-use peft_ptuning::PrefixKv;
+use peft_ptuning::{PrefixKv, PromptInput, virtual_tokens};
 use serde::Deserialize;
 
-use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, attend, kv_site, linear, prefix_len, split_heads};
+use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, after_prompt, attend, kv_site, linear, prefix_len, prompt_len, prompt_site, split_heads};
 use crate::batch::{KvCache, TokenBatch, attention_bias};
 use crate::generate::{CausalLm, HeadInput};
 
@@ -70,7 +70,7 @@ impl Gpt2Config {
                 mlp: Gpt2Mlp { c_fc: linear(d, inner, true, device), c_proj: linear(inner, d, true, device), tanh },
             })
             .collect();
-        Ok(Gpt2 { transformer: Gpt2Model { wte: Tuned::new(embedding(self.vocab_size)), wpe: embedding(self.n_positions), h, ln_f: norm() } })
+        Ok(Gpt2 { transformer: Gpt2Model { wte: Tuned::new(embedding(self.vocab_size)), wpe: embedding(self.n_positions), prompt: prompt_site(d), h, ln_f: norm() } })
     }
 }
 
@@ -121,12 +121,14 @@ pub struct Gpt2Model<B: Backend, T: Module<B>> {
     pub wte: LoraEmbedding<B>,
     /// Learned positions.
     pub wpe: Embedding<B>,
+    /// Where prompt tuning's virtual tokens go, before the embedded tokens.
+    pub prompt: PromptInput<B>,
     /// Blocks.
     pub h: Vec<Gpt2Block<B, T>>,
     /// Final norm.
     pub ln_f: LayerNorm<B>,
 }
-peft_core::adaptable!(Gpt2Model<T: LinearTuner<B>> { wte, h });
+peft_core::adaptable!(Gpt2Model<T: LinearTuner<B>> { wte, prompt, h });
 
 /// `GPT2LMHeadModel` (head tied to `wte`).
 #[derive(Module, Debug)]
@@ -143,8 +145,12 @@ fn gelu_tanh<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
 }
 
 impl<B: QuantLinearBackend, T: LinearAdapter<B>> Gpt2<B, T> {
-    /// Positions the live prefix adapters put before the tokens.
+    /// Positions the live prefix and prompt adapters put before the tokens.
     pub fn prefix_len(&self) -> usize {
+        self.kv_prefix_len() + prompt_len(&self.transformer.prompt)
+    }
+
+    fn kv_prefix_len(&self) -> usize {
         self.transformer.h.first().map_or(0, |b| prefix_len(&b.attn.kv))
     }
 
@@ -153,29 +159,63 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Gpt2<B, T> {
         KvCache::new(self.transformer.h.len())
     }
 
-    /// Final hidden states `[batch, seq, n_embd]` of `batch`; with a cache, `batch` continues the
-    /// cached tokens.
-    pub fn hidden_states(&self, batch: &TokenBatch<B>, mut cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
-        let t = &self.transformer;
-        // With a prefix, real tokens take positions after it, as in peft.
-        let offset = self.prefix_len();
-        let keys = cache.as_deref_mut().map_or_else(|| batch.segments.clone(), |c| c.extend_segments(&batch.segments));
-        let bias = attention_bias(&batch.segments, &keys, offset, true);
-        let mut h = t.wte.forward(batch.tokens.clone()) + t.wpe.forward(batch.positions.clone().add_scalar(offset as i64));
-        for (i, block) in t.h.iter().enumerate() {
+    /// The blocks on `h`; `keys_values(block, attention, k, v)` gives each attention its keys and
+    /// values.
+    fn decode(&self, mut h: Tensor<B, 3>, bias: &Tensor<B, 4>, mut keys_values: impl FnMut(usize, &Gpt2Attention<B, T>, Tensor<B, 4>, Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>)) -> Tensor<B, 3> {
+        for (i, block) in self.transformer.h.iter().enumerate() {
             let x = block.ln_1.forward(h.clone());
             let qkv = block.attn.c_attn.forward(x);
             let d = qkv.dims()[2] / 3;
             let part = |i: usize| split_heads(qkv.clone().narrow(2, i * d, d), block.attn.heads);
-            let (k, v) = match cache.as_deref_mut() {
-                Some(cache) => cache.append(i, part(1), part(2), |kv| block.attn.kv.forward(kv)),
-                None => block.attn.kv.forward((part(1), part(2))),
-            };
-            h = h + block.attn.c_proj.forward(attend(part(0), k, v, Some(&bias)));
+            let (k, v) = keys_values(i, &block.attn, part(1), part(2));
+            h = h + block.attn.c_proj.forward(attend(part(0), k, v, Some(bias)));
             let up = block.mlp.c_fc.forward(block.ln_2.forward(h.clone()));
             let act = if block.mlp.tanh { gelu_tanh(up) } else { burn::tensor::activation::gelu(up) };
             h = h.clone() + block.mlp.c_proj.forward(act);
         }
+        h
+    }
+
+    /// Every block's keys and values `[1, heads, prefix + n, head_dim]` of the live prompt's `n`
+    /// virtual tokens (at positions after the prefix), run alone: a decoder's virtual tokens see
+    /// nothing after them, so one pass serves every row and every later token.
+    fn prompt_keys_values(&self) -> Option<Vec<(Tensor<B, 4>, Tensor<B, 4>)>> {
+        let t = &self.transformer;
+        let tokens = virtual_tokens(&t.prompt)?;
+        let n = tokens.dims()[0];
+        let prefix = self.kv_prefix_len();
+        let alone = TokenBatch::single(Tensor::<B, 2, Int>::zeros([1, n], &tokens.device()), prefix);
+        let bias = attention_bias(&alone.segments, &alone.segments, prefix, true);
+        let h = tokens.unsqueeze_dim(0) + t.wpe.forward(alone.positions);
+        let mut out = Vec::with_capacity(t.h.len());
+        self.decode(h, &bias, |_, attention, k, v| {
+            let kv = attention.kv.forward((k, v));
+            out.push(kv.clone());
+            kv
+        });
+        Some(out)
+    }
+
+    /// Final hidden states `[batch, seq, n_embd]` of `batch`; with a cache, `batch` continues the
+    /// cached tokens.
+    pub fn hidden_states(&self, batch: &TokenBatch<B>, mut cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
+        let t = &self.transformer;
+        // With a prefix or a prompt, real tokens take positions after it, as in peft.
+        let offset = self.prefix_len();
+        let prompt = if cache.as_ref().is_some_and(|c| !c.is_empty()) { None } else { self.prompt_keys_values() };
+        let keys = cache.as_deref_mut().map_or_else(|| batch.segments.clone(), |c| c.extend_segments(&batch.segments));
+        let bias = attention_bias(&batch.segments, &keys, offset, true);
+        let h = t.wte.forward(batch.tokens.clone()) + t.wpe.forward(batch.positions.clone().add_scalar(offset as i64));
+        let h = self.decode(h, &bias, |i, attention, k, v| {
+            let first = |kv| match &prompt {
+                Some(prompt) => after_prompt(&prompt[i], kv),
+                None => attention.kv.forward(kv),
+            };
+            match cache.as_deref_mut() {
+                Some(cache) => cache.append(i, k, v, first),
+                None => first((k, v)),
+            }
+        });
         t.ln_f.forward(h)
     }
 
@@ -198,7 +238,7 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> CausalLm<B> for Gpt2<B, T> {
         self.new_cache()
     }
     fn max_positions(&self) -> Option<usize> {
-        Some(self.transformer.wpe.weight.dims()[0])
+        Some(self.transformer.wpe.weight.dims()[0].saturating_sub(self.prefix_len()))
     }
     fn hidden_and_head(&self, batch: &TokenBatch<B>) -> Option<HeadInput<B>> {
         Some(HeadInput::new(self.hidden_states(batch, None), self.transformer.wte.base.weight.val(), true))

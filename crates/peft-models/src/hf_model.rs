@@ -7,7 +7,7 @@ use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use peft_core::checkpoint::{parse, read_bytes};
-use peft_core::{Adaptable, PeftError, Result, TunedVisitor};
+use peft_core::{Adaptable, PeftError, PeftModel, Result, TunedVisitor};
 use peft_hf::{HfCheckpoint, LoadReport, WeightMap};
 use peft_lora::WeightAdapter;
 use peft_quant::{BaseLinear, QuantConfig};
@@ -110,6 +110,39 @@ impl<B: Backend, T: LinearTuner<B>> HfModel<B, T> {
             Self::Gpt2(m) => Some(m.transformer.wpe.weight.dims()[0]),
             Self::Bert(m) => Some(m.embeddings.position_embeddings.weight.dims()[0]),
         }
+    }
+
+    /// Sets prompt adapter `name`'s virtual tokens to the embeddings of `ids`, repeated or cut to
+    /// its length (HF peft's `prompt_tuning_init = "TEXT"`, where `ids` is the tokenized
+    /// `prompt_tuning_init_text`).
+    pub fn init_prompt_from_tokens(&mut self, name: &str, ids: &[u32]) -> Result<()> {
+        let table = match self {
+            Self::Llama(m) => m.model.embed_tokens.base.weight.val(),
+            Self::Gpt2(m) => m.transformer.wte.base.weight.val(),
+            Self::Bert(_) => return Err(PeftError::NoWrappedLayer { method: "PROMPT_TUNING", site: peft_core::Site::Prompt.describe() }),
+        };
+        let [vocab, _] = table.dims();
+        if ids.is_empty() {
+            return Err(PeftError::InvalidConfig("the prompt's init text has no tokens".into()));
+        }
+        if let Some(bad) = ids.iter().find(|&&t| t as usize >= vocab) {
+            return Err(PeftError::InvalidConfig(format!("token id {bad} of the prompt's init text is outside the vocabulary of {vocab}")));
+        }
+        let mut tensors = self.adapter_tensors(name)?;
+        let mut found = false;
+        for params in tensors.values_mut() {
+            if let Some(embeddings) = params.get_mut("embeddings") {
+                let n = embeddings.shape[0];
+                let rows: Vec<i64> = ids.iter().cycle().take(n).map(|&t| i64::from(t)).collect();
+                let index = Tensor::<B, 1, Int>::from_data(burn::tensor::TensorData::new(rows, [n]), &table.device());
+                *embeddings = table.clone().select(0, index).into_data().convert::<f32>();
+                found = true;
+            }
+        }
+        if !found {
+            return Err(PeftError::UnknownAdapter { name: format!("{name} (a prompt)"), known: self.adapter_names() });
+        }
+        self.set_adapter_tensors(name, tensors)
     }
 
     /// Vocabulary size.

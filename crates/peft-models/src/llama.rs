@@ -10,10 +10,10 @@ use peft_hf::{HfCheckpoint, WeightMap};
 use peft_quant::backend::QuantLinearBackend;
 use peft_core::{PeftError, Result, Tuned};
 use peft_lora::LoraEmbedding;
-use peft_ptuning::PrefixKv;
+use peft_ptuning::{PrefixKv, PromptInput, virtual_tokens};
 use serde::Deserialize;
 
-use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, attend, kv_site, linear, plain_weight, prefix_len, split_heads};
+use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, after_prompt, attend, kv_site, linear, plain_weight, prefix_len, prompt_len, prompt_site, split_heads};
 use crate::batch::{KvCache, TokenBatch, attention_bias};
 use crate::generate::{CausalLm, HeadInput};
 
@@ -145,6 +145,7 @@ impl LlamaConfig {
         Ok(Llama {
             model: LlamaModel {
                 embed_tokens: Tuned::new(EmbeddingConfig::new(self.vocab_size, d).with_initializer(Initializer::Zeros).init(device)),
+                prompt: prompt_site(d),
                 layers,
                 norm: norm(self.rms_norm_eps),
             },
@@ -206,12 +207,14 @@ peft_core::adaptable!(LlamaLayer<T: LinearTuner<B>> { self_attn, mlp });
 pub struct LlamaModel<B: Backend, T: Module<B>> {
     /// Token embeddings (LoRA-able).
     pub embed_tokens: LoraEmbedding<B>,
+    /// Where prompt tuning's virtual tokens go, before the embedded tokens.
+    pub prompt: PromptInput<B>,
     /// Decoder layers.
     pub layers: Vec<LlamaLayer<B, T>>,
     /// Final norm.
     pub norm: RmsNorm<B>,
 }
-peft_core::adaptable!(LlamaModel<T: LinearTuner<B>> { embed_tokens, layers });
+peft_core::adaptable!(LlamaModel<T: LinearTuner<B>> { embed_tokens, prompt, layers });
 
 /// `LlamaForCausalLM`.
 #[derive(Module, Debug)]
@@ -275,24 +278,31 @@ impl<B: Backend> Rope<B> {
 
 impl<B: QuantLinearBackend, T: LinearAdapter<B>> LlamaAttention<B, T> {
     /// `[batch, seq, hidden] -> [batch, seq, hidden]`, with rotary tables for the tokens'
-    /// positions and the attention bias of the pass ([`attention_bias`]); with a cache, the keys
-    /// and values of the earlier tokens come from it and this pass's are added to it.
-    pub fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, bias: &Tensor<B, 4>, cache: Option<(&mut KvCache<B>, usize)>) -> Tensor<B, 3> {
+    /// positions and the attention bias of the pass ([`attention_bias`]); `keys_values` turns
+    /// the pass's own keys (after RoPE) and values into all those attended to (a prefix's, a
+    /// prompt's, a cache's before them).
+    pub fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, bias: &Tensor<B, 4>, keys_values: impl FnOnce(Tensor<B, 4>, Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>)) -> Tensor<B, 3> {
         let q = rope.apply(split_heads(self.q_proj.forward(x.clone()), self.heads));
         let k = rope.apply(split_heads(self.k_proj.forward(x.clone()), self.kv_heads));
         let v = split_heads(self.v_proj.forward(x), self.kv_heads);
-        let (k, v) = match cache {
-            Some((cache, layer)) => cache.append(layer, k, v, |kv| self.kv.forward(kv)),
-            None => self.kv.forward((k, v)),
-        };
+        let (k, v) = keys_values(k, v);
         self.o_proj.forward(attend(q, k, v, Some(bias)))
     }
 }
 
 impl<B: QuantLinearBackend, T: LinearAdapter<B>> Llama<B, T> {
-    /// Positions the live prefix adapters put before the tokens.
+    /// Positions the live prefix and prompt adapters put before the tokens.
     pub fn prefix_len(&self) -> usize {
+        self.kv_prefix_len() + prompt_len(&self.model.prompt)
+    }
+
+    fn kv_prefix_len(&self) -> usize {
         self.model.layers.first().map_or(0, |l| prefix_len(&l.self_attn.kv))
+    }
+
+    fn head_dim(&self) -> usize {
+        let first = &self.model.layers[0].self_attn;
+        first.k_proj.base.dims()[1] / first.kv_heads
     }
 
     /// An empty key/value cache for this model.
@@ -300,24 +310,59 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Llama<B, T> {
         KvCache::new(self.model.layers.len())
     }
 
-    /// The final hidden states `[batch, seq, hidden]` of `batch`; with a cache, `batch` continues
-    /// the cached tokens.
-    pub fn hidden_states(&self, batch: &TokenBatch<B>, mut cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
-        let first = &self.model.layers[0].self_attn;
-        // peft's prefixes occupy the first positions: real tokens are rotated from there on.
-        let offset = self.prefix_len();
-        let head_dim = first.k_proj.base.dims()[1] / first.kv_heads;
-        let rope = Rope::new(&batch.positions, offset, head_dim, self.rope_base);
-        let keys = cache.as_deref_mut().map_or_else(|| batch.segments.clone(), |c| c.extend_segments(&batch.segments));
-        let bias = attention_bias(&batch.segments, &keys, offset, true);
-        let mut h = self.model.embed_tokens.forward(batch.tokens.clone());
+    /// The decoder layers on `h`; `keys_values(layer, attention, k, v)` gives each attention its
+    /// keys and values.
+    fn decode(&self, mut h: Tensor<B, 3>, rope: &Rope<B>, bias: &Tensor<B, 4>, mut keys_values: impl FnMut(usize, &LlamaAttention<B, T>, Tensor<B, 4>, Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>)) -> Tensor<B, 3> {
         for (i, layer) in self.model.layers.iter().enumerate() {
-            let attention = layer.self_attn.forward(layer.input_layernorm.forward(h.clone()), &rope, &bias, cache.as_deref_mut().map(|c| (c, i)));
-            h = h + attention;
+            let attention = &layer.self_attn;
+            h = h.clone() + attention.forward(layer.input_layernorm.forward(h), rope, bias, |k, v| keys_values(i, attention, k, v));
             let x = layer.post_attention_layernorm.forward(h.clone());
             let mlp = &layer.mlp;
             h = h + mlp.down_proj.forward(silu(mlp.gate_proj.forward(x.clone())) * mlp.up_proj.forward(x));
         }
+        h
+    }
+
+    /// Every layer's keys and values `[1, kv_heads, prefix + n, head_dim]` of the live prompt's
+    /// `n` virtual tokens, run alone after the prefix: a decoder's virtual tokens see nothing
+    /// after them, so one pass serves every row and every later token (peft runs them in every
+    /// row).
+    fn prompt_keys_values(&self) -> Option<Vec<(Tensor<B, 4>, Tensor<B, 4>)>> {
+        let tokens = virtual_tokens(&self.model.prompt)?;
+        let n = tokens.dims()[0];
+        let alone = TokenBatch::single(Tensor::<B, 2, Int>::zeros([1, n], &tokens.device()), 0);
+        let prefix = self.kv_prefix_len();
+        let rope = Rope::new(&alone.positions, prefix, self.head_dim(), self.rope_base);
+        let bias = attention_bias(&alone.segments, &alone.segments, prefix, true);
+        let mut out = Vec::with_capacity(self.model.layers.len());
+        self.decode(tokens.unsqueeze_dim(0), &rope, &bias, |_, attention, k, v| {
+            let kv = attention.kv.forward((k, v));
+            out.push(kv.clone());
+            kv
+        });
+        Some(out)
+    }
+
+    /// The final hidden states `[batch, seq, hidden]` of `batch`; with a cache, `batch` continues
+    /// the cached tokens.
+    pub fn hidden_states(&self, batch: &TokenBatch<B>, mut cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
+        // peft's prefixes and prompts occupy the first positions: real tokens are rotated from there on.
+        let offset = self.prefix_len();
+        let prompt = if cache.as_ref().is_some_and(|c| !c.is_empty()) { None } else { self.prompt_keys_values() };
+        let rope = Rope::new(&batch.positions, offset, self.head_dim(), self.rope_base);
+        let keys = cache.as_deref_mut().map_or_else(|| batch.segments.clone(), |c| c.extend_segments(&batch.segments));
+        let bias = attention_bias(&batch.segments, &keys, offset, true);
+        let h = self.model.embed_tokens.forward(batch.tokens.clone());
+        let h = self.decode(h, &rope, &bias, |i, attention, k, v| {
+            let first = |kv| match &prompt {
+                Some(prompt) => after_prompt(&prompt[i], kv),
+                None => attention.kv.forward(kv),
+            };
+            match cache.as_deref_mut() {
+                Some(cache) => cache.append(i, k, v, first),
+                None => first((k, v)),
+            }
+        });
         self.model.norm.forward(h)
     }
 
@@ -344,7 +389,7 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> CausalLm<B> for Llama<B, T> {
         self.new_cache()
     }
     fn max_positions(&self) -> Option<usize> {
-        self.max_positions
+        self.max_positions.map(|m| m.saturating_sub(self.prefix_len()))
     }
     fn hidden_and_head(&self, batch: &TokenBatch<B>) -> Option<HeadInput<B>> {
         let (weight, tied) = match &self.lm_head {

@@ -9,7 +9,7 @@ use burn::backend::NdArray;
 use burn::tensor::{Int, Tensor, TensorData};
 use peft_core::{PeftModel, Targeting};
 use peft_models::{GenerationConfig, HfModel, Padding, TokenBatch, generate};
-use peft_ptuning::PrefixConfig;
+use peft_ptuning::{PrefixConfig, PromptTuningConfig};
 
 type B = NdArray;
 
@@ -35,6 +35,12 @@ fn with_prefix(mut m: HfModel<B>) -> HfModel<B> {
     m
 }
 
+/// The model with a prompt-tuning adapter: its virtual tokens come before every sequence.
+fn with_prompt(mut m: HfModel<B>) -> HfModel<B> {
+    m.add_adapter("prompt", &PromptTuningConfig::new(Targeting::names(&["prompt"])).with_num_virtual_tokens(4).with_init_std(0.5)).unwrap();
+    m
+}
+
 fn single(m: &HfModel<B>, seq: &[u32]) -> Tensor<B, 3> {
     let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(seq.iter().map(|&t| i64::from(t)).collect::<Vec<_>>(), [1, seq.len()]), &Default::default());
     m.causal_lm().unwrap().logits(&TokenBatch::single(tokens, 0), None)
@@ -48,7 +54,7 @@ const SEQS: [&[u32]; 3] = [&[5, 17, 42, 8, 99, 3, 250], &[9, 4, 33], &[120, 7, 7
 
 #[test]
 fn a_padded_batch_equals_the_sequences_run_alone() {
-    for m in [model("llama"), with_prefix(model("llama")), model("gpt2"), with_prefix(model("gpt2"))] {
+    for m in [model("llama"), with_prefix(model("llama")), with_prompt(model("llama")), model("gpt2"), with_prefix(model("gpt2")), with_prompt(model("gpt2"))] {
         for side in [Padding::Right, Padding::Left] {
             let rows: Vec<Vec<&[u32]>> = SEQS.iter().map(|s| vec![*s]).collect();
             let batch = TokenBatch::new(&rows, 0, side, &Default::default());
@@ -65,8 +71,30 @@ fn a_padded_batch_equals_the_sequences_run_alone() {
 }
 
 #[test]
+fn a_prompt_made_from_tokens_is_those_tokens_before_the_input() {
+    // Virtual tokens equal to the embeddings of real ones act as those tokens would: the logits of
+    // a sequence after a prompt of [5, 17, 5, 17] (the text's ids repeated to 4) are the logits of
+    // the same tokens after [5, 17, 5, 17] typed in.
+    for name in ["llama", "gpt2"] {
+        let mut m = with_prompt(model(name));
+        m.init_prompt_from_tokens("prompt", &[5, 17]).unwrap();
+        let plain = model(name);
+        for seq in SEQS {
+            let typed: Vec<u32> = [5, 17, 5, 17].iter().chain(seq.iter()).copied().collect();
+            let after_typed = single(&plain, &typed).narrow(1, 4, seq.len());
+            let diff = max_diff(single(&m, seq), after_typed);
+            assert!(diff < 1e-5, "{name}: {diff}");
+        }
+    }
+    let mut m = with_prompt(model("llama"));
+    assert!(m.init_prompt_from_tokens("prompt", &[]).is_err());
+    assert!(m.init_prompt_from_tokens("prompt", &[1_000_000]).is_err());
+    assert!(m.init_prompt_from_tokens("other", &[5]).is_err());
+}
+
+#[test]
 fn packed_sequences_do_not_see_each_other() {
-    for m in [model("llama"), model("gpt2")] {
+    for m in [model("llama"), model("gpt2"), with_prompt(model("llama")), with_prompt(with_prefix(model("gpt2")))] {
         let rows = vec![vec![SEQS[0], SEQS[1]], vec![SEQS[2]]];
         let out = m.causal_lm().unwrap().logits(&TokenBatch::new(&rows, 0, Padding::Right, &Default::default()), None);
         let first = max_diff(out.clone().narrow(0, 0, 1).narrow(1, 0, SEQS[0].len()), single(&m, SEQS[0]));
@@ -79,7 +107,7 @@ fn packed_sequences_do_not_see_each_other() {
 #[test]
 fn the_cache_changes_nothing_greedy_or_sampled() {
     let prompt = ids(&expected()["generate"]["prompt_ids"]);
-    for m in [model("llama"), with_prefix(model("llama")), model("gpt2")] {
+    for m in [model("llama"), with_prefix(model("llama")), with_prompt(model("llama")), model("gpt2"), with_prompt(model("gpt2"))] {
         for (temperature, top_p) in [(0.0, 1.0), (0.8, 0.9)] {
             let config = GenerationConfig { max_new_tokens: 10, temperature, top_p, seed: 7, ..Default::default() };
             let cached = generate(m.causal_lm().unwrap(), &prompt, &config, &Default::default()).unwrap();

@@ -111,6 +111,12 @@ fn prefix_tuning_matches_peft_on_llama_gpt2_and_bert() {
 }
 
 #[test]
+fn prompt_tuning_matches_peft_on_llama_and_gpt2() {
+    check_case::<Lora<B>>("llama_prompt", "llama");
+    check_case::<Lora<B>>("gpt2_prompt", "gpt2_f16");
+}
+
+#[test]
 fn tied_bf16_llama_lora_matches_peft() {
     let m = check_case::<Lora<B>>("llama_tied_lora", "llama_tied_bf16");
     check_merged("llama_tied_lora", m);
@@ -172,6 +178,8 @@ fn saved_adapters_load_back_identically() {
     round_trip::<Lora<B>>("llama_prefix", "llama", "CAUSAL_LM");
     round_trip::<Lora<B>>("gpt2_lora", "gpt2_f16", "CAUSAL_LM");
     round_trip::<Lora<B>>("gpt2_prefix", "gpt2_f16", "CAUSAL_LM");
+    round_trip::<Lora<B>>("llama_prompt", "llama", "CAUSAL_LM");
+    round_trip::<Lora<B>>("gpt2_prompt", "gpt2_f16", "CAUSAL_LM");
     round_trip::<Lora<B>>("bert_lora", "bert", "FEATURE_EXTRACTION");
     round_trip::<Lora<B>>("bert_prefix", "bert", "FEATURE_EXTRACTION");
 }
@@ -272,21 +280,18 @@ fn checkpoints_with_missing_or_misshapen_tensors_are_typed_errors() {
 /// An adapter made here (not loaded from peft) with non-zero factors, saved for peft. With
 /// `PEFT_EXPORT_DIR` set, `tools/check_ours_in_peft.py` checks it in peft.
 #[test]
-fn fresh_lora_and_prefix_save_for_peft() {
+fn fresh_lora_prefix_and_prompt_save_for_peft() {
     use peft_core::Targeting;
     use peft_lora::LoraConfig;
-    use peft_ptuning::PrefixConfig;
+    use peft_ptuning::{PrefixConfig, PromptTuningConfig};
     let cases: Vec<(&str, HfMethod)> = vec![
         ("fresh_rslora_dora", HfMethod::Lora(LoraConfig::new(Targeting::names(&["q_proj", "v_proj", "up_proj"])).with_r(4).with_alpha(8.0).with_use_rslora(true).with_use_dora(true))),
         ("fresh_prefix", HfMethod::Prefix(PrefixConfig::new(Targeting::names(&["kv"])).with_num_virtual_tokens(4))),
+        ("fresh_prompt", HfMethod::Prompt(PromptTuningConfig::new(Targeting::names(&["prompt"])).with_num_virtual_tokens(3))),
     ];
     for (case, method) in cases {
         let mut m = model::<Lora<B>>("llama");
-        match &method {
-            HfMethod::Lora(c) => m.add_adapter("mine", c).unwrap(),
-            HfMethod::Prefix(c) => m.add_adapter("mine", c).unwrap(),
-            HfMethod::Ia3(c) => m.add_adapter("mine", c).unwrap(),
-        };
+        m.add_adapter("mine", method.config()).unwrap();
         // Non-zero B (peft's default init leaves it zero, which would test nothing).
         let mut tensors = m.adapter_tensors("mine").unwrap();
         for params in tensors.values_mut() {

@@ -1,4 +1,4 @@
-//! Prefix tuning's config, with HF peft's defaults.
+//! The configs of prefix tuning and prompt tuning, with HF peft's defaults.
 
 use burn::config::Config;
 use peft_core::{MethodConfig, PeftError, Site, Targeting};
@@ -29,6 +29,40 @@ impl MethodConfig for PrefixConfig {
     fn validate(&self) -> peft_core::Result<()> {
         if self.num_virtual_tokens == 0 {
             return Err(PeftError::InvalidConfig("num_virtual_tokens is 0".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Prompt tuning (Lester et al.): `num_virtual_tokens` learned input embeddings before the tokens.
+#[derive(Config, Debug)]
+pub struct PromptTuningConfig {
+    /// Which prompt sites get the virtual tokens (the reference decoders have one, `prompt`).
+    pub targets: Targeting,
+    /// Number of virtual tokens.
+    #[config(default = 10)]
+    pub num_virtual_tokens: usize,
+    /// Standard deviation of the normal init (HF peft's `RANDOM` init: an embedding's, 1).
+    #[config(default = 1.0)]
+    pub init_std: f64,
+}
+
+impl MethodConfig for PromptTuningConfig {
+    fn peft_type(&self) -> &'static str {
+        "PROMPT_TUNING"
+    }
+    fn site(&self) -> Site {
+        Site::Prompt
+    }
+    fn targeting(&self) -> &Targeting {
+        &self.targets
+    }
+    fn validate(&self) -> peft_core::Result<()> {
+        if self.num_virtual_tokens == 0 {
+            return Err(PeftError::InvalidConfig("num_virtual_tokens is 0".into()));
+        }
+        if !(self.init_std >= 0.0 && self.init_std.is_finite()) {
+            return Err(PeftError::InvalidConfig(format!("init_std must be finite and at least 0, got {}", self.init_std)));
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! Prefix tuning (P-Tuning v2) for burn-peft: learned keys and values prepended in every
-//! attention layer, attached at the key/value site of the one trait.
+//! attention layer, attached at the key/value site of the one trait; and prompt tuning (Lester
+//! et al.): learned embeddings of virtual tokens before the input, at the prompt site.
 //!
 //! A model marks the point where its attention has projected keys and values with a
 //! [`KvSite`] wrapped in `Tuned`; a [`PrefixConfig`] added through `PeftModel` puts a [`Prefix`]
@@ -28,15 +29,55 @@
 //! assert_eq!(values.dims(), [1, 2, 3 + 5, 8]);
 //! # Ok::<(), peft_core::PeftError>(())
 //! ```
+//!
+//! A prompt goes where a model has embedded its tokens; the site's forward pass is HF peft's
+//! `cat(prompts, inputs_embeds)` (the reference decoders instead run the virtual tokens once and
+//! give every row their keys and values, with the same outputs):
+//!
+//! ```
+//! use burn::backend::NdArray;
+//! use burn::tensor::Tensor;
+//! use peft_core::{PeftModel, Targeting, Tuned};
+//! use peft_ptuning::{PromptEmbedding, PromptSite, PromptTuningConfig};
+//!
+//! #[derive(burn::module::Module, Debug)]
+//! struct Inputs<B: burn::tensor::backend::Backend> {
+//!     prompt: Tuned<B, PromptSite, PromptEmbedding<B>>,
+//! }
+//! peft_core::adaptable!(Inputs { prompt });
+//!
+//! let mut inputs = Inputs::<NdArray> { prompt: Tuned::new(PromptSite { token_dim: 8 }) };
+//! inputs.add_adapter("task", &PromptTuningConfig::new(Targeting::names(&["prompt"])).with_num_virtual_tokens(4))?;
+//! let embedded = Tensor::<NdArray, 3>::zeros([2, 5, 8], &Default::default());
+//! assert_eq!(inputs.prompt.forward(embedded).dims(), [2, 4 + 5, 8]);
+//! # Ok::<(), peft_core::PeftError>(())
+//! ```
 #![warn(missing_docs)]
 
 mod config;
 mod kv_site;
 mod prefix;
+mod prompt;
+mod prompt_site;
 
-pub use config::PrefixConfig;
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+
+pub use config::{PrefixConfig, PromptTuningConfig};
 pub use kv_site::KvSite;
 pub use prefix::Prefix;
+pub use prompt::PromptEmbedding;
+pub use prompt_site::PromptSite;
 
 /// An attention layer's key/value site carrying named prefixes.
 pub type PrefixKv<B> = peft_core::Tuned<B, KvSite, Prefix<B>>;
+
+/// A model's prompt site carrying named prompts.
+pub type PromptInput<B> = peft_core::Tuned<B, PromptSite, PromptEmbedding<B>>;
+
+/// The virtual tokens of the live prompts at `site`, `[tokens, token_dim]`, in order; `None`
+/// without a live prompt.
+pub fn virtual_tokens<B: Backend>(site: &PromptInput<B>) -> Option<Tensor<B, 2>> {
+    let prompts: Vec<Tensor<B, 2>> = site.live_adapters().map(|p| p.embeddings.val()).collect();
+    (!prompts.is_empty()).then(|| Tensor::cat(prompts, 0))
+}

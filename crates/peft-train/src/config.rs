@@ -17,17 +17,19 @@ pub enum Method {
     Adapter,
     /// Prefix tuning at every attention layer.
     Prefix,
+    /// Prompt tuning: virtual tokens before the input.
+    Prompt,
     /// Every parameter.
     Full,
 }
 
 impl Method {
-    /// Parses `lora`, `qlora`, `ia3`, `adapter`, `prefix` or `full`.
+    /// Parses `lora`, `qlora`, `ia3`, `adapter`, `prefix`, `prompt` or `full`.
     pub fn parse(text: &str) -> Result<Self> {
         serde_json::from_value(serde_json::Value::String(text.to_lowercase())).map_err(|_| PeftError::UnsupportedValue {
             key: "method".into(),
             value: text.into(),
-            supported: "lora, qlora, ia3, adapter, prefix, full".into(),
+            supported: "lora, qlora, ia3, adapter, prefix, prompt, full".into(),
         })
     }
 }
@@ -60,8 +62,12 @@ pub struct TrainConfig {
     pub dropout: f64,
     /// IA3's feed-forward modules (their input is scaled).
     pub feedforward: String,
-    /// Prefix tuning's virtual tokens.
+    /// Virtual tokens of prefix and prompt tuning.
     pub num_virtual_tokens: usize,
+    /// Prompt tuning: start the virtual tokens from the embeddings of this text (peft's
+    /// `prompt_tuning_init_text`, tokenized as transformers does, special tokens included),
+    /// instead of random ones.
+    pub prompt_init_text: Option<String>,
     /// Passes over the data (when `max_steps` is not set).
     pub epochs: usize,
     /// Optimizer steps (overrides `epochs`).
@@ -114,6 +120,7 @@ impl Default for TrainConfig {
             dropout: 0.0,
             feedforward: "down_proj,mlp.c_proj".into(),
             num_virtual_tokens: 10,
+            prompt_init_text: None,
             epochs: 1,
             max_steps: None,
             lr: 2e-4,

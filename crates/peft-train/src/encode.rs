@@ -67,6 +67,11 @@ impl Encoder {
         Ok(self.tokenizer.encode(text, false).map_err(|e| PeftError::Tokenizer(format!("cannot tokenize: {e}")))?.get_ids().to_vec())
     }
 
+    /// The ids of `text` with the tokenizer's special tokens added, as transformers' `tokenizer(text)`.
+    pub fn ids_with_special_tokens(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.tokenizer.encode(text, true).map_err(|e| PeftError::Tokenizer(format!("cannot tokenize: {e}")))?.get_ids().to_vec())
+    }
+
     /// The text of `ids`, special tokens included.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.tokenizer.decode(ids, false).map_err(|e| PeftError::Tokenizer(format!("cannot decode: {e}")))

@@ -11,21 +11,21 @@ use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
 use peft_core::{PeftError, PeftModel, Result, TargetModules, Targeting, TrainMode, TrainableReport, all_finite, set_trainable};
 use peft_hf::{HfCheckpoint, HfMethod, SaveOptions, save_adapter};
 use peft_lora::{Ia3Config, LoraConfig};
 use peft_models::HfModel;
-use peft_ptuning::PrefixConfig;
+use peft_ptuning::{PrefixConfig, PromptTuningConfig};
 use peft_quant::QuantConfig;
 use peft_quant::backend::QuantLinearBackend;
 use serde::Serialize;
 
-use crate::checkpoint::{OPTIMIZER, TrainState, ids_from_paths, latest_checkpoint, load_trainable, save_checkpoint, save_trainable};
+use crate::checkpoint::{TrainState, ids_from_paths, latest_checkpoint, load_trainable, save_checkpoint, save_trainable};
+use crate::optimizer_record::{TrainableShape, load_optimizer, save_optimizer};
 use crate::plan::{BatchStream, Cursor, DataPlan};
-use crate::{Encoded, EvalResult, LmBatch, Method, TrainConfig, evaluate, learning_rate, lm_loss, modules};
+use crate::{Encoded, Encoder, EvalResult, LmBatch, Method, TrainConfig, evaluate, learning_rate, lm_loss, modules};
 
 /// What a run needs besides its settings.
 #[derive(Clone, Copy, Debug)]
@@ -119,9 +119,10 @@ fn attach<B: Backend>(model: &mut HfModel<B>, config: &TrainConfig) -> Result<(T
         Method::Lora | Method::Qlora => HfMethod::Lora(LoraConfig::new(targets).with_r(config.r).with_alpha(config.alpha).with_dropout(config.dropout)),
         Method::Ia3 => HfMethod::Ia3(Ia3Config::new(targets).with_feedforward_modules(modules(&config.feedforward))),
         Method::Prefix => HfMethod::Prefix(PrefixConfig::new(Targeting::new(TargetModules::names(&["kv"]))).with_num_virtual_tokens(config.num_virtual_tokens)),
+        Method::Prompt => HfMethod::Prompt(PromptTuningConfig::new(Targeting::new(TargetModules::names(&["prompt"]))).with_num_virtual_tokens(config.num_virtual_tokens)),
         Method::Full => return Ok((TrainMode::Full, None)),
         Method::Adapter => {
-            let supported = "lora, qlora, ia3, prefix, full (bottleneck adapters have no file format to save them in yet)";
+            let supported = "lora, qlora, ia3, prefix, prompt, full (bottleneck adapters have no file format to save them in yet)";
             return Err(PeftError::UnsupportedValue { key: "method of `peft train`".into(), value: "adapter".into(), supported: supported.into() });
         }
     };
@@ -129,19 +130,20 @@ fn attach<B: Backend>(model: &mut HfModel<B>, config: &TrainConfig) -> Result<(T
     Ok((TrainMode::adapters(), Some(method)))
 }
 
-/// The ids and ranks of the parameters that train.
-struct TrainableIds(Vec<(ParamId, usize)>);
+/// The ids and shapes of the parameters that train.
+struct TrainableIds(Vec<TrainableShape>);
 impl<B: Backend> ModuleVisitor<B> for TrainableIds {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if param.val().is_require_grad() {
-            self.0.push((param.id, D));
+        let value = param.val();
+        if value.is_require_grad() {
+            self.0.push((param.id, value.dims().to_vec()));
         }
     }
 }
 
 /// Scales `grads` so that their global L2 norm is at most `max` (torch's `clip_grad_norm_`);
 /// returns the norm before clipping.
-fn clip_global_norm<B: Backend>(grads: &mut GradientsParams, ids: &[(ParamId, usize)], max: f64) -> f64 {
+fn clip_global_norm<B: Backend>(grads: &mut GradientsParams, ids: &[TrainableShape], max: f64) -> f64 {
     fn each<B: Backend, const D: usize>(grads: &mut GradientsParams, id: ParamId, scale: Option<f64>, sum: &mut Option<Tensor<B, 1>>) {
         let Some(g) = grads.remove::<B, D>(id) else { return };
         match scale {
@@ -154,8 +156,9 @@ fn clip_global_norm<B: Backend>(grads: &mut GradientsParams, ids: &[(ParamId, us
         }
     }
     let visit = |grads: &mut GradientsParams, scale: Option<f64>, sum: &mut Option<Tensor<B, 1>>| {
-        for &(id, rank) in ids {
-            match rank {
+        for (id, shape) in ids {
+            let id = *id;
+            match shape.len() {
                 1 => each::<B, 1>(grads, id, scale, sum),
                 2 => each::<B, 2>(grads, id, scale, sum),
                 3 => each::<B, 3>(grads, id, scale, sum),
@@ -176,15 +179,16 @@ fn clip_global_norm<B: Backend>(grads: &mut GradientsParams, ids: &[(ParamId, us
 /// Refuses examples the model cannot take: a token outside its vocabulary (the tokenizer does not
 /// belong to the model), or a sequence longer than its position table (`packed_len`: rows packed
 /// up to this length).
-pub fn check_examples_fit<B: Backend>(model: &HfModel<B>, examples: &[&[Encoded]], packed_len: Option<usize>) -> Result<()> {
+pub fn check_examples_fit<B: QuantLinearBackend>(model: &HfModel<B>, examples: &[&[Encoded]], packed_len: Option<usize>) -> Result<()> {
     let vocab = model.vocab_size();
     if let Some(bad) = examples.iter().flat_map(|e| e.iter()).flat_map(|e| e.ids.iter()).find(|&&t| t as usize >= vocab) {
         return Err(PeftError::InvalidConfig(format!("token id {bad} is outside the model's vocabulary of {vocab}: the tokenizer does not belong to this model")));
     }
     let longest = examples.iter().flat_map(|e| e.iter()).map(|e| e.ids.len()).max().unwrap_or(0);
     let longest = packed_len.map_or(longest, |p| p.max(longest));
-    if let Some(max) = model.max_positions().filter(|&max| longest > max) {
-        return Err(PeftError::InvalidConfig(format!("sequences of {longest} tokens do not fit the model's {max} positions; set max_len to {max} or less")));
+    // Positions left for tokens after the virtual tokens of a prefix or prompt.
+    if let Some(max) = model.max_positions().map(|m| m.saturating_sub(model.prefix_len())).filter(|&max| longest > max) {
+        return Err(PeftError::InvalidConfig(format!("sequences of {longest} tokens do not fit the model's {max} positions (after any virtual tokens); set max_len to {max} or less")));
     }
     Ok(())
 }
@@ -242,13 +246,17 @@ where
         return Err(PeftError::InvalidConfig("no training example is left".into()));
     }
     let out = setup.out;
-    let (model, _) = HfModel::<B>::load(setup.model_dir, device)?;
-    check_examples_fit(&model, &[setup.train, setup.eval], config.packing.then_some(config.max_len))?;
-    let mut model = model;
+    let (mut model, _) = HfModel::<B>::load(setup.model_dir, device)?;
     B::seed(device, config.seed);
     // Counted before quantization: a 4-bit weight is not a Burn parameter, but it is the model's.
     let base_params = TrainableReport::new(&model, &TrainMode::Full).total;
     let (mode, method) = attach(&mut model, config)?;
+    if let (Method::Prompt, Some(text)) = (config.method, &config.prompt_init_text) {
+        let ids = Encoder::from_model_dir(setup.model_dir, true)?.ids_with_special_tokens(text)?;
+        model.init_prompt_from_tokens("default", &ids)?;
+    }
+    // After the adapter: a prefix's or prompt's virtual tokens take positions too.
+    check_examples_fit(&model, &[setup.train, setup.eval], config.packing.then_some(config.max_len))?;
     let mut model = ids_from_paths(set_trainable(model, &mode));
     let counted = TrainableReport::new(&model, &mode);
     let trainable = if mode == TrainMode::Full { counted } else { TrainableReport { trainable: counted.trainable, total: base_params + counted.trainable } };
@@ -261,15 +269,13 @@ where
     let plan = DataPlan::new(setup.train, config.batch_size, config.packing.then_some(config.max_len), config.group_by_length, config.seed);
     let total = config.max_steps.unwrap_or_else(|| plan.batches(config.epochs).div_ceil(config.grad_accum));
     let log = out.join("log.jsonl");
-    let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
     let (mut start, mut cursor, mut resumed_from) = (0, Cursor::default(), None);
     if setup.resume && let Some((dir, state)) = latest_checkpoint(out)? {
         if state.fingerprint != config.fingerprint() {
             return Err(PeftError::InvalidConfig(format!("the checkpoint in {} was made with other settings; resume with the run's own arguments", dir.display())));
         }
         model = load_trainable(model, &dir)?;
-        let record = recorder.load(dir.join(OPTIMIZER), device).map_err(|e| PeftError::InvalidConfig(format!("{}: optimizer state: {e}", dir.display())))?;
-        optim = optim.load_record(record);
+        optim = optim.load_record(load_optimizer::<B, _>(&dir, &ids.0, state.step, device)?);
         (start, cursor, resumed_from) = (state.step, state.cursor, Some(state.step));
         truncate_log(&log, state.step)?;
     } else if log.exists() {
@@ -322,7 +328,7 @@ where
             let state = TrainState { step: steps, total_steps: total, cursor: stream.cursor, fingerprint: config.fingerprint() };
             save_checkpoint(out, &state, |dir| {
                 save_trainable(&model, dir)?;
-                recorder.record(optim.to_record(), dir.join(OPTIMIZER)).map_err(|e| PeftError::InvalidConfig(format!("optimizer state: {e}")))?;
+                save_optimizer::<B, _>(optim.to_record(), dir)?;
                 if let Some(method) = &method {
                     save_adapter(&mut model.clone(), "default", method, &dir.join("adapter"), &SaveOptions { task_type: Some("CAUSAL_LM"), ..Default::default() })?;
                 }

@@ -6,7 +6,7 @@
 //! - [`lora`]: LoRA, rsLoRA, DoRA, PiSSA and IA3 on `Linear`, `Embedding` and `Conv2d`, and LoRA
 //!   on any unmodified module by parameter path.
 //! - [`adapter`]: bottleneck adapters (Pfeiffer, Houlsby, parallel).
-//! - [`ptuning`]: prefix tuning at attention keys and values.
+//! - [`ptuning`]: prefix tuning at attention keys and values, prompt tuning before the input embeddings.
 //! - [`quant`]: bitsandbytes-exact NF4/FP4 4-bit weights and `QLinear`, the base of QLoRA.
 //! - [`hf`]: Hugging Face formats: transformers checkpoints, HF peft adapter folders both ways,
 //!   checkpoint-level merges.
@@ -143,7 +143,7 @@ pub mod prelude {
         Ia3Config, Ia3Linear, LoraConfig, LoraConv, LoraEmbedding, LoraInit, LoraLinear, MixedLinear, PathLora, QLoraLinear, WeightAdapter,
         WeightAdapterConfig, merge_qlora,
     };
-    pub use peft_ptuning::{KvSite, PrefixConfig, PrefixKv};
+    pub use peft_ptuning::{KvSite, PrefixConfig, PrefixKv, PromptInput, PromptSite, PromptTuningConfig};
     pub use peft_quant::{QLinear, QuantConfig, QuantType, Quantized4bit};
 }
 

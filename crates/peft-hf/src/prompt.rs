@@ -1,0 +1,59 @@
+//! Prompt tuning in HF peft's folder, both ways: `prompt_embeddings [num_virtual_tokens,
+//! token_dim]`, the virtual tokens' input embeddings, at the model's one prompt site.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::TensorData;
+use peft_core::checkpoint::TensorEntry;
+use peft_core::{AdapterTensors, LayerKind, PeftError, Result, Targeting, TunedLayerInfo};
+use peft_ptuning::PromptTuningConfig;
+
+use crate::folder::{AdapterFolder, values_f32};
+use crate::keys::PROMPT_EMBEDDINGS;
+
+const PART: &str = "embeddings";
+
+/// The model's prompt site; a decoder has one.
+fn prompt_site(layers: &[TunedLayerInfo]) -> Result<String> {
+    let sites: Vec<&TunedLayerInfo> = layers.iter().filter(|l| l.kind == LayerKind::Prompt).collect();
+    match sites.as_slice() {
+        [one] => Ok(one.path.clone()),
+        [] => Err(PeftError::NoWrappedLayer { method: "PROMPT_TUNING", site: peft_core::Site::Prompt.describe() }),
+        _ => Err(PeftError::InvalidConfig(format!("the model has {} prompt sites; prompt tuning needs one", sites.len()))),
+    }
+}
+
+/// Our config and values for the prompt in `folder`, on a model whose wrapped layers are `layers`.
+pub(crate) fn to_ours(folder: &AdapterFolder, layers: &[TunedLayerInfo]) -> Result<(PromptTuningConfig, AdapterTensors)> {
+    let hf = &folder.config;
+    let prompt = folder.prompt.as_ref().ok_or_else(|| PeftError::MissingTensor(PROMPT_EMBEDDINGS.into()))?;
+    let submodules = hf.extra.get("num_transformer_submodules").and_then(serde_json::Value::as_u64).unwrap_or(1);
+    if submodules != 1 {
+        return Err(PeftError::UnsupportedValue { key: "num_transformer_submodules".into(), value: submodules.to_string(), supported: "1 (decoders)".into() });
+    }
+    let site = prompt_site(layers)?;
+    let nvt = hf.num_virtual_tokens.or(prompt.shape.first().copied()).unwrap_or(0);
+    let token_dim = hf.extra_usize("token_dim").unwrap_or(prompt.shape.get(1).copied().unwrap_or(0));
+    if prompt.shape != [nvt, token_dim] || nvt == 0 {
+        return Err(PeftError::ShapeMismatch { name: format!("{PROMPT_EMBEDDINGS} (num_virtual_tokens {nvt}, token_dim {token_dim})"), expected: vec![nvt, token_dim], actual: prompt.shape.clone() });
+    }
+    let tensors = AdapterTensors::from([(site.clone(), BTreeMap::from([(PART.to_string(), TensorData::new(prompt.values.clone(), [nvt, token_dim]))]))]);
+    Ok((PromptTuningConfig::new(Targeting::names(&[site])).with_num_virtual_tokens(nvt), tensors))
+}
+
+/// The prompt `tensors` as peft's `prompt_embeddings`, and its config fields.
+pub(crate) fn from_ours(tensors: &AdapterTensors, layers: &[TunedLayerInfo]) -> Result<(Vec<TensorEntry>, serde_json::Value)> {
+    let site = prompt_site(layers)?;
+    let data = tensors.get(&site).and_then(|t| t.get(PART)).ok_or_else(|| PeftError::MissingTensor(format!("{site}.{PART}")))?;
+    let [nvt, token_dim]: [usize; 2] = data.shape.to_vec().try_into().map_err(|_| PeftError::MissingTensor(format!("{site}.{PART}")))?;
+    let json = serde_json::json!({
+        "peft_type": "PROMPT_TUNING",
+        "num_virtual_tokens": nvt,
+        "token_dim": token_dim,
+        "num_transformer_submodules": 1,
+        "prompt_tuning_init": "RANDOM",
+        "prompt_tuning_init_text": null,
+        "tokenizer_name_or_path": null,
+    });
+    Ok((vec![TensorEntry::f32(PROMPT_EMBEDDINGS, vec![nvt, token_dim], &values_f32(data))], json))
+}
