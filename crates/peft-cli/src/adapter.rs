@@ -16,7 +16,7 @@ pub fn inspect(dir: &Path, json: bool) -> Result<String, CliError> {
     let params: usize = tensors.iter().map(|(_, _, s)| s.iter().product::<usize>()).sum();
     let mut modules: BTreeSet<String> = folder.modules.keys().cloned().collect();
     if folder.prompt.is_some() {
-        modules.insert(if config.peft_type == "PROMPT_TUNING" { "(the input embeddings)" } else { "(keys and values of every attention layer)" }.into());
+        modules.insert(if matches!(config.peft_type.as_str(), "PROMPT_TUNING" | "P_TUNING") { "(the input embeddings)" } else { "(keys and values of every attention layer)" }.into());
     }
     let ranks: BTreeSet<usize> = tensors.iter().filter(|(n, _, _)| n.contains("lora_A")).filter_map(|(_, _, s)| s.first().copied()).collect();
     if json {
@@ -51,7 +51,7 @@ pub fn inspect(dir: &Path, json: bool) -> Result<String, CliError> {
                 get("num_attention_heads")
             );
         }
-        "PROMPT_TUNING" => {
+        "PROMPT_TUNING" | "P_TUNING" => {
             let get = |k: &str| config.extra.get(k).map(|v| v.to_string()).unwrap_or_else(|| "?".into());
             out += &format!("virtual tokens: {}, embedding width: {}\n", config.num_virtual_tokens.map_or("?".into(), |n| n.to_string()), get("token_dim"));
         }

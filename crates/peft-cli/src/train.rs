@@ -36,7 +36,7 @@ pub struct TrainArgs {
     /// A TOML file with any of the settings below (keys as the long flags, with underscores).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// lora, qlora, ia3, prefix, prompt or full (adapter is refused for now).
+    /// lora, qlora, ia3, prefix, prompt, ptuning or full (adapter is refused for now).
     #[arg(long)]
     method: Option<String>,
     /// Virtual tokens of prefix and prompt tuning.
@@ -45,6 +45,9 @@ pub struct TrainArgs {
     /// Prompt tuning: start the virtual tokens from the embeddings of this text.
     #[arg(long)]
     prompt_init_text: Option<String>,
+    /// P-Tuning: hidden width of the MLP over the virtual tokens (default: the model's width).
+    #[arg(long)]
+    encoder_hidden_size: Option<usize>,
     /// Targeted modules: names separated by commas, a regular expression, or all-linear.
     #[arg(long)]
     target: Option<String>,
@@ -130,6 +133,9 @@ impl TrainArgs {
         take!(target, r, alpha, dropout, num_virtual_tokens, epochs, lr, batch_size, grad_accum, max_len, warmup, seed, save_every, eval_every, eval_split);
         if self.prompt_init_text.is_some() {
             c.prompt_init_text = self.prompt_init_text.clone();
+        }
+        if self.encoder_hidden_size.is_some() {
+            c.encoder_hidden_size = self.encoder_hidden_size;
         }
         if self.max_steps.is_some() {
             c.max_steps = self.max_steps;

@@ -1,6 +1,6 @@
 //! HF peft adapters on any model that reads HF checkpoints ([`HfCheckpoint`]), in both
 //! directions: LoRA (rsLoRA, DoRA, rank and alpha patterns, embeddings, LoRA bias), IA3, prefix
-//! tuning and prompt tuning.
+//! tuning, prompt tuning and P-Tuning.
 //!
 //! Which modules carry the adapter is read from the tensors themselves (every tensor must find
 //! its layer); ranks and scalings come from the config evaluated on HF's module paths, exactly as
@@ -29,7 +29,7 @@ pub enum HfMethod {
     Ia3(Ia3Config),
     /// Prefix tuning.
     Prefix(PrefixConfig),
-    /// Prompt tuning.
+    /// Prompt tuning and P-Tuning.
     Prompt(PromptTuningConfig),
 }
 
@@ -70,7 +70,7 @@ pub fn load_adapter<B: Backend, M: HfCheckpoint<B>>(model: &mut M, dir: &Path, n
     let (method, tensors) = match folder.config.peft_type.as_str() {
         "LORA" => lora::to_ours(&folder, &map).map(|(c, t)| (HfMethod::Lora(c), t))?,
         "IA3" => ia3::to_ours(&folder, &map).map(|(c, t)| (HfMethod::Ia3(c), t))?,
-        "PROMPT_TUNING" => prompt::to_ours(&folder, &model.tuned_layers()).map(|(c, t)| (HfMethod::Prompt(c), t))?,
+        "PROMPT_TUNING" | "P_TUNING" => prompt::to_ours(&folder, &model.tuned_layers()).map(|(c, t)| (HfMethod::Prompt(c), t))?,
         _ => prefix::to_ours(&folder, &model.tuned_layers()).map(|(c, t)| (HfMethod::Prefix(c), t))?,
     };
     let modules = tensors.keys().cloned().collect();

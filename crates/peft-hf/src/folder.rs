@@ -70,7 +70,7 @@ impl AdapterFolder {
         let mut names: Vec<&str> = file.names();
         names.sort();
         for key in names {
-            if key == PROMPT_EMBEDDINGS && matches!(config.peft_type.as_str(), "PREFIX_TUNING" | "PROMPT_TUNING") {
+            if key == PROMPT_EMBEDDINGS && matches!(config.peft_type.as_str(), "PREFIX_TUNING" | "PROMPT_TUNING" | "P_TUNING") {
                 folder.prompt = Some(read(key)?);
             } else if let Some((module, suffix)) = split_key(key, suffixes) {
                 folder.modules.entry(module.to_string()).or_default().insert(suffix, read(key)?);

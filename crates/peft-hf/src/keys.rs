@@ -21,13 +21,13 @@ pub fn suffixes(peft_type: &str) -> Option<&'static [&'static str]> {
     match peft_type {
         "LORA" => Some(&LORA_SUFFIXES),
         "IA3" => Some(&IA3_SUFFIXES),
-        "PREFIX_TUNING" | "PROMPT_TUNING" => Some(&[]),
+        "PREFIX_TUNING" | "PROMPT_TUNING" | "P_TUNING" => Some(&[]),
         _ => None,
     }
 }
 
 /// The methods whose folders this library reads, for messages.
-pub const SUPPORTED_PEFT_TYPES: &str = "LORA, IA3, PREFIX_TUNING, PROMPT_TUNING";
+pub const SUPPORTED_PEFT_TYPES: &str = "LORA, IA3, PREFIX_TUNING, PROMPT_TUNING, P_TUNING";
 
 /// The saved name of parameter `suffix` of the module at HF path `module`.
 pub fn key(module: &str, suffix: &str) -> String {

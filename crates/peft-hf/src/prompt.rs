@@ -1,5 +1,7 @@
-//! Prompt tuning in HF peft's folder, both ways: `prompt_embeddings [num_virtual_tokens,
-//! token_dim]`, the virtual tokens' input embeddings, at the model's one prompt site.
+//! Prompt tuning and P-Tuning in HF peft's folder, both ways: `prompt_embeddings
+//! [num_virtual_tokens, token_dim]`, the virtual tokens' input embeddings, at the model's one
+//! prompt site. As peft does, P-Tuning is saved as its encoder's output, and a `P_TUNING` folder
+//! loads as those virtual tokens (peft's inference form; any encoder type).
 
 use std::collections::BTreeMap;
 
@@ -41,19 +43,64 @@ pub(crate) fn to_ours(folder: &AdapterFolder, layers: &[TunedLayerInfo]) -> Resu
     Ok((PromptTuningConfig::new(Targeting::names(&[site])).with_num_virtual_tokens(nvt), tensors))
 }
 
-/// The prompt `tensors` as peft's `prompt_embeddings`, and its config fields.
+/// The prompt `tensors` as peft's `prompt_embeddings` (P-Tuning's: through its encoder), and its
+/// config fields.
 pub(crate) fn from_ours(tensors: &AdapterTensors, layers: &[TunedLayerInfo]) -> Result<(Vec<TensorEntry>, serde_json::Value)> {
     let site = prompt_site(layers)?;
-    let data = tensors.get(&site).and_then(|t| t.get(PART)).ok_or_else(|| PeftError::MissingTensor(format!("{site}.{PART}")))?;
+    let params = tensors.get(&site).ok_or_else(|| PeftError::MissingTensor(format!("{site}.{PART}")))?;
+    let data = params.get(PART).ok_or_else(|| PeftError::MissingTensor(format!("{site}.{PART}")))?;
     let [nvt, token_dim]: [usize; 2] = data.shape.to_vec().try_into().map_err(|_| PeftError::MissingTensor(format!("{site}.{PART}")))?;
-    let json = serde_json::json!({
-        "peft_type": "PROMPT_TUNING",
-        "num_virtual_tokens": nvt,
-        "token_dim": token_dim,
-        "num_transformer_submodules": 1,
-        "prompt_tuning_init": "RANDOM",
-        "prompt_tuning_init_text": null,
-        "tokenizer_name_or_path": null,
-    });
-    Ok((vec![TensorEntry::f32(PROMPT_EMBEDDINGS, vec![nvt, token_dim], &values_f32(data))], json))
+    let mut values = values_f32(data);
+    let json = if params.contains_key("encoder.input.weight") {
+        let mut hidden = 0;
+        for (layer, relu) in [("input", true), ("hidden", true), ("output", false)] {
+            let get = |p: &str| params.get(&format!("encoder.{layer}.{p}")).ok_or_else(|| PeftError::MissingTensor(format!("{site}.encoder.{layer}.{p}")));
+            let (weight, bias) = (get("weight")?, get("bias")?);
+            if layer == "input" {
+                hidden = weight.shape.get(1).copied().unwrap_or(0);
+            }
+            values = linear(&values, nvt, weight, bias, relu, &format!("{site}.encoder.{layer}"))?;
+        }
+        if values.len() != nvt * token_dim {
+            return Err(PeftError::ShapeMismatch { name: format!("{site}.encoder.output.weight"), expected: vec![hidden, token_dim], actual: vec![hidden, values.len() / nvt.max(1)] });
+        }
+        serde_json::json!({
+            "peft_type": "P_TUNING",
+            "encoder_reparameterization_type": "MLP",
+            "encoder_hidden_size": hidden,
+            "encoder_num_layers": 2,
+            "encoder_dropout": 0.0,
+        })
+    } else {
+        serde_json::json!({
+            "peft_type": "PROMPT_TUNING",
+            "prompt_tuning_init": "RANDOM",
+            "prompt_tuning_init_text": null,
+            "tokenizer_name_or_path": null,
+        })
+    };
+    let mut json = json;
+    let object = json.as_object_mut().expect("a JSON object");
+    object.insert("num_virtual_tokens".into(), nvt.into());
+    object.insert("token_dim".into(), token_dim.into());
+    object.insert("num_transformer_submodules".into(), 1.into());
+    Ok((vec![TensorEntry::f32(PROMPT_EMBEDDINGS, vec![nvt, token_dim], &values)], json))
+}
+
+/// `x [rows, d_in] · weight [d_in, d_out] + bias`, then ReLU if `relu`, on the host (f64 sums).
+fn linear(x: &[f32], rows: usize, weight: &TensorData, bias: &TensorData, relu: bool, name: &str) -> Result<Vec<f32>> {
+    let [d_in, d_out]: [usize; 2] = weight.shape.to_vec().try_into().map_err(|_| PeftError::MissingTensor(format!("{name}.weight")))?;
+    if x.len() != rows * d_in || bias.shape.to_vec() != [d_out] {
+        return Err(PeftError::ShapeMismatch { name: format!("{name}.weight"), expected: vec![x.len() / rows.max(1), d_out], actual: vec![d_in, d_out] });
+    }
+    let (w, b) = (values_f32(weight), values_f32(bias));
+    let mut out = Vec::with_capacity(rows * d_out);
+    for r in 0..rows {
+        for c in 0..d_out {
+            let sum = f64::from(b[c]) + (0..d_in).map(|k| f64::from(x[r * d_in + k]) * f64::from(w[k * d_out + c])).sum::<f64>();
+            let value = sum as f32;
+            out.push(if relu { value.max(0.0) } else { value });
+        }
+    }
+    Ok(out)
 }

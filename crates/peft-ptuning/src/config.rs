@@ -34,7 +34,18 @@ impl MethodConfig for PrefixConfig {
     }
 }
 
-/// Prompt tuning (Lester et al.): `num_virtual_tokens` learned input embeddings before the tokens.
+/// P-Tuning's reparameterization (Liu et al.; HF peft's `P_TUNING` with
+/// `encoder_reparameterization_type = "MLP"`): while training, the virtual tokens are
+/// `mlp(embeddings)`, `Linear(d, h) → ReLU → Linear(h, h) → ReLU → Linear(h, d)`; saved, they are
+/// that output, as peft saves them.
+#[derive(Config, Debug)]
+pub struct PromptEncoderConfig {
+    /// The MLP's hidden width `h`; `None`: the embedding width (peft's default).
+    pub hidden_size: Option<usize>,
+}
+
+/// Prompt tuning (Lester et al.): `num_virtual_tokens` learned input embeddings before the tokens;
+/// with an `encoder`, P-Tuning.
 #[derive(Config, Debug)]
 pub struct PromptTuningConfig {
     /// Which prompt sites get the virtual tokens (the reference decoders have one, `prompt`).
@@ -45,11 +56,14 @@ pub struct PromptTuningConfig {
     /// Standard deviation of the normal init (HF peft's `RANDOM` init: an embedding's, 1).
     #[config(default = 1.0)]
     pub init_std: f64,
+    /// P-Tuning's MLP over the embeddings; `None`: plain prompt tuning.
+    #[config(default = "None")]
+    pub encoder: Option<PromptEncoderConfig>,
 }
 
 impl MethodConfig for PromptTuningConfig {
     fn peft_type(&self) -> &'static str {
-        "PROMPT_TUNING"
+        if self.encoder.is_some() { "P_TUNING" } else { "PROMPT_TUNING" }
     }
     fn site(&self) -> Site {
         Site::Prompt
@@ -63,6 +77,9 @@ impl MethodConfig for PromptTuningConfig {
         }
         if !(self.init_std >= 0.0 && self.init_std.is_finite()) {
             return Err(PeftError::InvalidConfig(format!("init_std must be finite and at least 0, got {}", self.init_std)));
+        }
+        if self.encoder.as_ref().and_then(|e| e.hidden_size) == Some(0) {
+            return Err(PeftError::InvalidConfig("the prompt encoder's hidden_size is 0".into()));
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Prefix tuning (P-Tuning v2) for burn-peft: learned keys and values prepended in every
 //! attention layer, attached at the key/value site of the one trait; and prompt tuning (Lester
-//! et al.): learned embeddings of virtual tokens before the input, at the prompt site.
+//! et al.): learned embeddings of virtual tokens before the input, at the prompt site, optionally
+//! through P-Tuning's MLP (Liu et al.).
 //!
 //! A model marks the point where its attention has projected keys and values with a
 //! [`KvSite`] wrapped in `Tuned`; a [`PrefixConfig`] added through `PeftModel` puts a [`Prefix`]
@@ -63,10 +64,10 @@ mod prompt_site;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
-pub use config::{PrefixConfig, PromptTuningConfig};
+pub use config::{PrefixConfig, PromptEncoderConfig, PromptTuningConfig};
 pub use kv_site::KvSite;
 pub use prefix::Prefix;
-pub use prompt::PromptEmbedding;
+pub use prompt::{PromptEmbedding, PromptMlp};
 pub use prompt_site::PromptSite;
 
 /// An attention layer's key/value site carrying named prefixes.
@@ -78,6 +79,6 @@ pub type PromptInput<B> = peft_core::Tuned<B, PromptSite, PromptEmbedding<B>>;
 /// The virtual tokens of the live prompts at `site`, `[tokens, token_dim]`, in order; `None`
 /// without a live prompt.
 pub fn virtual_tokens<B: Backend>(site: &PromptInput<B>) -> Option<Tensor<B, 2>> {
-    let prompts: Vec<Tensor<B, 2>> = site.live_adapters().map(|p| p.embeddings.val()).collect();
+    let prompts: Vec<Tensor<B, 2>> = site.live_adapters().map(PromptEmbedding::virtual_tokens).collect();
     (!prompts.is_empty()).then(|| Tensor::cat(prompts, 0))
 }

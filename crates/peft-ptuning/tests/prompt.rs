@@ -59,3 +59,24 @@ fn only_the_virtual_tokens_get_a_gradient() {
     assert!((grad - want).abs().max().into_scalar() < 1e-5);
     assert!(x.grad(&grads).is_none(), "the input is not a parameter");
 }
+
+#[test]
+fn p_tuning_puts_the_embeddings_through_its_mlp() {
+    use burn::tensor::activation::relu;
+    use peft_ptuning::PromptEncoderConfig;
+    let device = Default::default();
+    let mut inputs = Inputs::<TB> { prompt: Tuned::new(PromptSite { token_dim: 4 }) };
+    let p_tuning = config(3).with_encoder(Some(PromptEncoderConfig::new().with_hidden_size(Some(6))));
+    assert_eq!(peft_core::MethodConfig::peft_type(&p_tuning), "P_TUNING");
+    inputs.add_adapter("p", &p_tuning).unwrap();
+    let p = inputs.prompt.adapter("p").unwrap();
+    let mlp = p.encoder.as_ref().expect("an encoder");
+    assert_eq!((mlp.input.weight.dims(), mlp.hidden.weight.dims(), mlp.output.weight.dims()), ([4, 6], [6, 6], [6, 4]));
+    // By hand: x·W + b per layer, ReLU between.
+    let layer = |x: Tensor<TB, 2>, l: &burn::nn::Linear<TB>| x.matmul(l.weight.val()) + l.bias.as_ref().unwrap().val().unsqueeze::<2>();
+    let want = layer(relu(layer(relu(layer(p.embeddings.val(), &mlp.input)), &mlp.hidden)), &mlp.output);
+    let x = Tensor::<TB, 3>::zeros([2, 1, 4], &device);
+    let got = inputs.prompt.forward(x).slice([0..1, 0..3, 0..4]).reshape([3, 4]);
+    assert!((got - want).abs().max().into_scalar() < 1e-6);
+    assert!(matches!(inputs.add_adapter("q", &config(1).with_encoder(Some(PromptEncoderConfig::new().with_hidden_size(Some(0))))), Err(PeftError::InvalidConfig(_))));
+}

@@ -19,17 +19,24 @@ pub enum Method {
     Prefix,
     /// Prompt tuning: virtual tokens before the input.
     Prompt,
+    /// P-Tuning: prompt tuning through an MLP while training.
+    Ptuning,
     /// Every parameter.
     Full,
 }
 
 impl Method {
-    /// Parses `lora`, `qlora`, `ia3`, `adapter`, `prefix`, `prompt` or `full`.
+    /// The method's name, as [`parse`](Self::parse) takes it.
+    pub fn name(self) -> String {
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+    }
+
+    /// Parses `lora`, `qlora`, `ia3`, `adapter`, `prefix`, `prompt`, `ptuning` or `full`.
     pub fn parse(text: &str) -> Result<Self> {
         serde_json::from_value(serde_json::Value::String(text.to_lowercase())).map_err(|_| PeftError::UnsupportedValue {
             key: "method".into(),
             value: text.into(),
-            supported: "lora, qlora, ia3, adapter, prefix, prompt, full".into(),
+            supported: "lora, qlora, ia3, adapter, prefix, prompt, ptuning, full".into(),
         })
     }
 }
@@ -68,6 +75,8 @@ pub struct TrainConfig {
     /// `prompt_tuning_init_text`, tokenized as transformers does, special tokens included),
     /// instead of random ones.
     pub prompt_init_text: Option<String>,
+    /// P-Tuning: the hidden width of its MLP (none: the model's width, as peft).
+    pub encoder_hidden_size: Option<usize>,
     /// Passes over the data (when `max_steps` is not set).
     pub epochs: usize,
     /// Optimizer steps (overrides `epochs`).
@@ -121,6 +130,7 @@ impl Default for TrainConfig {
             feedforward: "down_proj,mlp.c_proj".into(),
             num_virtual_tokens: 10,
             prompt_init_text: None,
+            encoder_hidden_size: None,
             epochs: 1,
             max_steps: None,
             lr: 2e-4,
@@ -161,6 +171,12 @@ impl TrainConfig {
     /// Checks every value once, before anything is loaded.
     pub fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(PeftError::InvalidConfig(what));
+        if self.prompt_init_text.is_some() && self.method != Method::Prompt {
+            return bad(format!("prompt_init_text is for method prompt, not {}", self.method.name()));
+        }
+        if self.encoder_hidden_size.is_some() && self.method != Method::Ptuning {
+            return bad(format!("encoder_hidden_size is for method ptuning, not {}", self.method.name()));
+        }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad(format!("lr must be a positive number, got {}", self.lr));
         }

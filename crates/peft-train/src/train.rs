@@ -17,7 +17,7 @@ use peft_core::{PeftError, PeftModel, Result, TargetModules, Targeting, TrainMod
 use peft_hf::{HfCheckpoint, HfMethod, SaveOptions, save_adapter};
 use peft_lora::{Ia3Config, LoraConfig};
 use peft_models::HfModel;
-use peft_ptuning::{PrefixConfig, PromptTuningConfig};
+use peft_ptuning::{PrefixConfig, PromptEncoderConfig, PromptTuningConfig};
 use peft_quant::QuantConfig;
 use peft_quant::backend::QuantLinearBackend;
 use serde::Serialize;
@@ -119,10 +119,13 @@ fn attach<B: Backend>(model: &mut HfModel<B>, config: &TrainConfig) -> Result<(T
         Method::Lora | Method::Qlora => HfMethod::Lora(LoraConfig::new(targets).with_r(config.r).with_alpha(config.alpha).with_dropout(config.dropout)),
         Method::Ia3 => HfMethod::Ia3(Ia3Config::new(targets).with_feedforward_modules(modules(&config.feedforward))),
         Method::Prefix => HfMethod::Prefix(PrefixConfig::new(Targeting::new(TargetModules::names(&["kv"]))).with_num_virtual_tokens(config.num_virtual_tokens)),
-        Method::Prompt => HfMethod::Prompt(PromptTuningConfig::new(Targeting::new(TargetModules::names(&["prompt"]))).with_num_virtual_tokens(config.num_virtual_tokens)),
+        Method::Prompt | Method::Ptuning => {
+            let encoder = (config.method == Method::Ptuning).then(|| PromptEncoderConfig::new().with_hidden_size(config.encoder_hidden_size));
+            HfMethod::Prompt(PromptTuningConfig::new(Targeting::new(TargetModules::names(&["prompt"]))).with_num_virtual_tokens(config.num_virtual_tokens).with_encoder(encoder))
+        }
         Method::Full => return Ok((TrainMode::Full, None)),
         Method::Adapter => {
-            let supported = "lora, qlora, ia3, prefix, prompt, full (bottleneck adapters have no file format to save them in yet)";
+            let supported = "lora, qlora, ia3, prefix, prompt, ptuning, full (bottleneck adapters have no file format to save them in yet)";
             return Err(PeftError::UnsupportedValue { key: "method of `peft train`".into(), value: "adapter".into(), supported: supported.into() });
         }
     };

@@ -7,7 +7,8 @@
 //! `MEMORY_FACTOR` times the size of its input files plus `MEMORY_SLACK`.
 //!
 //! CI runs `FUZZ_CASES` cases per loader; `PEFT_FUZZ_CASES=1000000 cargo test --release -p peft
-//! --test fuzz_loaders -- --test-threads 1` is the long run of docs/reliability.md.
+//! --test fuzz_loaders -- --test-threads 1` is the long run of docs/reliability.md (`PEFT_FUZZ_ONLY=llama_prompt`
+//! keeps one case of a loader with several).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
@@ -152,6 +153,12 @@ fn cases() -> u32 {
     std::env::var("PEFT_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(FUZZ_CASES)
 }
 
+/// Whether to fuzz `case` of a loader with several: all, or those named in `PEFT_FUZZ_ONLY`
+/// (comma-separated), for a long run of one.
+fn selected(case: &str) -> bool {
+    std::env::var("PEFT_FUZZ_ONLY").map_or(true, |only| only.split(',').any(|o| o == case))
+}
+
 /// Runs `check` on `cases()` mutation lists of `files` files; a panic fails (and is shrunk), and
 /// so does a case whose allocations peak above the memory bound for `input_bytes`.
 fn fuzz(name: &str, files: usize, input_bytes: usize, check: impl Fn(&[Vec<Mutation>]) -> Result<(), TestCaseError>) {
@@ -248,7 +255,7 @@ fn numeric_sweep_of_configs_and_headers() {
         });
         std::fs::remove_dir_all(&dir).ok();
     }
-    for case in ["llama_lora", "llama_ia3", "llama_prefix", "llama_prompt", "llama_dora_layers"] {
+    for case in ["llama_lora", "llama_ia3", "llama_prefix", "llama_prompt", "llama_ptuning", "llama_dora_layers"] {
         let dir = scratch(&format!("sweep-{case}"));
         let src = hf.join("adapters").join(case);
         let files = [(src.join("adapter_config.json"), false), (src.join("adapter_model.safetensors"), true)];
@@ -268,7 +275,7 @@ fn numeric_sweep_of_configs_and_headers() {
 fn adapter_folders() {
     let hf = fixtures().join("peft-models/tests/fixtures/hf");
     let (base, _) = peft::models::HfModel::<NdArray>::load(&hf.join("models/llama"), &Default::default()).expect("the fixture loads");
-    for case in ["llama_lora", "llama_ia3", "llama_prefix", "llama_prompt", "llama_dora_layers"] {
+    for case in ["llama_lora", "llama_ia3", "llama_prefix", "llama_prompt", "llama_ptuning", "llama_dora_layers"].into_iter().filter(|c| selected(c)) {
         let dir = scratch(&format!("adapter-{case}"));
         let src = hf.join("adapters").join(case);
         let files = [(src.join("adapter_config.json"), false), (src.join("adapter_model.safetensors"), true)];
