@@ -135,3 +135,32 @@ fn bad_training_input_is_one_line_and_leaves_no_output() {
     assert!(tokens < 128, "{tokens} tokens generated past 128 positions");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn qlora_on_a_checkpoint_saved_in_4_bits_equals_qlora_quantizing_on_load() {
+    let out = std::env::temp_dir().join(format!("peft-cli-4bit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let (model, data) = (fixtures().join("llama"), fixtures().join("data/chat.jsonl"));
+    // The fixture's projections in bitsandbytes' layout, as transformers saves a 4-bit model.
+    let four_bit = out.join("model-4bit");
+    std::fs::create_dir_all(&four_bit).unwrap();
+    for entry in std::fs::read_dir(&model).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() != "model.safetensors" {
+            std::fs::copy(&path, four_bit.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let quantize = peft(&["quantize", "--in", arg(&model.join("model.safetensors")), "--out", arg(&four_bit.join("model.safetensors")), "--quant-type", "nf4", "--double-quant", "--include", r"proj\.weight$"]);
+    assert!(quantize.status.success(), "{}", String::from_utf8_lossy(&quantize.stderr));
+    let train = |model: &std::path::Path, name: &str| {
+        let run = peft(&["train", "--model", arg(model), "--data", arg(&data), "--out", arg(&out.join(name)), "--method", "qlora", "--target", "q_proj,v_proj", "--max-steps", "2"]);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        (String::from_utf8_lossy(&run.stdout).to_string(), std::fs::read(out.join(name).join("adapter/adapter_model.safetensors")).unwrap())
+    };
+    let (dense_log, on_load) = train(&model, "on-load");
+    let (saved_log, saved) = train(&four_bit, "saved");
+    assert_eq!(on_load, saved, "the adapters differ");
+    let params = |log: &str| log.lines().find(|l| l.starts_with("trainable params")).map(String::from);
+    assert_eq!(params(&dense_log), params(&saved_log));
+    std::fs::remove_dir_all(&out).unwrap();
+}

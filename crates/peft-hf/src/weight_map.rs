@@ -98,6 +98,16 @@ impl WeightMap {
         self.linear_in_out
     }
 
+    /// The tensor of `file` that HF name `name` stands for: itself, or another spelling of its
+    /// prefix ([`fallback_prefix`](Self::fallback_prefix)); `None` when the file has neither.
+    pub fn find_in(&self, name: &str, file: &SafeTensors<'_>) -> Option<String> {
+        let exists = |n: &str| file.tensor(n).is_ok();
+        if exists(name) {
+            return Some(name.to_string());
+        }
+        self.fallback_prefixes.iter().filter_map(|(ours, prefix)| name.strip_prefix(ours.as_str()).map(|rest| format!("{prefix}{rest}"))).find(|n| exists(n))
+    }
+
     /// The HF module path of a Burn module path (without wrappers' `base` segments).
     pub fn to_hf(&self, ours: &str) -> String {
         self.renames.iter().fold(segments(ours), |p, (o, h)| replace_all(&p, o, h)).join(".")
@@ -143,15 +153,7 @@ struct FileSource<'a, 'b> {
 
 impl FileSource<'_, '_> {
     fn find(&self, name: &str) -> Option<String> {
-        let exists = |n: &str| self.file.tensor(n).is_ok();
-        if exists(name) {
-            return Some(name.to_string());
-        }
-        self.map
-            .fallback_prefixes
-            .iter()
-            .filter_map(|(ours, file)| name.strip_prefix(ours.as_str()).map(|rest| format!("{file}{rest}")))
-            .find(|n| exists(n))
+        self.map.find_in(name, self.file)
     }
 }
 

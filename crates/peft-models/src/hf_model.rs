@@ -6,11 +6,15 @@ use std::path::Path;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
-use peft_core::checkpoint::{parse, read_bytes};
+use std::collections::BTreeSet;
+
+use peft_core::checkpoint::{TensorEntry, parse, read_bytes, read_f32, serialize};
 use peft_core::{Adaptable, PeftError, PeftModel, Result, TunedVisitor};
 use peft_hf::{HfCheckpoint, LoadReport, WeightMap};
 use peft_lora::WeightAdapter;
-use peft_quant::{BaseLinear, QuantConfig};
+use peft_quant::layout::{part_names, quantized_names};
+use peft_quant::{BaseLinear, QLinear, QuantConfig, Quantized4bit};
+use safetensors::SafeTensors;
 use peft_quant::backend::QuantLinearBackend;
 
 use crate::attention::{LinearAdapter, LinearTuner};
@@ -54,14 +58,20 @@ impl<B: Backend, T: LinearTuner<B>> HfModel<B, T> {
         })
     }
 
-    /// Reads `dir/config.json` and `dir/model.safetensors` (f32, f16 or bf16).
+    /// Reads `dir/config.json` and `dir/model.safetensors` (f32, f16 or bf16). A checkpoint that
+    /// transformers saved in 4 bits (bitsandbytes' layout, as a QLoRA base) loads with its linear
+    /// layers kept in 4 bits ([`QLinear`](peft_quant::QLinear)); other 4-bit tensors (an output
+    /// head, embeddings) are dequantized.
     pub fn load(dir: &Path, device: &B::Device) -> Result<(Self, LoadReport)> {
         let config = HfModelConfig::read(dir)?;
         let path = dir.join("model.safetensors");
         let bytes = read_bytes(&path)?;
         let file = parse(&bytes, &path.display().to_string())?;
-        let holds = file.iter().try_fold(0u64, |sum, (_, view)| {
-            view.shape().iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64)).and_then(|n| sum.checked_add(n))
+        let quantized = quantized_names(&file);
+        // A 4-bit weight holds two values per byte.
+        let holds = file.iter().try_fold(0u64, |sum, (name, view)| {
+            let per_value: u64 = if quantized.iter().any(|q| q == name) { 2 } else { 1 };
+            view.shape().iter().try_fold(per_value, |n, &d| n.checked_mul(d as u64)).and_then(|n| sum.checked_add(n))
         });
         let needed = config.min_parameters();
         if needed.is_none() || holds.is_none() || needed > holds {
@@ -79,25 +89,110 @@ impl<B: Backend, T: LinearTuner<B>> HfModel<B, T> {
             }
             other => Self::init(other, device)?,
         };
-        model.assign_hf_weights(&file, false)
+        if quantized.is_empty() {
+            return model.assign_hf_weights(&file, false);
+        }
+        model.assign_4bit_weights(&file, &quantized, &path.display().to_string(), device)
+    }
+
+    /// Loads a checkpoint in bitsandbytes' 4-bit layout: the linear layers whose weight is 4-bit
+    /// become [`QLinear`](peft_quant::QLinear)s built from the file's codes and scales (its shape
+    /// must be `[d_out, d_in]`, as transformers' `Linear4bit` stores it), every other tensor loads
+    /// as usual, 4-bit ones dequantized.
+    fn assign_4bit_weights(mut self, file: &SafeTensors<'_>, quantized: &[String], label: &str, device: &B::Device) -> Result<(Self, LoadReport)> {
+        let map = self.weight_map();
+        let mut taken: BTreeSet<String> = BTreeSet::new();
+        for (path, slot) in self.linear_layers() {
+            let Some(name) = map.find_in(&format!("{}.weight", map.to_hf(&path)), file).filter(|n| quantized.contains(n)) else { continue };
+            let BaseLinear::Dense(dense) = &*slot else { continue };
+            let [d_in, d_out] = dense.weight.dims();
+            let q = Quantized4bit::read(file, &name)?;
+            if q.state.shape != [d_out, d_in] {
+                return Err(PeftError::ShapeMismatch { name, expected: vec![d_out, d_in], actual: q.state.shape.clone() });
+            }
+            let bias_name = format!("{}.bias", name.strip_suffix(".weight").unwrap_or(&name));
+            let bias = match (&dense.bias, file.tensor(&bias_name).is_ok()) {
+                (Some(_), true) => Some(read_f32(file, &bias_name)?.1),
+                (Some(_), false) => return Err(PeftError::MissingTensor(bias_name)),
+                (None, _) => None,
+            };
+            *slot = BaseLinear::Quantized(QLinear::from_quantized(&q, bias.as_deref(), device)?);
+            taken.extend(part_names(&name));
+            taken.insert(bias_name);
+        }
+        let parts: BTreeSet<String> = quantized.iter().flat_map(|q| part_names(q)).collect();
+        let mut entries = Vec::new();
+        for name in file.names() {
+            if taken.contains(name) || (parts.contains(name) && !quantized.iter().any(|q| q == name)) {
+                continue;
+            }
+            if quantized.iter().any(|q| q == name) {
+                let q = Quantized4bit::read(file, name)?;
+                entries.push(TensorEntry::f32(name, q.state.shape.clone(), &q.dequantize()));
+            } else {
+                let view = file.tensor(name).map_err(|e| PeftError::Safetensors { path: label.into(), reason: e.to_string() })?;
+                entries.push(TensorEntry::from_view(name, &view));
+            }
+        }
+        let dense = serialize(&entries, None, label)?;
+        let (model, mut report) = self.assign_hf_weights(&parse(&dense, label)?, false)?;
+        report.loaded += taken.iter().filter(|n| quantized.contains(n)).count();
+        Ok((model, report))
+    }
+
+    /// Weights and biases held in 4-bit layers (they are not Burn parameters, but the model's).
+    pub fn quantized_parameters(&mut self) -> usize {
+        self.linear_layers()
+            .into_iter()
+            .filter_map(|(_, l)| match l {
+                BaseLinear::Quantized(q) => Some(q.meta.d_input * q.meta.d_output + q.bias.as_ref().map_or(0, |b| b.dims()[0])),
+                BaseLinear::Dense(_) => None,
+            })
+            .sum()
+    }
+
+    /// Every linear layer but the output head, with its module path: what 4 bits apply to.
+    fn linear_layers(&mut self) -> Vec<(String, &mut BaseLinear<B>)> {
+        match self {
+            Self::Llama(m) => m.model.layers.iter_mut().enumerate().flat_map(|(i, l)| {
+                let (a, f) = (&mut l.self_attn, &mut l.mlp);
+                let at = |name: &str| format!("model.layers.{i}.{name}");
+                [
+                    (at("self_attn.q_proj"), &mut a.q_proj.base),
+                    (at("self_attn.k_proj"), &mut a.k_proj.base),
+                    (at("self_attn.v_proj"), &mut a.v_proj.base),
+                    (at("self_attn.o_proj"), &mut a.o_proj.base),
+                    (at("mlp.gate_proj"), &mut f.gate_proj.base),
+                    (at("mlp.up_proj"), &mut f.up_proj.base),
+                    (at("mlp.down_proj"), &mut f.down_proj.base),
+                ]
+            }).collect(),
+            Self::Gpt2(m) => m.transformer.h.iter_mut().enumerate().flat_map(|(i, b)| {
+                let at = |name: &str| format!("transformer.h.{i}.{name}");
+                [(at("attn.c_attn"), &mut b.attn.c_attn.base), (at("attn.c_proj"), &mut b.attn.c_proj.base), (at("mlp.c_fc"), &mut b.mlp.c_fc.base), (at("mlp.c_proj"), &mut b.mlp.c_proj.base)]
+            }).collect(),
+            Self::Bert(m) => m.encoder.layer.iter_mut().enumerate().flat_map(|(i, l)| {
+                let a = &mut l.attention;
+                let at = |name: &str| format!("encoder.layer.{i}.{name}");
+                [
+                    (at("attention.self_attn.query"), &mut a.self_attn.query.base),
+                    (at("attention.self_attn.key"), &mut a.self_attn.key.base),
+                    (at("attention.self_attn.value"), &mut a.self_attn.value.base),
+                    (at("attention.output.dense"), &mut a.output.dense.base),
+                    (at("intermediate.dense"), &mut l.intermediate.dense.base),
+                    (at("output.dense"), &mut l.output.dense.base),
+                ]
+            }).collect(),
+        }
     }
 
     /// Quantizes every linear layer but the output head to 4 bits (`config`, bitsandbytes-exact):
     /// the base of QLoRA. Returns how many layers were quantized. Quantize before adding adapters.
+    /// Layers already in 4 bits (a checkpoint saved so) stay as they are.
     pub fn quantize(&mut self, config: QuantConfig) -> Result<usize> {
-        let layers: Vec<&mut BaseLinear<B>> = match self {
-            Self::Llama(m) => m.model.layers.iter_mut().flat_map(|l| {
-                let (a, f) = (&mut l.self_attn, &mut l.mlp);
-                [&mut a.q_proj.base, &mut a.k_proj.base, &mut a.v_proj.base, &mut a.o_proj.base, &mut f.gate_proj.base, &mut f.up_proj.base, &mut f.down_proj.base]
-            }).collect(),
-            Self::Gpt2(m) => m.transformer.h.iter_mut().flat_map(|b| [&mut b.attn.c_attn.base, &mut b.attn.c_proj.base, &mut b.mlp.c_fc.base, &mut b.mlp.c_proj.base]).collect(),
-            Self::Bert(m) => m.encoder.layer.iter_mut().flat_map(|l| {
-                let a = &mut l.attention;
-                [&mut a.self_attn.query.base, &mut a.self_attn.key.base, &mut a.self_attn.value.base, &mut a.output.dense.base, &mut l.intermediate.dense.base, &mut l.output.dense.base]
-            }).collect(),
-        };
+        let layers = self.linear_layers();
         let count = layers.len();
-        for layer in layers {
+        for (_, layer) in layers {
             layer.quantize(config)?;
         }
         Ok(count)

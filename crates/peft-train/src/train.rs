@@ -252,7 +252,7 @@ where
     let (mut model, _) = HfModel::<B>::load(setup.model_dir, device)?;
     B::seed(device, config.seed);
     // Counted before quantization: a 4-bit weight is not a Burn parameter, but it is the model's.
-    let base_params = TrainableReport::new(&model, &TrainMode::Full).total;
+    let base_params = TrainableReport::new(&model, &TrainMode::Full).total + model.quantized_parameters();
     let (mode, method) = attach(&mut model, config)?;
     if let (Method::Prompt, Some(text)) = (config.method, &config.prompt_init_text) {
         let ids = Encoder::from_model_dir(setup.model_dir, true)?.ids_with_special_tokens(text)?;

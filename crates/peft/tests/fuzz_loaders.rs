@@ -230,7 +230,7 @@ fn write_mutated(dir: &Path, files: &[(PathBuf, bool)], mutations: &[Vec<Mutatio
 #[test]
 fn model_checkpoints() {
     let model = fixtures().join("peft-models/tests/fixtures/hf/models");
-    for arch in ["llama", "gpt2_f16", "bert"] {
+    for arch in ["llama", "gpt2_f16", "bert", "llama_4bit"].into_iter().filter(|a| selected(a)) {
         let dir = scratch(&format!("model-{arch}"));
         let files = [(model.join(arch).join("config.json"), false), (model.join(arch).join("model.safetensors"), true)];
         fuzz(&format!("model {arch}"), 2, size(&files), |m| {
@@ -246,7 +246,7 @@ fn model_checkpoints() {
 fn numeric_sweep_of_configs_and_headers() {
     let hf = fixtures().join("peft-models/tests/fixtures/hf");
     let (base, _) = peft::models::HfModel::<NdArray>::load(&hf.join("models/llama"), &Default::default()).expect("the fixture loads");
-    for arch in ["llama", "gpt2_f16", "bert"] {
+    for arch in ["llama", "gpt2_f16", "bert", "llama_4bit"] {
         let dir = scratch(&format!("sweep-{arch}"));
         let files = [(hf.join("models").join(arch).join("config.json"), false), (hf.join("models").join(arch).join("model.safetensors"), true)];
         sweep(&format!("model {arch}"), &files, |m| {
