@@ -60,7 +60,7 @@ impl<B: Backend, T: LinearTuner<B>> HfModel<B, T> {
 
     /// Reads `dir/config.json` and `dir/model.safetensors` (f32, f16 or bf16). A checkpoint that
     /// transformers saved in 4 bits (bitsandbytes' layout, as a QLoRA base) loads with its linear
-    /// layers kept in 4 bits ([`QLinear`](peft_quant::QLinear)); other 4-bit tensors (an output
+    /// layers kept in 4 bits ([`QLinear`]); other 4-bit tensors (an output
     /// head, embeddings) are dequantized.
     pub fn load(dir: &Path, device: &B::Device) -> Result<(Self, LoadReport)> {
         let config = HfModelConfig::read(dir)?;
@@ -96,7 +96,7 @@ impl<B: Backend, T: LinearTuner<B>> HfModel<B, T> {
     }
 
     /// Loads a checkpoint in bitsandbytes' 4-bit layout: the linear layers whose weight is 4-bit
-    /// become [`QLinear`](peft_quant::QLinear)s built from the file's codes and scales (its shape
+    /// become [`QLinear`]s built from the file's codes and scales (its shape
     /// must be `[d_out, d_in]`, as transformers' `Linear4bit` stores it), every other tensor loads
     /// as usual, 4-bit ones dequantized.
     fn assign_4bit_weights(mut self, file: &SafeTensors<'_>, quantized: &[String], label: &str, device: &B::Device) -> Result<(Self, LoadReport)> {
