@@ -45,9 +45,13 @@ pub struct TrainArgs {
     /// Prompt tuning: start the virtual tokens from the embeddings of this text.
     #[arg(long)]
     prompt_init_text: Option<String>,
-    /// P-Tuning: hidden width of the MLP over the virtual tokens (default: the model's width).
+    /// P-Tuning, and prefix tuning with --prefix-projection: hidden width of the MLP (default:
+    /// the width of what it makes).
     #[arg(long)]
     encoder_hidden_size: Option<usize>,
+    /// Prefix tuning through peft's prefix_projection MLP (P-Tuning v2); saved as its output.
+    #[arg(long)]
+    prefix_projection: bool,
     /// Targeted modules: names separated by commas, a regular expression, or all-linear.
     #[arg(long)]
     target: Option<String>,
@@ -141,6 +145,7 @@ impl TrainArgs {
             c.max_steps = self.max_steps;
         }
         c.packing |= self.packing;
+        c.prefix_projection |= self.prefix_projection;
         c.train_on_prompt |= self.train_on_prompt;
         c.drop_long |= self.drop_long;
         c.skip_bad_lines |= self.skip_bad_lines;

@@ -19,6 +19,8 @@ pub enum LayerKind {
     KeyValue,
     /// A model's input embeddings, the site of prompt tuning's virtual tokens.
     Prompt,
+    /// A model's source of projected prefixes for every attention layer.
+    PrefixProjection,
     /// Any other sub-layer (a block, a feed-forward network, an attention module).
     Other,
 }

@@ -27,6 +27,9 @@ pub enum Site {
     KeyValue,
     /// Before the input embeddings (prompt tuning's virtual tokens).
     Prompt,
+    /// Every attention layer's keys and values at once, from one MLP (prefix tuning with
+    /// peft's `prefix_projection`).
+    PrefixProjection,
 }
 
 impl Site {
@@ -37,6 +40,7 @@ impl Site {
             Self::SubLayer => "sub-layers (a feed-forward network, an attention block)",
             Self::KeyValue => "attention keys and values (a KvSite)",
             Self::Prompt => "the input embeddings of a decoder (a PromptSite)",
+            Self::PrefixProjection => "every attention layer's keys and values through one MLP (a PrefixProjectionSite)",
         }
     }
 }

@@ -13,7 +13,7 @@ use burn::tensor::backend::Backend;
 use peft_core::checkpoint::{TensorEntry, parse, serialize};
 use peft_core::{MethodConfig, PeftError, PeftModel, Result};
 use peft_lora::{Ia3Config, LoraConfig};
-use peft_ptuning::{PrefixConfig, PromptTuningConfig};
+use peft_ptuning::{PrefixConfig, PrefixProjectionConfig, PromptTuningConfig};
 
 use crate::folder::{AdapterFolder, write_folder};
 use crate::keys::KEY_PREFIX;
@@ -29,6 +29,8 @@ pub enum HfMethod {
     Ia3(Ia3Config),
     /// Prefix tuning.
     Prefix(PrefixConfig),
+    /// Prefix tuning through peft's `prefix_projection` MLP (saved as its output).
+    PrefixProjection(PrefixProjectionConfig),
     /// Prompt tuning and P-Tuning.
     Prompt(PromptTuningConfig),
 }
@@ -40,6 +42,7 @@ impl HfMethod {
             Self::Lora(c) => c,
             Self::Ia3(c) => c,
             Self::Prefix(c) => c,
+            Self::PrefixProjection(c) => c,
             Self::Prompt(c) => c,
         }
     }
@@ -153,6 +156,7 @@ pub fn save_adapter<B: Backend, M: HfCheckpoint<B>>(model: &mut M, name: &str, m
         HfMethod::Lora(c) => lora::from_ours(c, &tensors, &map, &layers)?,
         HfMethod::Ia3(c) => ia3::from_ours(c, &tensors, &map)?,
         HfMethod::Prefix(_) => prefix::from_ours(&tensors, &layers)?,
+        HfMethod::PrefixProjection(_) => prefix::from_projected(&tensors, &layers)?,
         HfMethod::Prompt(_) => prompt::from_ours(&tensors, &layers)?,
     };
     let mut config = serde_json::json!({

@@ -28,6 +28,7 @@
 mod adapter;
 mod config;
 pub mod folder;
+mod host_linear;
 mod ia3;
 pub mod keys;
 mod lora;

@@ -11,6 +11,7 @@ use peft_core::{AdapterTensors, LayerKind, PeftError, Result, Targeting, TunedLa
 use peft_ptuning::PrefixConfig;
 
 use crate::folder::{AdapterFolder, values_f32};
+use crate::host_linear::{Activation, linear};
 use crate::keys::PROMPT_EMBEDDINGS;
 
 const PARTS: [&str; 2] = ["keys", "values"];
@@ -97,4 +98,34 @@ pub(crate) fn from_ours(tensors: &AdapterTensors, layers: &[TunedLayerInfo]) -> 
         "num_transformer_submodules": 1,
     });
     Ok((vec![TensorEntry::f32(PROMPT_EMBEDDINGS, vec![nvt, width], &prompt)], json))
+}
+
+/// A projected prefix's `tensors` (embeddings and the MLP at the model's prefix-projection site)
+/// as peft saves one: the MLP's output as `prompt_embeddings [num_virtual_tokens,
+/// layers·2·token_dim]`, already in peft's layout, with `prefix_projection: true`.
+pub(crate) fn from_projected(tensors: &AdapterTensors, layers: &[TunedLayerInfo]) -> Result<(Vec<TensorEntry>, serde_json::Value)> {
+    let site = layers.iter().find(|l| l.kind == LayerKind::PrefixProjection && tensors.contains_key(&l.path)).map(|l| l.path.clone()).ok_or_else(|| PeftError::MissingTensor("a projected prefix".into()))?;
+    let params = &tensors[&site];
+    let get = |p: &str| params.get(p).ok_or_else(|| PeftError::MissingTensor(format!("{site}.{p}")));
+    let embeddings = get("embeddings")?;
+    let [nvt, heads, head_dim]: [usize; 3] = embeddings.shape.to_vec().try_into().map_err(|_| PeftError::MissingTensor(format!("{site}.embeddings")))?;
+    let token_dim = heads * head_dim;
+    let hidden = linear(&values_f32(embeddings), nvt, get("input.weight")?, get("input.bias")?, Activation::Tanh, &format!("{site}.input"))?;
+    let projected = linear(&hidden, nvt, get("output.weight")?, get("output.bias")?, Activation::Identity, &format!("{site}.output"))?;
+    let width = projected.len() / nvt.max(1);
+    let layer_count = kv_sites(layers).len();
+    if token_dim == 0 || width != layer_count * 2 * token_dim {
+        return Err(PeftError::ShapeMismatch { name: format!("{site}.output.weight"), expected: vec![layer_count * 2 * token_dim], actual: vec![width] });
+    }
+    let json = serde_json::json!({
+        "peft_type": "PREFIX_TUNING",
+        "num_virtual_tokens": nvt,
+        "num_layers": layer_count,
+        "token_dim": token_dim,
+        "num_attention_heads": heads,
+        "encoder_hidden_size": get("input.weight")?.shape[1],
+        "prefix_projection": true,
+        "num_transformer_submodules": 1,
+    });
+    Ok((vec![TensorEntry::f32(PROMPT_EMBEDDINGS, vec![nvt, width], &projected)], json))
 }

@@ -11,6 +11,7 @@ use peft_core::{AdapterTensors, LayerKind, PeftError, Result, Targeting, TunedLa
 use peft_ptuning::PromptTuningConfig;
 
 use crate::folder::{AdapterFolder, values_f32};
+use crate::host_linear::{Activation, linear};
 use crate::keys::PROMPT_EMBEDDINGS;
 
 const PART: &str = "embeddings";
@@ -53,13 +54,13 @@ pub(crate) fn from_ours(tensors: &AdapterTensors, layers: &[TunedLayerInfo]) -> 
     let mut values = values_f32(data);
     let json = if params.contains_key("encoder.input.weight") {
         let mut hidden = 0;
-        for (layer, relu) in [("input", true), ("hidden", true), ("output", false)] {
+        for (layer, activation) in [("input", Activation::Relu), ("hidden", Activation::Relu), ("output", Activation::Identity)] {
             let get = |p: &str| params.get(&format!("encoder.{layer}.{p}")).ok_or_else(|| PeftError::MissingTensor(format!("{site}.encoder.{layer}.{p}")));
             let (weight, bias) = (get("weight")?, get("bias")?);
             if layer == "input" {
                 hidden = weight.shape.get(1).copied().unwrap_or(0);
             }
-            values = linear(&values, nvt, weight, bias, relu, &format!("{site}.encoder.{layer}"))?;
+            values = linear(&values, nvt, weight, bias, activation, &format!("{site}.encoder.{layer}"))?;
         }
         if values.len() != nvt * token_dim {
             return Err(PeftError::ShapeMismatch { name: format!("{site}.encoder.output.weight"), expected: vec![hidden, token_dim], actual: vec![hidden, values.len() / nvt.max(1)] });
@@ -85,22 +86,4 @@ pub(crate) fn from_ours(tensors: &AdapterTensors, layers: &[TunedLayerInfo]) -> 
     object.insert("token_dim".into(), token_dim.into());
     object.insert("num_transformer_submodules".into(), 1.into());
     Ok((vec![TensorEntry::f32(PROMPT_EMBEDDINGS, vec![nvt, token_dim], &values)], json))
-}
-
-/// `x [rows, d_in] · weight [d_in, d_out] + bias`, then ReLU if `relu`, on the host (f64 sums).
-fn linear(x: &[f32], rows: usize, weight: &TensorData, bias: &TensorData, relu: bool, name: &str) -> Result<Vec<f32>> {
-    let [d_in, d_out]: [usize; 2] = weight.shape.to_vec().try_into().map_err(|_| PeftError::MissingTensor(format!("{name}.weight")))?;
-    if x.len() != rows * d_in || bias.shape.to_vec() != [d_out] {
-        return Err(PeftError::ShapeMismatch { name: format!("{name}.weight"), expected: vec![x.len() / rows.max(1), d_out], actual: vec![d_in, d_out] });
-    }
-    let (w, b) = (values_f32(weight), values_f32(bias));
-    let mut out = Vec::with_capacity(rows * d_out);
-    for r in 0..rows {
-        for c in 0..d_out {
-            let sum = f64::from(b[c]) + (0..d_in).map(|k| f64::from(x[r * d_in + k]) * f64::from(w[k * d_out + c])).sum::<f64>();
-            let value = sum as f32;
-            out.push(if relu { value.max(0.0) } else { value });
-        }
-    }
-    Ok(out)
 }

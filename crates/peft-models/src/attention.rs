@@ -7,7 +7,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use peft_core::{Tuned, Tuner, TunerForward};
-use peft_ptuning::{KvSite, PrefixKv, PromptInput, PromptSite};
+use peft_ptuning::{KvSite, PrefixKv, PrefixProjectionSite, ProjectedPrefix, PromptInput, PromptSite};
 use peft_quant::BaseLinear;
 use peft_quant::backend::QuantLinearBackend;
 
@@ -55,9 +55,20 @@ pub fn prompt_len<B: Backend>(prompt: &PromptInput<B>) -> usize {
     prompt.live_adapters().map(|p| p.len()).sum()
 }
 
-/// A layer's keys and values `[1, kv_heads, n, hd]` from the pass over a prompt's virtual tokens
-/// (with the layer's prefix, if any), before this pass's own `(k, v)` `[batch, kv_heads, seq, hd]`.
-pub(crate) fn after_prompt<B: Backend>(prompt: &(Tensor<B, 4>, Tensor<B, 4>), (k, v): (Tensor<B, 4>, Tensor<B, 4>)) -> (Tensor<B, 4>, Tensor<B, 4>) {
+/// A decoder's prefix-projection site for `layers` attention layers of `kv_heads` heads of width
+/// `head_dim`.
+pub(crate) fn projection_site<B: Backend>(layers: usize, kv_heads: usize, head_dim: usize) -> ProjectedPrefix<B> {
+    Tuned::new(PrefixProjectionSite { layers, kv_heads, head_dim })
+}
+
+/// Number of prefix tokens the live projected prefixes put before the tokens.
+pub fn projected_len<B: Backend>(site: &ProjectedPrefix<B>) -> usize {
+    site.live_adapters().map(|p| p.len()).sum()
+}
+
+/// A layer's keys and values `[1, kv_heads, n, hd]` that come first (a projected prefix's, or a
+/// prompt's from the pass over its virtual tokens), before `(k, v)` `[batch, kv_heads, seq, hd]`.
+pub(crate) fn prepend_keys_values<B: Backend>(prompt: &(Tensor<B, 4>, Tensor<B, 4>), (k, v): (Tensor<B, 4>, Tensor<B, 4>)) -> (Tensor<B, 4>, Tensor<B, 4>) {
     let [batch, heads, _, hd] = k.dims();
     let expand = |p: &Tensor<B, 4>| {
         let n = p.dims()[2];

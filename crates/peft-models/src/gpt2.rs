@@ -9,10 +9,10 @@ use peft_hf::{HfCheckpoint, WeightMap};
 use peft_quant::backend::QuantLinearBackend;
 use peft_core::{PeftError, Result, Tuned};
 use peft_lora::LoraEmbedding;
-use peft_ptuning::{PrefixKv, PromptInput, virtual_tokens};
+use peft_ptuning::{PrefixKv, ProjectedPrefix, PromptInput, projected_keys_values, virtual_tokens};
 use serde::Deserialize;
 
-use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, after_prompt, attend, kv_site, linear, prefix_len, prompt_len, prompt_site, split_heads};
+use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, attend, kv_site, linear, prefix_len, prepend_keys_values, projected_len, projection_site, prompt_len, prompt_site, split_heads};
 use crate::batch::{KvCache, TokenBatch, attention_bias};
 use crate::generate::{CausalLm, HeadInput};
 
@@ -70,7 +70,7 @@ impl Gpt2Config {
                 mlp: Gpt2Mlp { c_fc: linear(d, inner, true, device), c_proj: linear(inner, d, true, device), tanh },
             })
             .collect();
-        Ok(Gpt2 { transformer: Gpt2Model { wte: Tuned::new(embedding(self.vocab_size)), wpe: embedding(self.n_positions), prompt: prompt_site(d), h, ln_f: norm() } })
+        Ok(Gpt2 { transformer: Gpt2Model { wte: Tuned::new(embedding(self.vocab_size)), wpe: embedding(self.n_positions), prompt: prompt_site(d), prefix_projection: projection_site(self.n_layer, self.n_head, d / self.n_head), h, ln_f: norm() } })
     }
 }
 
@@ -123,12 +123,14 @@ pub struct Gpt2Model<B: Backend, T: Module<B>> {
     pub wpe: Embedding<B>,
     /// Where prompt tuning's virtual tokens go, before the embedded tokens.
     pub prompt: PromptInput<B>,
+    /// Where a projected prefix (peft's `prefix_projection`) makes every block's prefix.
+    pub prefix_projection: ProjectedPrefix<B>,
     /// Blocks.
     pub h: Vec<Gpt2Block<B, T>>,
     /// Final norm.
     pub ln_f: LayerNorm<B>,
 }
-peft_core::adaptable!(Gpt2Model<T: LinearTuner<B>> { wte, prompt, h });
+peft_core::adaptable!(Gpt2Model<T: LinearTuner<B>> { wte, prompt, prefix_projection, h });
 
 /// `GPT2LMHeadModel` (head tied to `wte`).
 #[derive(Module, Debug)]
@@ -151,7 +153,17 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Gpt2<B, T> {
     }
 
     fn kv_prefix_len(&self) -> usize {
-        self.transformer.h.first().map_or(0, |b| prefix_len(&b.attn.kv))
+        projected_len(&self.transformer.prefix_projection) + self.transformer.h.first().map_or(0, |b| prefix_len(&b.attn.kv))
+    }
+
+    /// A block's keys and values with its prefixes before them: a projected prefix's, then the
+    /// block's own.
+    fn with_prefixes(attention: &Gpt2Attention<B, T>, projected: Option<&(Tensor<B, 4>, Tensor<B, 4>)>, kv: (Tensor<B, 4>, Tensor<B, 4>)) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let kv = attention.kv.forward(kv);
+        match projected {
+            Some(p) => prepend_keys_values(p, kv),
+            None => kv,
+        }
     }
 
     /// An empty key/value cache for this model.
@@ -179,7 +191,7 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Gpt2<B, T> {
     /// Every block's keys and values `[1, heads, prefix + n, head_dim]` of the live prompt's `n`
     /// virtual tokens (at positions after the prefix), run alone: a decoder's virtual tokens see
     /// nothing after them, so one pass serves every row and every later token.
-    fn prompt_keys_values(&self) -> Option<Vec<(Tensor<B, 4>, Tensor<B, 4>)>> {
+    fn prompt_keys_values(&self, projected: Option<&[(Tensor<B, 4>, Tensor<B, 4>)]>) -> Option<Vec<(Tensor<B, 4>, Tensor<B, 4>)>> {
         let t = &self.transformer;
         let tokens = virtual_tokens(&t.prompt)?;
         let n = tokens.dims()[0];
@@ -188,8 +200,8 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Gpt2<B, T> {
         let bias = attention_bias(&alone.segments, &alone.segments, prefix, true);
         let h = tokens.unsqueeze_dim(0) + t.wpe.forward(alone.positions);
         let mut out = Vec::with_capacity(t.h.len());
-        self.decode(h, &bias, |_, attention, k, v| {
-            let kv = attention.kv.forward((k, v));
+        self.decode(h, &bias, |i, attention, k, v| {
+            let kv = Self::with_prefixes(attention, projected.map(|p| &p[i]), (k, v));
             out.push(kv.clone());
             kv
         });
@@ -202,14 +214,16 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Gpt2<B, T> {
         let t = &self.transformer;
         // With a prefix or a prompt, real tokens take positions after it, as in peft.
         let offset = self.prefix_len();
-        let prompt = if cache.as_ref().is_some_and(|c| !c.is_empty()) { None } else { self.prompt_keys_values() };
+        let fresh = cache.as_ref().is_none_or(|c| c.is_empty());
+        let projected = if fresh { projected_keys_values(&self.transformer.prefix_projection) } else { None };
+        let prompt = if fresh { self.prompt_keys_values(projected.as_deref()) } else { None };
         let keys = cache.as_deref_mut().map_or_else(|| batch.segments.clone(), |c| c.extend_segments(&batch.segments));
         let bias = attention_bias(&batch.segments, &keys, offset, true);
         let h = t.wte.forward(batch.tokens.clone()) + t.wpe.forward(batch.positions.clone().add_scalar(offset as i64));
         let h = self.decode(h, &bias, |i, attention, k, v| {
             let first = |kv| match &prompt {
-                Some(prompt) => after_prompt(&prompt[i], kv),
-                None => attention.kv.forward(kv),
+                Some(prompt) => prepend_keys_values(&prompt[i], kv),
+                None => Self::with_prefixes(attention, projected.as_ref().map(|p| &p[i]), kv),
             };
             match cache.as_deref_mut() {
                 Some(cache) => cache.append(i, k, v, first),

@@ -6,10 +6,11 @@ use std::path::Path;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use peft_core::checkpoint::{TensorEntry, parse, read_bytes, read_f32, serialize};
-use peft_core::{Adaptable, PeftError, PeftModel, Result, TunedVisitor};
+use peft_core::{Adaptable, AdapterTensors, LayerKind, PeftError, PeftModel, Result, Targeting, TunedVisitor};
+use peft_ptuning::PrefixConfig;
 use peft_hf::{HfCheckpoint, LoadReport, WeightMap};
 use peft_lora::WeightAdapter;
 use peft_quant::layout::{part_names, quantized_names};
@@ -138,6 +139,44 @@ impl<B: Backend, T: LinearTuner<B>> HfModel<B, T> {
         let (model, mut report) = self.assign_hf_weights(&parse(&dense, label)?, false)?;
         report.loaded += taken.iter().filter(|n| quantized.contains(n)).count();
         Ok((model, report))
+    }
+
+    /// Turns the projected prefix `name` (peft's `prefix_projection`) into a plain prefix adapter
+    /// of the same name at every attention layer's key/value site, holding the MLP's output: the
+    /// same outputs, without the MLP (P-Tuning v2's reparameterization is for training only).
+    pub fn eject_prefix_projection(&mut self, name: &str) -> Result<()> {
+        let projected = match self {
+            Self::Llama(m) => m.model.prefix_projection.adapter(name).map(|p| (p.keys_values(&m.model.prefix_projection.base), m.model.prefix_projection.is_active(name))),
+            Self::Gpt2(m) => m.transformer.prefix_projection.adapter(name).map(|p| (p.keys_values(&m.transformer.prefix_projection.base), m.transformer.prefix_projection.is_active(name))),
+            Self::Bert(_) => None,
+        };
+        let Some((projected, active)) = projected else {
+            return Err(PeftError::UnknownAdapter { name: format!("{name} (a projected prefix)"), known: self.adapter_names() });
+        };
+        let n = projected.first().map_or(0, |(k, _)| k.dims()[2]);
+        let sites: Vec<String> = self.tuned_layers().into_iter().filter(|l| l.kind == LayerKind::KeyValue).map(|l| l.path).collect();
+        let host = |t: &Tensor<B, 4>| {
+            let [_, heads, tokens, width] = t.dims();
+            t.clone().reshape([heads, tokens, width]).into_data().convert::<f32>()
+        };
+        let tensors: AdapterTensors = sites.iter().zip(&projected).map(|(site, (k, v))| (site.clone(), BTreeMap::from([("keys".to_string(), host(k)), ("values".to_string(), host(v))]))).collect();
+        let mut model = self.clone();
+        model.delete_adapter(name)?;
+        model.add_adapter(name, &PrefixConfig::new(Targeting::names(&sites)).with_num_virtual_tokens(n))?;
+        model.set_adapter_tensors(name, tensors)?;
+        if !active {
+            let kv_sites: Vec<&mut peft_ptuning::PrefixKv<B>> = match &mut model {
+                Self::Llama(m) => m.model.layers.iter_mut().map(|l| &mut l.self_attn.kv).collect(),
+                Self::Gpt2(m) => m.transformer.h.iter_mut().map(|b| &mut b.attn.kv).collect(),
+                Self::Bert(_) => Vec::new(),
+            };
+            for kv in kv_sites {
+                let keep: Vec<String> = kv.names().iter().filter(|n| *n != name && kv.is_active(n)).cloned().collect();
+                kv.set_active(&keep.iter().map(String::as_str).collect::<Vec<_>>());
+            }
+        }
+        *self = model;
+        Ok(())
     }
 
     /// Weights and biases held in 4-bit layers (they are not Burn parameters, but the model's).

@@ -10,10 +10,10 @@ use peft_hf::{HfCheckpoint, WeightMap};
 use peft_quant::backend::QuantLinearBackend;
 use peft_core::{PeftError, Result, Tuned};
 use peft_lora::LoraEmbedding;
-use peft_ptuning::{PrefixKv, PromptInput, virtual_tokens};
+use peft_ptuning::{PrefixKv, ProjectedPrefix, PromptInput, projected_keys_values, virtual_tokens};
 use serde::Deserialize;
 
-use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, after_prompt, attend, kv_site, linear, plain_weight, prefix_len, prompt_len, prompt_site, split_heads};
+use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, attend, kv_site, linear, plain_weight, prefix_len, prepend_keys_values, projected_len, projection_site, prompt_len, prompt_site, split_heads};
 use crate::batch::{KvCache, TokenBatch, attention_bias};
 use crate::generate::{CausalLm, HeadInput};
 
@@ -146,6 +146,7 @@ impl LlamaConfig {
             model: LlamaModel {
                 embed_tokens: Tuned::new(EmbeddingConfig::new(self.vocab_size, d).with_initializer(Initializer::Zeros).init(device)),
                 prompt: prompt_site(d),
+                prefix_projection: projection_site(self.num_hidden_layers, kvh, hd),
                 layers,
                 norm: norm(self.rms_norm_eps),
             },
@@ -209,12 +210,14 @@ pub struct LlamaModel<B: Backend, T: Module<B>> {
     pub embed_tokens: LoraEmbedding<B>,
     /// Where prompt tuning's virtual tokens go, before the embedded tokens.
     pub prompt: PromptInput<B>,
+    /// Where a projected prefix (peft's `prefix_projection`) makes every layer's prefix.
+    pub prefix_projection: ProjectedPrefix<B>,
     /// Decoder layers.
     pub layers: Vec<LlamaLayer<B, T>>,
     /// Final norm.
     pub norm: RmsNorm<B>,
 }
-peft_core::adaptable!(LlamaModel<T: LinearTuner<B>> { embed_tokens, prompt, layers });
+peft_core::adaptable!(LlamaModel<T: LinearTuner<B>> { embed_tokens, prompt, prefix_projection, layers });
 
 /// `LlamaForCausalLM`.
 #[derive(Module, Debug)]
@@ -297,7 +300,17 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Llama<B, T> {
     }
 
     fn kv_prefix_len(&self) -> usize {
-        self.model.layers.first().map_or(0, |l| prefix_len(&l.self_attn.kv))
+        projected_len(&self.model.prefix_projection) + self.model.layers.first().map_or(0, |l| prefix_len(&l.self_attn.kv))
+    }
+
+    /// A layer's keys and values with its prefixes before them: a projected prefix's, then the
+    /// layer's own.
+    fn with_prefixes(attention: &LlamaAttention<B, T>, projected: Option<&(Tensor<B, 4>, Tensor<B, 4>)>, kv: (Tensor<B, 4>, Tensor<B, 4>)) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let kv = attention.kv.forward(kv);
+        match projected {
+            Some(p) => prepend_keys_values(p, kv),
+            None => kv,
+        }
     }
 
     fn head_dim(&self) -> usize {
@@ -327,7 +340,7 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Llama<B, T> {
     /// `n` virtual tokens, run alone after the prefix: a decoder's virtual tokens see nothing
     /// after them, so one pass serves every row and every later token (peft runs them in every
     /// row).
-    fn prompt_keys_values(&self) -> Option<Vec<(Tensor<B, 4>, Tensor<B, 4>)>> {
+    fn prompt_keys_values(&self, projected: Option<&[(Tensor<B, 4>, Tensor<B, 4>)]>) -> Option<Vec<(Tensor<B, 4>, Tensor<B, 4>)>> {
         let tokens = virtual_tokens(&self.model.prompt)?;
         let n = tokens.dims()[0];
         let alone = TokenBatch::single(Tensor::<B, 2, Int>::zeros([1, n], &tokens.device()), 0);
@@ -335,8 +348,8 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Llama<B, T> {
         let rope = Rope::new(&alone.positions, prefix, self.head_dim(), self.rope_base);
         let bias = attention_bias(&alone.segments, &alone.segments, prefix, true);
         let mut out = Vec::with_capacity(self.model.layers.len());
-        self.decode(tokens.unsqueeze_dim(0), &rope, &bias, |_, attention, k, v| {
-            let kv = attention.kv.forward((k, v));
+        self.decode(tokens.unsqueeze_dim(0), &rope, &bias, |i, attention, k, v| {
+            let kv = Self::with_prefixes(attention, projected.map(|p| &p[i]), (k, v));
             out.push(kv.clone());
             kv
         });
@@ -348,15 +361,17 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Llama<B, T> {
     pub fn hidden_states(&self, batch: &TokenBatch<B>, mut cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
         // peft's prefixes and prompts occupy the first positions: real tokens are rotated from there on.
         let offset = self.prefix_len();
-        let prompt = if cache.as_ref().is_some_and(|c| !c.is_empty()) { None } else { self.prompt_keys_values() };
+        let fresh = cache.as_ref().is_none_or(|c| c.is_empty());
+        let projected = if fresh { projected_keys_values(&self.model.prefix_projection) } else { None };
+        let prompt = if fresh { self.prompt_keys_values(projected.as_deref()) } else { None };
         let rope = Rope::new(&batch.positions, offset, self.head_dim(), self.rope_base);
         let keys = cache.as_deref_mut().map_or_else(|| batch.segments.clone(), |c| c.extend_segments(&batch.segments));
         let bias = attention_bias(&batch.segments, &keys, offset, true);
         let h = self.model.embed_tokens.forward(batch.tokens.clone());
         let h = self.decode(h, &rope, &bias, |i, attention, k, v| {
             let first = |kv| match &prompt {
-                Some(prompt) => after_prompt(&prompt[i], kv),
-                None => attention.kv.forward(kv),
+                Some(prompt) => prepend_keys_values(&prompt[i], kv),
+                None => Self::with_prefixes(attention, projected.as_ref().map(|p| &p[i]), kv),
             };
             match cache.as_deref_mut() {
                 Some(cache) => cache.append(i, k, v, first),

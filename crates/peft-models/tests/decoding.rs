@@ -9,7 +9,7 @@ use burn::backend::NdArray;
 use burn::tensor::{Int, Tensor, TensorData};
 use peft_core::{PeftModel, Targeting};
 use peft_models::{GenerationConfig, HfModel, Padding, TokenBatch, generate};
-use peft_ptuning::{PrefixConfig, PromptTuningConfig};
+use peft_ptuning::{PrefixConfig, PrefixProjectionConfig, PromptTuningConfig};
 
 type B = NdArray;
 
@@ -41,6 +41,12 @@ fn with_prompt(mut m: HfModel<B>) -> HfModel<B> {
     m
 }
 
+/// The model with a prefix made by peft's `prefix_projection` MLP.
+fn with_projected_prefix(mut m: HfModel<B>) -> HfModel<B> {
+    m.add_adapter("projected", &PrefixProjectionConfig::new(Targeting::names(&["prefix_projection"])).with_num_virtual_tokens(3).with_encoder_hidden_size(Some(16))).unwrap();
+    m
+}
+
 fn single(m: &HfModel<B>, seq: &[u32]) -> Tensor<B, 3> {
     let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(seq.iter().map(|&t| i64::from(t)).collect::<Vec<_>>(), [1, seq.len()]), &Default::default());
     m.causal_lm().unwrap().logits(&TokenBatch::single(tokens, 0), None)
@@ -54,7 +60,7 @@ const SEQS: [&[u32]; 3] = [&[5, 17, 42, 8, 99, 3, 250], &[9, 4, 33], &[120, 7, 7
 
 #[test]
 fn a_padded_batch_equals_the_sequences_run_alone() {
-    for m in [model("llama"), with_prefix(model("llama")), with_prompt(model("llama")), model("gpt2"), with_prefix(model("gpt2")), with_prompt(model("gpt2"))] {
+    for m in [model("llama"), with_prefix(model("llama")), with_prompt(model("llama")), with_projected_prefix(model("llama")), model("gpt2"), with_prefix(model("gpt2")), with_prompt(model("gpt2")), with_projected_prefix(model("gpt2"))] {
         for side in [Padding::Right, Padding::Left] {
             let rows: Vec<Vec<&[u32]>> = SEQS.iter().map(|s| vec![*s]).collect();
             let batch = TokenBatch::new(&rows, 0, side, &Default::default());
@@ -93,6 +99,25 @@ fn a_prompt_made_from_tokens_is_those_tokens_before_the_input() {
 }
 
 #[test]
+fn an_ejected_projected_prefix_gives_the_same_outputs_without_its_mlp() {
+    for name in ["llama", "gpt2"] {
+        let mut m = with_projected_prefix(model(name));
+        let projected: Vec<Tensor<B, 3>> = SEQS.iter().map(|s| single(&m, s)).collect();
+        let base = single(&model(name), SEQS[0]);
+        assert!(max_diff(projected[0].clone(), base) > 1e-3, "{name}: the prefix changes nothing");
+        m.eject_prefix_projection("projected").unwrap();
+        let layers = m.tuned_layers();
+        assert!(layers.iter().filter(|l| l.kind == peft_core::LayerKind::PrefixProjection).all(|l| l.adapters.is_empty()));
+        assert!(layers.iter().filter(|l| l.kind == peft_core::LayerKind::KeyValue).all(|l| l.adapters == ["projected"]));
+        for (seq, before) in SEQS.iter().zip(projected) {
+            let diff = max_diff(single(&m, seq), before);
+            assert!(diff < 1e-6, "{name}: {diff}");
+        }
+        assert!(m.eject_prefix_projection("projected").is_err(), "a plain prefix has nothing to eject");
+    }
+}
+
+#[test]
 fn packed_sequences_do_not_see_each_other() {
     for m in [model("llama"), model("gpt2"), with_prompt(model("llama")), with_prompt(with_prefix(model("gpt2")))] {
         let rows = vec![vec![SEQS[0], SEQS[1]], vec![SEQS[2]]];
@@ -107,7 +132,7 @@ fn packed_sequences_do_not_see_each_other() {
 #[test]
 fn the_cache_changes_nothing_greedy_or_sampled() {
     let prompt = ids(&expected()["generate"]["prompt_ids"]);
-    for m in [model("llama"), with_prefix(model("llama")), with_prompt(model("llama")), model("gpt2"), with_prompt(model("gpt2"))] {
+    for m in [model("llama"), with_prefix(model("llama")), with_prompt(model("llama")), with_projected_prefix(model("llama")), model("gpt2"), with_prompt(with_projected_prefix(model("gpt2")))] {
         for (temperature, top_p) in [(0.0, 1.0), (0.8, 0.9)] {
             let config = GenerationConfig { max_new_tokens: 10, temperature, top_p, seed: 7, ..Default::default() };
             let cached = generate(m.causal_lm().unwrap(), &prompt, &config, &Default::default()).unwrap();

@@ -108,6 +108,7 @@ fn prefix_tuning_matches_peft_on_llama_gpt2_and_bert() {
     check_case::<Lora<B>>("llama_prefix", "llama");
     check_case::<Lora<B>>("gpt2_prefix", "gpt2_f16");
     check_case::<Lora<B>>("bert_prefix", "bert");
+    check_case::<Lora<B>>("llama_prefix_projection", "llama");
 }
 
 #[test]
@@ -159,10 +160,10 @@ fn save_reload_export<T: LinearAdapter<B>>(m: &mut HfModel<B, T>, name: &str, me
     let mut again = model::<T>(model_name);
     load_adapter(&mut again, &dir, "x").unwrap();
     let ours = m.forward(tokens());
-    // P-Tuning is saved as its encoder's output, computed on the host: the same values, not the
-    // same bits.
-    let p_tuning = matches!(method, HfMethod::Prompt(c) if c.encoder.is_some());
-    if p_tuning {
+    // P-Tuning and a projected prefix are saved as their MLP's output, computed on the host: the
+    // same values, not the same bits.
+    let reparameterized = matches!(method, HfMethod::Prompt(c) if c.encoder.is_some()) || matches!(method, HfMethod::PrefixProjection(_));
+    if reparameterized {
         let diff = (again.forward(tokens()) - ours.clone()).abs().max().into_scalar();
         assert!(diff < 1e-5, "{case}: {diff}");
     } else {
@@ -293,10 +294,11 @@ fn checkpoints_with_missing_or_misshapen_tensors_are_typed_errors() {
 fn fresh_lora_prefix_and_prompt_save_for_peft() {
     use peft_core::Targeting;
     use peft_lora::LoraConfig;
-    use peft_ptuning::{PrefixConfig, PromptEncoderConfig, PromptTuningConfig};
+    use peft_ptuning::{PrefixConfig, PrefixProjectionConfig, PromptEncoderConfig, PromptTuningConfig};
     let cases: Vec<(&str, HfMethod)> = vec![
         ("fresh_rslora_dora", HfMethod::Lora(LoraConfig::new(Targeting::names(&["q_proj", "v_proj", "up_proj"])).with_r(4).with_alpha(8.0).with_use_rslora(true).with_use_dora(true))),
         ("fresh_prefix", HfMethod::Prefix(PrefixConfig::new(Targeting::names(&["kv"])).with_num_virtual_tokens(4))),
+        ("fresh_prefix_projection", HfMethod::PrefixProjection(PrefixProjectionConfig::new(Targeting::names(&["prefix_projection"])).with_num_virtual_tokens(3).with_encoder_hidden_size(Some(16)))),
         ("fresh_prompt", HfMethod::Prompt(PromptTuningConfig::new(Targeting::names(&["prompt"])).with_num_virtual_tokens(3))),
         ("fresh_ptuning", HfMethod::Prompt(PromptTuningConfig::new(Targeting::names(&["prompt"])).with_num_virtual_tokens(3).with_encoder(Some(PromptEncoderConfig::new().with_hidden_size(Some(16)))))),
     ];

@@ -84,3 +84,44 @@ impl MethodConfig for PromptTuningConfig {
         Ok(())
     }
 }
+
+/// Prefix tuning reparameterized as peft's `prefix_projection` (P-Tuning v2): while training,
+/// every attention layer's prefix comes from one MLP,
+/// `Linear(token_dim, h) → Tanh → Linear(h, layers·2·token_dim)` over `num_virtual_tokens` learned
+/// embeddings (`token_dim` = key/value heads × head width). Saved, it is that output, as peft
+/// saves it; `eject` turns it into a plain prefix with the same outputs.
+#[derive(Config, Debug)]
+pub struct PrefixProjectionConfig {
+    /// Which projection sites get the prefix (the reference decoders have one, `prefix_projection`).
+    pub targets: Targeting,
+    /// Number of virtual tokens.
+    #[config(default = 10)]
+    pub num_virtual_tokens: usize,
+    /// The MLP's hidden width `h`; `None`: `token_dim` (peft's default).
+    #[config(default = "None")]
+    pub encoder_hidden_size: Option<usize>,
+    /// Standard deviation of the embeddings' normal init (peft's embedding default is 1).
+    #[config(default = 1.0)]
+    pub init_std: f64,
+}
+
+impl MethodConfig for PrefixProjectionConfig {
+    fn peft_type(&self) -> &'static str {
+        "PREFIX_TUNING"
+    }
+    fn site(&self) -> Site {
+        Site::PrefixProjection
+    }
+    fn targeting(&self) -> &Targeting {
+        &self.targets
+    }
+    fn validate(&self) -> peft_core::Result<()> {
+        if self.num_virtual_tokens == 0 || self.encoder_hidden_size == Some(0) {
+            return Err(PeftError::InvalidConfig(format!("num_virtual_tokens {} and encoder_hidden_size {:?} must be at least 1", self.num_virtual_tokens, self.encoder_hidden_size)));
+        }
+        if !(self.init_std >= 0.0 && self.init_std.is_finite()) {
+            return Err(PeftError::InvalidConfig(format!("init_std must be finite and at least 0, got {}", self.init_std)));
+        }
+        Ok(())
+    }
+}

@@ -58,20 +58,36 @@
 mod config;
 mod kv_site;
 mod prefix;
+mod prefix_projection;
 mod prompt;
 mod prompt_site;
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
-pub use config::{PrefixConfig, PromptEncoderConfig, PromptTuningConfig};
+pub use config::{PrefixConfig, PrefixProjectionConfig, PromptEncoderConfig, PromptTuningConfig};
 pub use kv_site::KvSite;
 pub use prefix::Prefix;
+pub use prefix_projection::{PrefixProjection, PrefixProjectionSite};
 pub use prompt::{PromptEmbedding, PromptMlp};
 pub use prompt_site::PromptSite;
 
 /// An attention layer's key/value site carrying named prefixes.
 pub type PrefixKv<B> = peft_core::Tuned<B, KvSite, Prefix<B>>;
+
+/// A model's prefix-projection site carrying named projected prefixes.
+pub type ProjectedPrefix<B> = peft_core::Tuned<B, PrefixProjectionSite, PrefixProjection<B>>;
+
+/// Every attention layer's `(keys, values)` `[1, kv_heads, tokens, head_dim]` from the live
+/// projected prefixes at `site`, in order; `None` without one.
+pub fn projected_keys_values<B: Backend>(site: &ProjectedPrefix<B>) -> Option<Vec<(Tensor<B, 4>, Tensor<B, 4>)>> {
+    let parts: Vec<Vec<(Tensor<B, 4>, Tensor<B, 4>)>> = site.live_adapters().map(|p| p.keys_values(&site.base)).collect();
+    if parts.is_empty() {
+        return None;
+    }
+    let layers = site.base.layers;
+    Some((0..layers).map(|l| (Tensor::cat(parts.iter().map(|p| p[l].0.clone()).collect(), 2), Tensor::cat(parts.iter().map(|p| p[l].1.clone()).collect(), 2))).collect())
+}
 
 /// A model's prompt site carrying named prompts.
 pub type PromptInput<B> = peft_core::Tuned<B, PromptSite, PromptEmbedding<B>>;

@@ -40,3 +40,43 @@ fn prefix_is_prepended_per_head_for_every_sequence() {
         Err(peft_core::PeftError::InvalidConfig(_))
     ));
 }
+
+#[test]
+fn a_projected_prefix_splits_the_mlp_output_as_peft_does() {
+    use peft_ptuning::{PrefixProjectionConfig, PrefixProjectionSite, ProjectedPrefix, projected_keys_values};
+
+    #[derive(Module, Debug)]
+    struct Model<B: burn::tensor::backend::Backend> {
+        prefix_projection: ProjectedPrefix<B>,
+    }
+    peft_core::adaptable!(Model { prefix_projection });
+
+    let mut m = Model::<TB> { prefix_projection: Tuned::new(PrefixProjectionSite { layers: 2, kv_heads: 2, head_dim: 3 }) };
+    assert!(projected_keys_values(&m.prefix_projection).is_none());
+    m.add_adapter("p", &PrefixProjectionConfig::new(Targeting::names(&["prefix_projection"])).with_num_virtual_tokens(4).with_encoder_hidden_size(Some(5))).unwrap();
+    let p = m.prefix_projection.adapter("p").unwrap();
+    // By hand: output(tanh(input(E))) [4, 2·2·6]; token t, layer l, part j (0 keys, 1 values),
+    // head h, channel c is column (2l + j)·6 + h·3 + c.
+    let e = p.embeddings.val().reshape([4, 6]);
+    let hidden = (e.matmul(p.input.weight.val()) + p.input.bias.as_ref().unwrap().val().unsqueeze::<2>()).tanh();
+    let projected = hidden.matmul(p.output.weight.val()) + p.output.bias.as_ref().unwrap().val().unsqueeze::<2>();
+    assert_eq!(projected.dims(), [4, 24]);
+    let values = projected.into_data().into_vec::<f32>().unwrap();
+    let kv = projected_keys_values(&m.prefix_projection).unwrap();
+    assert_eq!(kv.len(), 2);
+    for (l, (k, v)) in kv.iter().enumerate() {
+        assert_eq!(k.dims(), [1, 2, 4, 3]);
+        for (j, part) in [k, v].into_iter().enumerate() {
+            let got = part.clone().into_data().into_vec::<f32>().unwrap();
+            for h in 0..2 {
+                for t in 0..4 {
+                    for c in 0..3 {
+                        let want = values[t * 24 + (2 * l + j) * 6 + h * 3 + c];
+                        assert!((got[(h * 4 + t) * 3 + c] - want).abs() < 1e-6);
+                    }
+                }
+            }
+        }
+    }
+    assert!(m.add_adapter("q", &PrefixProjectionConfig::new(Targeting::names(&["prefix_projection"])).with_num_virtual_tokens(0)).is_err());
+}

@@ -75,8 +75,12 @@ pub struct TrainConfig {
     /// `prompt_tuning_init_text`, tokenized as transformers does, special tokens included),
     /// instead of random ones.
     pub prompt_init_text: Option<String>,
-    /// P-Tuning: the hidden width of its MLP (none: the model's width, as peft).
+    /// P-Tuning, and prefix tuning with `prefix_projection`: the hidden width of the MLP (none:
+    /// the width of the tokens it makes, as peft).
     pub encoder_hidden_size: Option<usize>,
+    /// Prefix tuning through peft's `prefix_projection` MLP (P-Tuning v2's reparameterization);
+    /// the adapter is saved as the MLP's output.
+    pub prefix_projection: bool,
     /// Passes over the data (when `max_steps` is not set).
     pub epochs: usize,
     /// Optimizer steps (overrides `epochs`).
@@ -131,6 +135,7 @@ impl Default for TrainConfig {
             num_virtual_tokens: 10,
             prompt_init_text: None,
             encoder_hidden_size: None,
+            prefix_projection: false,
             epochs: 1,
             max_steps: None,
             lr: 2e-4,
@@ -174,8 +179,11 @@ impl TrainConfig {
         if self.prompt_init_text.is_some() && self.method != Method::Prompt {
             return bad(format!("prompt_init_text is for method prompt, not {}", self.method.name()));
         }
-        if self.encoder_hidden_size.is_some() && self.method != Method::Ptuning {
-            return bad(format!("encoder_hidden_size is for method ptuning, not {}", self.method.name()));
+        if self.prefix_projection && self.method != Method::Prefix {
+            return bad(format!("prefix_projection is for method prefix, not {}", self.method.name()));
+        }
+        if self.encoder_hidden_size.is_some() && !(self.method == Method::Ptuning || self.prefix_projection) {
+            return bad(format!("encoder_hidden_size is for method ptuning or prefix with prefix_projection, not {}", self.method.name()));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad(format!("lr must be a positive number, got {}", self.lr));

@@ -17,7 +17,7 @@ use peft_core::{PeftError, PeftModel, Result, TargetModules, Targeting, TrainMod
 use peft_hf::{HfCheckpoint, HfMethod, SaveOptions, save_adapter};
 use peft_lora::{Ia3Config, LoraConfig};
 use peft_models::HfModel;
-use peft_ptuning::{PrefixConfig, PromptEncoderConfig, PromptTuningConfig};
+use peft_ptuning::{PrefixConfig, PrefixProjectionConfig, PromptEncoderConfig, PromptTuningConfig};
 use peft_quant::QuantConfig;
 use peft_quant::backend::QuantLinearBackend;
 use serde::Serialize;
@@ -118,6 +118,9 @@ fn attach<B: Backend>(model: &mut HfModel<B>, config: &TrainConfig) -> Result<(T
     let method = match config.method {
         Method::Lora | Method::Qlora => HfMethod::Lora(LoraConfig::new(targets).with_r(config.r).with_alpha(config.alpha).with_dropout(config.dropout)),
         Method::Ia3 => HfMethod::Ia3(Ia3Config::new(targets).with_feedforward_modules(modules(&config.feedforward))),
+        Method::Prefix if config.prefix_projection => HfMethod::PrefixProjection(
+            PrefixProjectionConfig::new(Targeting::new(TargetModules::names(&["prefix_projection"]))).with_num_virtual_tokens(config.num_virtual_tokens).with_encoder_hidden_size(config.encoder_hidden_size),
+        ),
         Method::Prefix => HfMethod::Prefix(PrefixConfig::new(Targeting::new(TargetModules::names(&["kv"]))).with_num_virtual_tokens(config.num_virtual_tokens)),
         Method::Prompt | Method::Ptuning => {
             let encoder = (config.method == Method::Ptuning).then(|| PromptEncoderConfig::new().with_hidden_size(config.encoder_hidden_size));

@@ -66,13 +66,14 @@ fn every_method_lowers_the_loss_and_leaves_the_base_alone() {
     // output head is small (std 0.02 over a width of 32), so a method that leaves it frozen can
     // move the logits only so far from uniform: a fall of 0.1 nats is what 24 steps show.
     let data = examples()[..8].to_vec();
-    for (method, lr) in [(Method::Lora, 2e-2), (Method::Qlora, 2e-2), (Method::Ia3, 3e-1), (Method::Prefix, 2e-1), (Method::Prompt, 3e-1), (Method::Ptuning, 1e-2), (Method::Full, 1e-2)] {
-        let config = TrainConfig { method, lr, max_steps: Some(24), batch_size: 4, schedule: peft_train::Schedule::Constant, target: "q_proj,v_proj,down_proj".into(), ..Default::default() };
-        let dir = out(&format!("{method:?}"));
+    let methods = [(Method::Lora, false, 2e-2), (Method::Qlora, false, 2e-2), (Method::Ia3, false, 3e-1), (Method::Prefix, false, 2e-1), (Method::Prefix, true, 1e-2), (Method::Prompt, false, 3e-1), (Method::Ptuning, false, 1e-2), (Method::Full, false, 1e-2)];
+    for (method, prefix_projection, lr) in methods {
+        let config = TrainConfig { method, prefix_projection, lr, max_steps: Some(24), batch_size: 4, schedule: peft_train::Schedule::Constant, target: "q_proj,v_proj,down_proj".into(), ..Default::default() };
+        let dir = out(&format!("{method:?}{}", if prefix_projection { "-projected" } else { "" }));
         let mut record = Record::default();
         let summary = run(&config, &data, &dir, false, &mut record);
         let (first, last) = (record.losses[..4].iter().sum::<f64>() / 4.0, record.losses[20..].iter().sum::<f64>() / 4.0);
-        println!("{method:?}: loss {first:.3} -> {last:.3}, {}", summary.trainable);
+        println!("{method:?}{}: loss {first:.3} -> {last:.3}, {}", if prefix_projection { " (projected)" } else { "" }, summary.trainable);
         // A prompt (P-Tuning's too) acts only through attention to its virtual tokens, whose values pass through the
         // random v_proj (std 0.02): on this model it moves the loss least.
         let fall = if matches!(method, Method::Prompt | Method::Ptuning) { 0.02 } else { 0.1 };

@@ -255,7 +255,7 @@ fn numeric_sweep_of_configs_and_headers() {
         });
         std::fs::remove_dir_all(&dir).ok();
     }
-    for case in ["llama_lora", "llama_ia3", "llama_prefix", "llama_prompt", "llama_ptuning", "llama_dora_layers"] {
+    for case in ["llama_lora", "llama_ia3", "llama_prefix", "llama_prefix_projection", "llama_prompt", "llama_ptuning", "llama_dora_layers"] {
         let dir = scratch(&format!("sweep-{case}"));
         let src = hf.join("adapters").join(case);
         let files = [(src.join("adapter_config.json"), false), (src.join("adapter_model.safetensors"), true)];
@@ -275,7 +275,7 @@ fn numeric_sweep_of_configs_and_headers() {
 fn adapter_folders() {
     let hf = fixtures().join("peft-models/tests/fixtures/hf");
     let (base, _) = peft::models::HfModel::<NdArray>::load(&hf.join("models/llama"), &Default::default()).expect("the fixture loads");
-    for case in ["llama_lora", "llama_ia3", "llama_prefix", "llama_prompt", "llama_ptuning", "llama_dora_layers"].into_iter().filter(|c| selected(c)) {
+    for case in ["llama_lora", "llama_ia3", "llama_prefix", "llama_prefix_projection", "llama_prompt", "llama_ptuning", "llama_dora_layers"].into_iter().filter(|c| selected(c)) {
         let dir = scratch(&format!("adapter-{case}"));
         let src = hf.join("adapters").join(case);
         let files = [(src.join("adapter_config.json"), false), (src.join("adapter_model.safetensors"), true)];
