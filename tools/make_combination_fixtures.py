@@ -7,10 +7,13 @@
 On the fixture Llama of tools/make_model_fixtures.py (crates/peft-models/tests/fixtures/hf/models/
 llama) it attaches two LoRA adapters of different ranks and alphas to the same modules, gives them
 random non-zero weights, and combines them with peft's `add_weighted_adapter` (weights 0.7 and
--0.4). It writes under crates/peft-models/tests/fixtures/hf/adapters/llama_combination/:
-  a/, b/               the two adapters as peft folders
+-0.4); a third adapter `c` of `a`'s rank (alpha 6) takes part in the combinations that need equal
+ranks. It writes under crates/peft-models/tests/fixtures/hf/adapters/llama_combination/:
+  a/, b/, c/           the adapters as peft folders
   expected.safetensors logits for TOKENS with each combination active: `cat`, `svd` (default
-                       rank, the largest of the parts) and `svd_rank3`
+                       rank, the largest of the parts) and `svd_rank3` of a and b; `ties`
+                       (density 0.5), `ties_frequency` (density 0.7, majority_sign_method
+                       "frequency") and `magnitude_prune` (density 0.5) of a and c
 """
 import json
 import pathlib
@@ -33,6 +36,7 @@ def main():
     base = AutoModelForCausalLM.from_pretrained(HF / "models/llama", dtype=torch.float32).eval()
     model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, init_lora_weights=False), adapter_name="a")
     model.add_adapter("b", LoraConfig(r=2, lora_alpha=3, target_modules=TARGETS, init_lora_weights=False))
+    model.add_adapter("c", LoraConfig(r=4, lora_alpha=6, target_modules=TARGETS, init_lora_weights=False))
     torch.manual_seed(11)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -41,13 +45,16 @@ def main():
     if OUT.exists():
         shutil.rmtree(OUT)
     # peft saves an adapter not called "default" into a subfolder of its name.
-    model.save_pretrained(OUT, selected_adapters=["a", "b"], safe_serialization=True)
+    model.save_pretrained(OUT, selected_adapters=["a", "b", "c"], safe_serialization=True)
     (OUT / "README.md").unlink(missing_ok=True)
     model.add_weighted_adapter(["a", "b"], WEIGHTS, "cat", combination_type="cat")
     model.add_weighted_adapter(["a", "b"], WEIGHTS, "svd", combination_type="svd")
     model.add_weighted_adapter(["a", "b"], WEIGHTS, "svd_rank3", combination_type="svd", svd_rank=3)
+    model.add_weighted_adapter(["a", "c"], WEIGHTS, "ties", combination_type="ties", density=0.5)
+    model.add_weighted_adapter(["a", "c"], WEIGHTS, "ties_frequency", combination_type="ties", density=0.7, majority_sign_method="frequency")
+    model.add_weighted_adapter(["a", "c"], WEIGHTS, "magnitude_prune", combination_type="magnitude_prune", density=0.5)
     expected = {}
-    for name in ["cat", "svd", "svd_rank3"]:
+    for name in ["cat", "svd", "svd_rank3", "ties", "ties_frequency", "magnitude_prune"]:
         model.set_adapter(name)
         with torch.no_grad():
             expected[name] = model(input_ids=torch.tensor([tokens])).logits.float().contiguous()

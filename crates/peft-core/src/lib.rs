@@ -49,5 +49,5 @@ pub use params::{ParamInfo, TrainMode, TrainableReport, all_finite, frozen_like,
 pub use targeting::{TargetMatcher, TargetModules, Targeting};
 pub use transfer::transfer_base_weights;
 pub use tuned::{AdapterSlots, Tuned};
-pub use tuner::{Combination, MethodConfig, Site, Tuner, TunerForward};
+pub use tuner::{Combination, MajoritySign, MethodConfig, Site, Tuner, TunerForward};
 pub use walk::{Adaptable, TunedVisitor, join_path};

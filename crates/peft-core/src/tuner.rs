@@ -116,7 +116,7 @@ pub trait TunerForward<B: Backend, L: Layer<B, I>, I>: Tuner<B, L> {
 }
 
 /// How [`Tuner::combine`] joins several adapters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Combination {
     /// Weighted sum of the factors (same rank required): `A = Σ sgn(wᵢ)·sqrt(|wᵢ|·sᵢ)·Aᵢ`,
     /// `B = Σ sqrt(|wᵢ|·sᵢ)·Bᵢ`, scaling 1. Approximate: cross terms `AᵢBⱼ` appear, as in HF peft.
@@ -132,4 +132,29 @@ pub enum Combination {
         /// Rank of the combined adapter.
         rank: Option<usize>,
     },
+    /// TIES-merging of the factors (same rank required), as HF peft's `combination_type="ties"`:
+    /// each part's `A` (and `B`) keeps its `density` largest values by magnitude, a sign is
+    /// elected per value, and the weighted values of that sign are averaged, with the weights of
+    /// `Linear` (`sgn(wᵢ)·sqrt(|wᵢ|·sᵢ)` for `A`, `sqrt(|wᵢ|·sᵢ)` for `B`); scaling 1.
+    Ties {
+        /// Share of each factor's values kept, in `[0, 1]`.
+        density: f64,
+        /// How the sign of each value is elected.
+        majority_sign: MajoritySign,
+    },
+    /// The factors pruned to their `density` largest values by magnitude, then summed with the
+    /// weights of `Linear` (peft's `"magnitude_prune"`; same rank required); scaling 1.
+    MagnitudePrune {
+        /// Share of each factor's values kept, in `[0, 1]`.
+        density: f64,
+    },
+}
+
+/// How TIES-merging elects the sign of a value (peft's `majority_sign_method`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MajoritySign {
+    /// The sign of the sum of the kept values (peft's `"total"`, its default).
+    Total,
+    /// The sign most of the kept values have (peft's `"frequency"`).
+    Frequency,
 }

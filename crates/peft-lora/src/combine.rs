@@ -2,7 +2,7 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use peft_core::{Combination, PeftError, Result};
+use peft_core::{Combination, MajoritySign, PeftError, Result};
 
 use crate::{Lora, svd};
 
@@ -37,6 +37,8 @@ pub fn combine<B: Backend>(parts: &[(&Lora<B>, f64)], how: Combination) -> Resul
             (Tensor::cat(a, 1), Tensor::cat(b, 0))
         }
         Combination::Svd { rank } => truncated_svd(parts, rank.unwrap_or_else(|| parts.iter().map(|(l, _)| l.rank()).max().unwrap_or(0)))?,
+        Combination::Ties { density, majority_sign } => pruned_merge(parts, density, Some(majority_sign))?,
+        Combination::MagnitudePrune { density } => pruned_merge(parts, density, None)?,
     };
     Lora::from_factors(a.detach(), b.detach(), 1.0)
 }
@@ -101,4 +103,70 @@ fn truncated_svd<B: Backend>(parts: &[(&Lora<B>, f64)], rank: usize) -> Result<(
     let (device, dtype) = (first.a.device(), first.a.val().dtype());
     let tensor = |values: Vec<f32>, shape: [usize; 2]| Tensor::<B, 2>::from_data(TensorData::new(values, shape), &device).cast(dtype);
     Ok((tensor(a, [rows, rank]), tensor(b, [rank, cols])))
+}
+
+/// TIES-merging (`Some(sign)`) or magnitude pruning (`None`) of the factors, each of `A` and of `B`
+/// on its own, as peft's `ties` and `magnitude_prune` do, in `f32`.
+fn pruned_merge<B: Backend>(parts: &[(&Lora<B>, f64)], density: f64, sign: Option<MajoritySign>) -> Result<(Tensor<B, 2>, Tensor<B, 2>)> {
+    let (first, _) = parts[0];
+    if parts.iter().any(|(l, _)| l.rank() != first.rank()) {
+        return Err(PeftError::InvalidConfig("TIES and magnitude pruning need adapters of equal rank; use Cat or Svd".into()));
+    }
+    if !(0.0..=1.0).contains(&density) {
+        return Err(PeftError::InvalidConfig(format!("density must be in [0, 1], got {density}")));
+    }
+    let host = |t: Tensor<B, 2>| t.into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default();
+    let scaled = |(l, w): &(&Lora<B>, f64)| w * l.scaling;
+    let a: Vec<Vec<f32>> = parts.iter().map(|(l, _)| host(l.a.val())).collect();
+    let b: Vec<Vec<f32>> = parts.iter().map(|(l, _)| host(l.b.val())).collect();
+    let wa: Vec<f32> = parts.iter().map(|p| (scaled(p).abs().sqrt() * scaled(p).signum()) as f32).collect();
+    let wb: Vec<f32> = parts.iter().map(|p| scaled(p).abs().sqrt() as f32).collect();
+    let (device, dtype) = (first.a.device(), first.a.val().dtype());
+    let tensor = |values: Vec<f32>, dims: [usize; 2]| Tensor::<B, 2>::from_data(TensorData::new(values, dims), &device).cast(dtype);
+    Ok((tensor(merge_pruned(&a, &wa, density, sign), first.a.dims()), tensor(merge_pruned(&b, &wb, density, sign), first.b.dims())))
+}
+
+/// One factor merged from its parts `tensors` (same length) with `weights`.
+fn merge_pruned(tensors: &[Vec<f32>], weights: &[f32], density: f64, sign: Option<MajoritySign>) -> Vec<f32> {
+    let pruned: Vec<Vec<f32>> = tensors.iter().map(|t| keep_largest(t, density)).collect();
+    let n = pruned.first().map_or(0, Vec::len);
+    (0..n)
+        .map(|j| match sign {
+            None => pruned.iter().zip(weights).map(|(t, w)| t[j] * w).sum(),
+            Some(method) => {
+                let elected = match method {
+                    MajoritySign::Total => pruned.iter().map(|t| t[j]).sum::<f32>(),
+                    MajoritySign::Frequency => pruned.iter().map(|t| sign_of(t[j])).sum::<f32>(),
+                };
+                let elected = if elected >= 0.0 { 1.0 } else { -1.0 };
+                let agreeing = pruned.iter().zip(weights).filter(|(t, _)| sign_of(t[j]) == elected);
+                let (sum, count) = agreeing.fold((0.0f32, 0.0f32), |(s, c), (t, w)| (s + t[j] * w, c + 1.0));
+                sum / count.max(1.0)
+            }
+        })
+        .collect()
+}
+
+/// `values` with all but its `floor(density · n)` largest magnitudes set to 0 (peft's
+/// `magnitude_based_pruning`).
+fn keep_largest(values: &[f32], density: f64) -> Vec<f32> {
+    let k = (density * values.len() as f64) as usize;
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&x, &y| values[y].abs().total_cmp(&values[x].abs()));
+    let mut kept = vec![0.0; values.len()];
+    for &i in &order[..k.min(values.len())] {
+        kept[i] = values[i];
+    }
+    kept
+}
+
+/// torch's `sign`: -1, 0 or 1.
+fn sign_of(x: f32) -> f32 {
+    if x > 0.0 {
+        1.0
+    } else if x < 0.0 {
+        -1.0
+    } else {
+        0.0
+    }
 }

@@ -1,13 +1,13 @@
 //! Weighted combinations of LoRA adapters (`add_weighted_adapter`) against HF peft's on the
-//! fixture Llama: two peft folders of different ranks and alphas, combined with weights 0.7 and
-//! -0.4 (fixture by `tools/make_combination_fixtures.py`).
+//! fixture Llama: peft folders `a` (r 4, alpha 8), `b` (r 2, alpha 3) and `c` (r 4, alpha 6),
+//! combined with weights 0.7 and -0.4 (fixture by `tools/make_combination_fixtures.py`).
 
 use std::path::{Path, PathBuf};
 
 use burn::backend::NdArray;
 use burn::tensor::{Int, Tensor, TensorData};
 use peft_core::checkpoint::{parse, read_bytes, to_f32};
-use peft_core::{Combination, PeftError, PeftModel};
+use peft_core::{Combination, MajoritySign, PeftError, PeftModel};
 use peft_hf::load_adapter;
 use peft_models::HfModel;
 
@@ -27,11 +27,12 @@ fn tokens() -> Tensor<B, 2, Int> {
     Tensor::from_data(TensorData::new(ids, [1, n]), &Default::default())
 }
 
-/// The fixture Llama with peft's adapters `a` (r 4, alpha 8) and `b` (r 2, alpha 3).
+/// The fixture Llama with peft's adapters `a`, `b` and `c`.
 fn model() -> HfModel<B> {
     let mut m = HfModel::load(&root().join("models/llama"), &Default::default()).unwrap().0;
-    load_adapter(&mut m, &case().join("a"), "a").unwrap();
-    load_adapter(&mut m, &case().join("b"), "b").unwrap();
+    for name in ["a", "b", "c"] {
+        load_adapter(&mut m, &case().join(name), name).unwrap();
+    }
     m
 }
 
@@ -44,7 +45,7 @@ fn off_peft(m: &HfModel<B>, name: &str) -> f32 {
 }
 
 #[test]
-fn cat_and_svd_combinations_match_peft() {
+fn cat_svd_ties_and_magnitude_pruning_match_peft() {
     let mut m = model();
     let base = {
         let mut plain = m.clone();
@@ -52,8 +53,17 @@ fn cat_and_svd_combinations_match_peft() {
         plain.forward(tokens()).into_data().into_vec::<f32>().unwrap()
     };
     let parts = [("a", 0.7), ("b", -0.4)];
-    for (name, how) in [("cat", Combination::Cat), ("svd", Combination::Svd { rank: None }), ("svd_rank3", Combination::Svd { rank: Some(3) })] {
-        m.add_weighted_adapter(&parts, name, how).unwrap();
+    let equal_ranks = [("a", 0.7), ("c", -0.4)];
+    let combinations = [
+        ("cat", &parts, Combination::Cat),
+        ("svd", &parts, Combination::Svd { rank: None }),
+        ("svd_rank3", &parts, Combination::Svd { rank: Some(3) }),
+        ("ties", &equal_ranks, Combination::Ties { density: 0.5, majority_sign: MajoritySign::Total }),
+        ("ties_frequency", &equal_ranks, Combination::Ties { density: 0.7, majority_sign: MajoritySign::Frequency }),
+        ("magnitude_prune", &equal_ranks, Combination::MagnitudePrune { density: 0.5 }),
+    ];
+    for (name, parts, how) in combinations {
+        m.add_weighted_adapter(parts, name, how).unwrap();
         let off = off_peft(&m, name);
         let ours = m.forward(tokens()).into_data().into_vec::<f32>().unwrap();
         let effect = ours.iter().zip(&base).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
@@ -80,5 +90,10 @@ fn svd_ranks_outside_the_layer_are_typed_errors_and_change_nothing() {
         other => panic!("{other:?}"),
     }
     assert!(matches!(m.add_weighted_adapter(&[("a", 1.0)], "none", Combination::Svd { rank: Some(0) }), Err(PeftError::ZeroRank { .. })));
+    assert_eq!(m.adapter_names(), before);
+    // TIES and magnitude pruning combine factors: equal ranks only, density in [0, 1].
+    let ties = |density| Combination::Ties { density, majority_sign: MajoritySign::Total };
+    assert!(matches!(m.add_weighted_adapter(&[("a", 1.0), ("b", 1.0)], "t", ties(0.5)), Err(PeftError::InvalidConfig(_))));
+    assert!(matches!(m.add_weighted_adapter(&[("a", 1.0), ("c", 1.0)], "t", ties(1.5)), Err(PeftError::InvalidConfig(_))));
     assert_eq!(m.adapter_names(), before);
 }
