@@ -11,6 +11,8 @@ use peft_ptuning::{KvSite, PrefixKv, PrefixProjectionSite, ProjectedPrefix, Prom
 use peft_quant::BaseLinear;
 use peft_quant::backend::QuantLinearBackend;
 
+use crate::batch::KvCache;
+
 /// A method for the models' linear layers (LoRA, DoRA, IA3, or `WeightAdapter` for both), on a
 /// dense or 4-bit base.
 pub trait LinearTuner<B: Backend>: Tuner<B, BaseLinear<B>> {}
@@ -64,6 +66,39 @@ pub(crate) fn projection_site<B: Backend>(layers: usize, kv_heads: usize, head_d
 /// Number of prefix tokens the live projected prefixes put before the tokens.
 pub fn projected_len<B: Backend>(site: &ProjectedPrefix<B>) -> usize {
     site.live_adapters().map(|p| p.len()).sum()
+}
+
+/// A layer's keys and values `kv` with its prefixes before them: a projected prefix's (`projected`,
+/// this layer's part), then the layer's own (its key/value site `kv_site`).
+pub(crate) fn with_prefixes<B: Backend>(kv_site: &PrefixKv<B>, projected: Option<&(Tensor<B, 4>, Tensor<B, 4>)>, kv: (Tensor<B, 4>, Tensor<B, 4>)) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let kv = kv_site.forward(kv);
+    match projected {
+        Some(p) => prepend_keys_values(p, kv),
+        None => kv,
+    }
+}
+
+/// What a pass attends to in layer `layer`: the keys and values that come first (a prompt pass's,
+/// which hold the prefixes, or else the layer's prefixes), then the pass's own `(k, v)`; with a
+/// cache, those of the tokens before (the first entry made so) and this pass's added to it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pass_keys_values<B: Backend>(
+    layer: usize,
+    kv_site: &PrefixKv<B>,
+    projected: Option<&[(Tensor<B, 4>, Tensor<B, 4>)]>,
+    prompt: Option<&[(Tensor<B, 4>, Tensor<B, 4>)]>,
+    cache: Option<&mut KvCache<B>>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let first = |kv| match prompt {
+        Some(prompt) => prepend_keys_values(&prompt[layer], kv),
+        None => with_prefixes(kv_site, projected.map(|p| &p[layer]), kv),
+    };
+    match cache {
+        Some(cache) => cache.append(layer, k, v, first),
+        None => first((k, v)),
+    }
 }
 
 /// A layer's keys and values `[1, kv_heads, n, hd]` that come first (a projected prefix's, or a

@@ -12,7 +12,7 @@ use peft_lora::LoraEmbedding;
 use peft_ptuning::{PrefixKv, ProjectedPrefix, PromptInput, projected_keys_values, virtual_tokens};
 use serde::Deserialize;
 
-use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, attend, kv_site, linear, prefix_len, prepend_keys_values, projected_len, projection_site, prompt_len, prompt_site, split_heads};
+use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, attend, kv_site, linear, prefix_len, projected_len, projection_site, prompt_len, prompt_site, split_heads, with_prefixes, pass_keys_values};
 use crate::batch::{KvCache, TokenBatch, attention_bias};
 use crate::generate::{CausalLm, HeadInput};
 
@@ -156,16 +156,6 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Gpt2<B, T> {
         projected_len(&self.transformer.prefix_projection) + self.transformer.h.first().map_or(0, |b| prefix_len(&b.attn.kv))
     }
 
-    /// A block's keys and values with its prefixes before them: a projected prefix's, then the
-    /// block's own.
-    fn with_prefixes(attention: &Gpt2Attention<B, T>, projected: Option<&(Tensor<B, 4>, Tensor<B, 4>)>, kv: (Tensor<B, 4>, Tensor<B, 4>)) -> (Tensor<B, 4>, Tensor<B, 4>) {
-        let kv = attention.kv.forward(kv);
-        match projected {
-            Some(p) => prepend_keys_values(p, kv),
-            None => kv,
-        }
-    }
-
     /// An empty key/value cache for this model.
     pub fn new_cache(&self) -> KvCache<B> {
         KvCache::new(self.transformer.h.len())
@@ -201,7 +191,7 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Gpt2<B, T> {
         let h = tokens.unsqueeze_dim(0) + t.wpe.forward(alone.positions);
         let mut out = Vec::with_capacity(t.h.len());
         self.decode(h, &bias, |i, attention, k, v| {
-            let kv = Self::with_prefixes(attention, projected.map(|p| &p[i]), (k, v));
+            let kv = with_prefixes(&attention.kv, projected.map(|p| &p[i]), (k, v));
             out.push(kv.clone());
             kv
         });
@@ -221,14 +211,7 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Gpt2<B, T> {
         let bias = attention_bias(&batch.segments, &keys, offset, true);
         let h = t.wte.forward(batch.tokens.clone()) + t.wpe.forward(batch.positions.clone().add_scalar(offset as i64));
         let h = self.decode(h, &bias, |i, attention, k, v| {
-            let first = |kv| match &prompt {
-                Some(prompt) => prepend_keys_values(&prompt[i], kv),
-                None => Self::with_prefixes(attention, projected.as_ref().map(|p| &p[i]), kv),
-            };
-            match cache.as_deref_mut() {
-                Some(cache) => cache.append(i, k, v, first),
-                None => first((k, v)),
-            }
+            pass_keys_values(i, &attention.kv, projected.as_deref(), prompt.as_deref(), cache.as_deref_mut(), k, v)
         });
         t.ln_f.forward(h)
     }

@@ -13,7 +13,7 @@ use peft_lora::LoraEmbedding;
 use peft_ptuning::{PrefixKv, ProjectedPrefix, PromptInput, projected_keys_values, virtual_tokens};
 use serde::Deserialize;
 
-use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, attend, kv_site, linear, plain_weight, prefix_len, prepend_keys_values, projected_len, projection_site, prompt_len, prompt_site, split_heads};
+use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, attend, kv_site, linear, plain_weight, prefix_len, projected_len, projection_site, prompt_len, prompt_site, split_heads, with_prefixes, pass_keys_values};
 use crate::batch::{KvCache, TokenBatch, attention_bias};
 use crate::generate::{CausalLm, HeadInput};
 
@@ -303,16 +303,6 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Llama<B, T> {
         projected_len(&self.model.prefix_projection) + self.model.layers.first().map_or(0, |l| prefix_len(&l.self_attn.kv))
     }
 
-    /// A layer's keys and values with its prefixes before them: a projected prefix's, then the
-    /// layer's own.
-    fn with_prefixes(attention: &LlamaAttention<B, T>, projected: Option<&(Tensor<B, 4>, Tensor<B, 4>)>, kv: (Tensor<B, 4>, Tensor<B, 4>)) -> (Tensor<B, 4>, Tensor<B, 4>) {
-        let kv = attention.kv.forward(kv);
-        match projected {
-            Some(p) => prepend_keys_values(p, kv),
-            None => kv,
-        }
-    }
-
     fn head_dim(&self) -> usize {
         let first = &self.model.layers[0].self_attn;
         first.k_proj.base.dims()[1] / first.kv_heads
@@ -349,7 +339,7 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Llama<B, T> {
         let bias = attention_bias(&alone.segments, &alone.segments, prefix, true);
         let mut out = Vec::with_capacity(self.model.layers.len());
         self.decode(tokens.unsqueeze_dim(0), &rope, &bias, |i, attention, k, v| {
-            let kv = Self::with_prefixes(attention, projected.map(|p| &p[i]), (k, v));
+            let kv = with_prefixes(&attention.kv, projected.map(|p| &p[i]), (k, v));
             out.push(kv.clone());
             kv
         });
@@ -369,14 +359,7 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Llama<B, T> {
         let bias = attention_bias(&batch.segments, &keys, offset, true);
         let h = self.model.embed_tokens.forward(batch.tokens.clone());
         let h = self.decode(h, &rope, &bias, |i, attention, k, v| {
-            let first = |kv| match &prompt {
-                Some(prompt) => prepend_keys_values(&prompt[i], kv),
-                None => Self::with_prefixes(attention, projected.as_ref().map(|p| &p[i]), kv),
-            };
-            match cache.as_deref_mut() {
-                Some(cache) => cache.append(i, k, v, first),
-                None => first((k, v)),
-            }
+            pass_keys_values(i, &attention.kv, projected.as_deref(), prompt.as_deref(), cache.as_deref_mut(), k, v)
         });
         self.model.norm.forward(h)
     }
