@@ -124,7 +124,7 @@ impl<B: Backend> LayerOp<B> for Op<'_> {
                     return Err(PeftError::CannotCombine(format!("`{path}` carries only some of the adapters to combine")));
                 }
                 // Rank errors of a combination are about this layer.
-                let combined = T::combine(&present, how).map_err(|e| match e {
+                let combined = T::combine(&present, how.for_layer(path)).map_err(|e| match e {
                     PeftError::ZeroRank { .. } => PeftError::ZeroRank { path: path.into() },
                     PeftError::RankTooLarge { rank, max, .. } => PeftError::RankTooLarge { path: path.into(), rank, max },
                     e => e,

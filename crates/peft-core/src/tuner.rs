@@ -148,6 +148,37 @@ pub enum Combination {
         /// Share of each factor's values kept, in `[0, 1]`.
         density: f64,
     },
+    /// DARE (peft's `"dare_linear"`): each factor value kept with probability `density` and
+    /// divided by it, then summed with the weights of `Linear` (same rank required); scaling 1.
+    /// Random: each layer draws from `seed` and its path, so a seed gives the same adapter.
+    DareLinear {
+        /// Probability that a value is kept, in `(0, 1]`.
+        density: f64,
+        /// Seed of the random pruning.
+        seed: u64,
+    },
+    /// DARE followed by TIES' sign election and disjoint mean (peft's `"dare_ties"`).
+    DareTies {
+        /// Probability that a value is kept, in `(0, 1]`.
+        density: f64,
+        /// How the sign of each value is elected.
+        majority_sign: MajoritySign,
+        /// Seed of the random pruning.
+        seed: u64,
+    },
+}
+
+impl Combination {
+    /// The combination for the layer at `path`: DARE's seed mixed with the path (FNV-1a), so
+    /// that layers of the same shape are not pruned alike; others unchanged.
+    pub fn for_layer(self, path: &str) -> Self {
+        let mix = |seed: u64| path.bytes().fold(seed ^ 0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        match self {
+            Self::DareLinear { density, seed } => Self::DareLinear { density, seed: mix(seed) },
+            Self::DareTies { density, majority_sign, seed } => Self::DareTies { density, majority_sign, seed: mix(seed) },
+            other => other,
+        }
+    }
 }
 
 /// How TIES-merging elects the sign of a value (peft's `majority_sign_method`).

@@ -3,6 +3,8 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use peft_core::{Combination, MajoritySign, PeftError, Result};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
 
 use crate::{Lora, svd};
 
@@ -37,8 +39,10 @@ pub fn combine<B: Backend>(parts: &[(&Lora<B>, f64)], how: Combination) -> Resul
             (Tensor::cat(a, 1), Tensor::cat(b, 0))
         }
         Combination::Svd { rank } => truncated_svd(parts, rank.unwrap_or_else(|| parts.iter().map(|(l, _)| l.rank()).max().unwrap_or(0)))?,
-        Combination::Ties { density, majority_sign } => pruned_merge(parts, density, Some(majority_sign))?,
-        Combination::MagnitudePrune { density } => pruned_merge(parts, density, None)?,
+        Combination::Ties { density, majority_sign } => pruned_merge(parts, Pruning::Magnitude(density), Some(majority_sign))?,
+        Combination::MagnitudePrune { density } => pruned_merge(parts, Pruning::Magnitude(density), None)?,
+        Combination::DareLinear { density, seed } => pruned_merge(parts, Pruning::Random { density, seed }, None)?,
+        Combination::DareTies { density, majority_sign, seed } => pruned_merge(parts, Pruning::Random { density, seed }, Some(majority_sign))?,
     };
     Lora::from_factors(a.detach(), b.detach(), 1.0)
 }
@@ -105,15 +109,26 @@ fn truncated_svd<B: Backend>(parts: &[(&Lora<B>, f64)], rank: usize) -> Result<(
     Ok((tensor(a, [rows, rank]), tensor(b, [rank, cols])))
 }
 
-/// TIES-merging (`Some(sign)`) or magnitude pruning (`None`) of the factors, each of `A` and of `B`
-/// on its own, as peft's `ties` and `magnitude_prune` do, in `f32`.
-fn pruned_merge<B: Backend>(parts: &[(&Lora<B>, f64)], density: f64, sign: Option<MajoritySign>) -> Result<(Tensor<B, 2>, Tensor<B, 2>)> {
+/// How each factor is sparsified before merging.
+#[derive(Clone, Copy)]
+enum Pruning {
+    /// Its `floor(density · n)` largest magnitudes kept (TIES, magnitude pruning).
+    Magnitude(f64),
+    /// Each value kept with probability `density` and divided by it (DARE).
+    Random { density: f64, seed: u64 },
+}
+
+/// TIES-merging (`Some(sign)`) or a weighted sum (`None`) of the pruned factors, each of `A` and of
+/// `B` on its own, as peft's `ties`, `magnitude_prune`, `dare_linear` and `dare_ties` do, in `f32`.
+fn pruned_merge<B: Backend>(parts: &[(&Lora<B>, f64)], pruning: Pruning, sign: Option<MajoritySign>) -> Result<(Tensor<B, 2>, Tensor<B, 2>)> {
     let (first, _) = parts[0];
     if parts.iter().any(|(l, _)| l.rank() != first.rank()) {
-        return Err(PeftError::InvalidConfig("TIES and magnitude pruning need adapters of equal rank; use Cat or Svd".into()));
+        return Err(PeftError::InvalidConfig("TIES, DARE and magnitude pruning need adapters of equal rank; use Cat or Svd".into()));
     }
-    if !(0.0..=1.0).contains(&density) {
-        return Err(PeftError::InvalidConfig(format!("density must be in [0, 1], got {density}")));
+    match pruning {
+        Pruning::Magnitude(density) if !(0.0..=1.0).contains(&density) => return Err(PeftError::InvalidConfig(format!("density must be in [0, 1], got {density}"))),
+        Pruning::Random { density, .. } if !(density > 0.0 && density <= 1.0) => return Err(PeftError::InvalidConfig(format!("DARE's density must be in (0, 1], got {density}"))),
+        _ => {}
     }
     let host = |t: Tensor<B, 2>| t.into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default();
     let scaled = |(l, w): &(&Lora<B>, f64)| w * l.scaling;
@@ -123,12 +138,22 @@ fn pruned_merge<B: Backend>(parts: &[(&Lora<B>, f64)], density: f64, sign: Optio
     let wb: Vec<f32> = parts.iter().map(|p| scaled(p).abs().sqrt() as f32).collect();
     let (device, dtype) = (first.a.device(), first.a.val().dtype());
     let tensor = |values: Vec<f32>, dims: [usize; 2]| Tensor::<B, 2>::from_data(TensorData::new(values, dims), &device).cast(dtype);
-    Ok((tensor(merge_pruned(&a, &wa, density, sign), first.a.dims()), tensor(merge_pruned(&b, &wb, density, sign), first.b.dims())))
+    // A's and B's random masks come from one stream, A's first, as peft draws them.
+    let mut rng = match pruning {
+        Pruning::Random { seed, .. } => Some(Xoshiro256PlusPlus::seed_from_u64(seed)),
+        Pruning::Magnitude(_) => None,
+    };
+    let mut prune = |t: &Vec<f32>| match (pruning, rng.as_mut()) {
+        (Pruning::Random { density, .. }, Some(rng)) => t.iter().map(|&v| if rng.random::<f64>() < density { v / density as f32 } else { 0.0 }).collect(),
+        (Pruning::Magnitude(density), _) | (Pruning::Random { density, .. }, None) => keep_largest(t, density),
+    };
+    let a: Vec<Vec<f32>> = a.iter().map(&mut prune).collect();
+    let b: Vec<Vec<f32>> = b.iter().map(&mut prune).collect();
+    Ok((tensor(merge_pruned(&a, &wa, sign), first.a.dims()), tensor(merge_pruned(&b, &wb, sign), first.b.dims())))
 }
 
-/// One factor merged from its parts `tensors` (same length) with `weights`.
-fn merge_pruned(tensors: &[Vec<f32>], weights: &[f32], density: f64, sign: Option<MajoritySign>) -> Vec<f32> {
-    let pruned: Vec<Vec<f32>> = tensors.iter().map(|t| keep_largest(t, density)).collect();
+/// One factor merged from its pruned parts (same length) with `weights`.
+fn merge_pruned(pruned: &[Vec<f32>], weights: &[f32], sign: Option<MajoritySign>) -> Vec<f32> {
     let n = pruned.first().map_or(0, Vec::len);
     (0..n)
         .map(|j| match sign {

@@ -97,3 +97,39 @@ fn svd_ranks_outside_the_layer_are_typed_errors_and_change_nothing() {
     assert!(matches!(m.add_weighted_adapter(&[("a", 1.0), ("c", 1.0)], "t", ties(1.5)), Err(PeftError::InvalidConfig(_))));
     assert_eq!(m.adapter_names(), before);
 }
+
+#[test]
+fn dare_is_seeded_per_layer_and_without_pruning_is_linear_or_ties() {
+    let mut m = model();
+    let parts = [("a", 0.7), ("c", 0.4)];
+    let tensors = |m: &mut HfModel<B>, name: &str| m.adapter_tensors(name).unwrap();
+    let values = |t: &burn::tensor::TensorData| t.clone().into_vec::<f32>().unwrap();
+    // Density 1 keeps every value: DARE is Linear, DARE-TIES is TIES.
+    m.add_weighted_adapter(&parts, "linear", Combination::Linear).unwrap();
+    m.add_weighted_adapter(&parts, "dare_all", Combination::DareLinear { density: 1.0, seed: 3 }).unwrap();
+    m.add_weighted_adapter(&parts, "ties_all", Combination::Ties { density: 1.0, majority_sign: MajoritySign::Total }).unwrap();
+    m.add_weighted_adapter(&parts, "dare_ties_all", Combination::DareTies { density: 1.0, majority_sign: MajoritySign::Total, seed: 3 }).unwrap();
+    let (linear, dare) = (tensors(&mut m, "linear"), tensors(&mut m, "dare_all"));
+    for (path, params) in &linear {
+        for (name, t) in params {
+            let gap = values(t).iter().zip(values(&dare[path][name])).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+            assert!(gap < 1e-6, "{path}.{name}: {gap}");
+        }
+    }
+    assert_eq!(tensors(&mut m, "ties_all"), tensors(&mut m, "dare_ties_all"));
+    // A seed gives one adapter; another seed another; each layer has its own mask.
+    m.add_weighted_adapter(&parts, "d1", Combination::DareLinear { density: 0.3, seed: 5 }).unwrap();
+    m.add_weighted_adapter(&parts, "d2", Combination::DareLinear { density: 0.3, seed: 5 }).unwrap();
+    m.add_weighted_adapter(&parts, "d3", Combination::DareLinear { density: 0.3, seed: 6 }).unwrap();
+    let (d1, d2, d3) = (tensors(&mut m, "d1"), tensors(&mut m, "d2"), tensors(&mut m, "d3"));
+    assert_eq!(d1, d2);
+    assert_ne!(d1, d3);
+    let zeros = |t: &burn::tensor::TensorData| values(t).iter().map(|v| *v == 0.0).collect::<Vec<_>>();
+    let q0 = &d1["model.layers.0.self_attn.q_proj"]["a"];
+    let q1 = &d1["model.layers.1.self_attn.q_proj"]["a"];
+    assert_ne!(zeros(q0), zeros(q1), "two layers pruned alike");
+    // About a share `density` of each part survives: with two parts, 1 − 0.7² ≈ 51 % of the sums.
+    let kept = zeros(q0).iter().filter(|z| !**z).count() as f64 / q0.num_elements() as f64;
+    assert!((0.35..0.67).contains(&kept), "{kept}");
+    assert!(matches!(m.add_weighted_adapter(&parts, "bad", Combination::DareLinear { density: 0.0, seed: 1 }), Err(PeftError::InvalidConfig(_))));
+}
