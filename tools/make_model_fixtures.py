@@ -62,6 +62,7 @@ CASES = {
     "gpt2_prefix": ("gpt2_f16", PrefixTuningConfig(num_virtual_tokens=2, task_type="CAUSAL_LM")),
     "llama_prompt": ("llama", PromptTuningConfig(num_virtual_tokens=3, task_type="CAUSAL_LM")),
     "gpt2_prompt": ("gpt2_f16", PromptTuningConfig(num_virtual_tokens=2, task_type="CAUSAL_LM")),
+    "bert_prompt": ("bert", PromptTuningConfig(num_virtual_tokens=2, task_type="FEATURE_EXTRACTION")),
     "llama_prefix_projection": ("llama", PrefixTuningConfig(num_virtual_tokens=3, prefix_projection=True, encoder_hidden_size=16, task_type="CAUSAL_LM")),
     "llama_ptuning": ("llama", PromptEncoderConfig(num_virtual_tokens=3, encoder_hidden_size=16, task_type="CAUSAL_LM")),
     "bert_lora": ("bert", LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value", "dense"], init_lora_weights=False, task_type="FEATURE_EXTRACTION")),

@@ -11,10 +11,10 @@ use peft_hf::{HfCheckpoint, WeightMap};
 use peft_quant::backend::QuantLinearBackend;
 use peft_core::{PeftError, Result, Tuned};
 use peft_lora::LoraEmbedding;
-use peft_ptuning::PrefixKv;
+use peft_ptuning::{PrefixKv, PromptInput};
 use serde::Deserialize;
 
-use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, attend, kv_site, linear, prefix_len, split_heads};
+use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, attend, kv_site, linear, prefix_len, prompt_len, prompt_site, split_heads};
 use crate::batch::{TokenBatch, attention_bias};
 
 fn default_eps() -> f64 {
@@ -94,6 +94,7 @@ impl BertConfig {
         Ok(Bert {
             embeddings: BertEmbeddings {
                 word_embeddings: Tuned::new(embedding(self.vocab_size)),
+                prompt: prompt_site(d),
                 position_embeddings: embedding(self.max_position_embeddings),
                 token_type_embeddings: embedding(self.type_vocab_size),
                 layer_norm: norm(),
@@ -109,6 +110,9 @@ impl BertConfig {
 pub struct BertEmbeddings<B: Backend> {
     /// Words (LoRA-able).
     pub word_embeddings: LoraEmbedding<B>,
+    /// Where prompt tuning's virtual tokens go, before the words (they take the first positions,
+    /// token type 0, and see and are seen by every token, as in peft).
+    pub prompt: PromptInput<B>,
     /// Positions.
     pub position_embeddings: Embedding<B>,
     /// Token types (all type 0 here).
@@ -116,7 +120,7 @@ pub struct BertEmbeddings<B: Backend> {
     /// Norm.
     pub layer_norm: LayerNorm<B>,
 }
-peft_core::adaptable!(BertEmbeddings { word_embeddings });
+peft_core::adaptable!(BertEmbeddings { word_embeddings, prompt });
 
 /// Queries, keys and values (HF's `attention.self`).
 #[derive(Module, Debug)]
@@ -209,8 +213,12 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> BertOutput<B, T> {
 }
 
 impl<B: QuantLinearBackend, T: LinearAdapter<B>> Bert<B, T> {
-    /// Positions the live prefix adapters put before the tokens.
+    /// Positions the live prefix and prompt adapters put before the tokens.
     pub fn prefix_len(&self) -> usize {
+        self.kv_prefix_len() + prompt_len(&self.embeddings.prompt)
+    }
+
+    fn kv_prefix_len(&self) -> usize {
         self.encoder.layer.first().map_or(0, |l| prefix_len(&l.attention.self_attn.kv))
     }
 
@@ -226,12 +234,18 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Bert<B, T> {
         let [batch, seq] = tokens.dims();
         let device = tokens.device();
         let e = &self.embeddings;
-        let offset = self.prefix_len();
-        let types = Tensor::<B, 2, Int>::zeros([batch, seq], &device);
-        let positions = TokenBatch::single(tokens.clone(), offset).positions;
-        let x = e.word_embeddings.forward(tokens) + e.position_embeddings.forward(positions) + e.token_type_embeddings.forward(types);
+        let offset = self.kv_prefix_len();
+        // A prompt's virtual tokens come first in every row, as peft puts them.
+        let words = e.prompt.forward(e.word_embeddings.forward(tokens));
+        let [_, total, _] = words.dims();
+        let virtual_tokens = total - seq;
+        let types = Tensor::<B, 2, Int>::zeros([batch, total], &device);
+        let positions = TokenBatch::single(types.clone(), offset).positions;
+        let x = words + e.position_embeddings.forward(positions) + e.token_type_embeddings.forward(types);
         let mut h = e.layer_norm.forward(x);
-        // Every real token sees every real token (and the prefix); padding is seen by none.
+        // Every real token sees every real token (and the prefix and the prompt); padding is seen
+        // by none.
+        let padding = padding.map(|p| if virtual_tokens == 0 { p } else { Tensor::cat(vec![Tensor::ones([batch, virtual_tokens], &device), p], 1) });
         let bias = padding.map(|p| attention_bias(&p.clone().int(), &p.int(), offset, false));
         for layer in &self.encoder.layer {
             let a = &layer.attention.self_attn;
@@ -241,7 +255,7 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Bert<B, T> {
             let up = gelu(layer.intermediate.dense.forward(h.clone()));
             h = layer.output.forward(up, h);
         }
-        h
+        h.narrow(1, virtual_tokens, seq)
     }
 
     /// The pooled output `[batch, hidden]`, `tanh(dense(h[:, 0]))`, when the model has a pooler.

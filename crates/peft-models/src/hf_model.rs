@@ -253,7 +253,7 @@ impl<B: Backend, T: LinearTuner<B>> HfModel<B, T> {
         let table = match self {
             Self::Llama(m) => m.model.embed_tokens.base.weight.val(),
             Self::Gpt2(m) => m.transformer.wte.base.weight.val(),
-            Self::Bert(_) => return Err(PeftError::NoWrappedLayer { method: "PROMPT_TUNING", site: peft_core::Site::Prompt.describe() }),
+            Self::Bert(m) => m.embeddings.word_embeddings.base.weight.val(),
         };
         let [vocab, _] = table.dims();
         if ids.is_empty() {

@@ -116,6 +116,7 @@ fn prompt_tuning_and_p_tuning_match_peft() {
     check_case::<Lora<B>>("llama_prompt", "llama");
     check_case::<Lora<B>>("gpt2_prompt", "gpt2_f16");
     check_case::<Lora<B>>("llama_ptuning", "llama");
+    check_case::<Lora<B>>("bert_prompt", "bert");
 }
 
 #[test]
@@ -193,6 +194,7 @@ fn saved_adapters_load_back_identically() {
     round_trip::<Lora<B>>("llama_ptuning", "llama", "CAUSAL_LM");
     round_trip::<Lora<B>>("bert_lora", "bert", "FEATURE_EXTRACTION");
     round_trip::<Lora<B>>("bert_prefix", "bert", "FEATURE_EXTRACTION");
+    round_trip::<Lora<B>>("bert_prompt", "bert", "FEATURE_EXTRACTION");
 }
 
 #[test]
@@ -331,7 +333,15 @@ fn fresh_lora_prefix_and_prompt_save_for_peft() {
 /// A padded batch gives each sequence's unpadded output (HF's attention_mask semantics).
 #[test]
 fn bert_padded_batch_equals_single_sequences() {
-    let m = model::<Lora<B>>("bert");
+    let mut with_prompt = model::<Lora<B>>("bert");
+    let prompt = peft_ptuning::PromptTuningConfig::new(peft_core::Targeting::names(&["prompt"])).with_num_virtual_tokens(3).with_init_std(0.5);
+    with_prompt.add_adapter("prompt", &prompt).unwrap();
+    for m in [model::<Lora<B>>("bert"), with_prompt] {
+        padded_equals_single(&m);
+    }
+}
+
+fn padded_equals_single(m: &HfModel<B, Lora<B>>) {
     let device = Default::default();
     let a = [3i64, 17, 5, 42, 8, 1, 60];
     let b = [9i64, 4, 33];
@@ -342,7 +352,7 @@ fn bert_padded_batch_equals_single_sequences() {
     let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [2, 7]), &device);
     let mask: Vec<f32> = (0..14).map(|i| if i < 7 || i < 10 { 1.0 } else { 0.0 }).collect();
     let padding = Tensor::<B, 2>::from_data(TensorData::new(mask, [2, 7]), &device);
-    let peft_models::HfModel::Bert(bert) = &m else { unreachable!() };
+    let peft_models::HfModel::Bert(bert) = m else { unreachable!() };
     let out = bert.forward_padded(tokens, Some(padding));
     let first = out.clone().narrow(0, 0, 1);
     let second = out.narrow(0, 1, 1).narrow(1, 0, 3);
