@@ -116,7 +116,7 @@ fn batch<B: Backend>(examples: &[&Example], device: &B::Device) -> (Tensor<B, 2,
     let mut ids = Vec::with_capacity(examples.len() * len);
     let mut mask = Vec::with_capacity(examples.len() * len);
     for e in examples {
-        ids.extend(e.ids.iter().map(|&i| i as i64).chain(std::iter::repeat(0).take(len - e.ids.len())));
+        ids.extend(e.ids.iter().map(|&i| i as i64).chain(std::iter::repeat_n(0, len - e.ids.len())));
         mask.extend((0..len).map(|i| if i < e.ids.len() { 1.0f32 } else { 0.0 }));
     }
     let n = examples.len();
