@@ -159,3 +159,12 @@ pub fn visit_params<B: Backend, M: Module<B>, V: ParamVisitor<B>>(module: &M, vi
 pub fn map_params<B: Backend, M: Module<B>, V: ParamMapper<B>>(module: M, mapper: &mut V) -> M {
     module.map(&mut Tracked { path: ModulePath::default(), inner: mapper })
 }
+
+/// A 64-bit FNV-1a hash of `text` continuing from `state` (start from [`FNV_OFFSET`]): stable
+/// across runs and toolchains, for ids and seeds derived from module paths.
+pub fn fnv1a(state: u64, text: &str) -> u64 {
+    text.bytes().fold(state, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// FNV-1a's offset basis, the start of [`fnv1a`].
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;

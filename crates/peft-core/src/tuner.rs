@@ -172,7 +172,7 @@ impl Combination {
     /// The combination for the layer at `path`: DARE's seed mixed with the path (FNV-1a), so
     /// that layers of the same shape are not pruned alike; others unchanged.
     pub fn for_layer(self, path: &str) -> Self {
-        let mix = |seed: u64| path.bytes().fold(seed ^ 0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        let mix = |seed: u64| crate::path::fnv1a(seed ^ crate::path::FNV_OFFSET, path);
         match self {
             Self::DareLinear { density, seed } => Self::DareLinear { density, seed: mix(seed) },
             Self::DareTies { density, majority_sign, seed } => Self::DareTies { density, majority_sign, seed: mix(seed) },

@@ -36,16 +36,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PeftError + '_ {
     move |source| PeftError::Io { path: path.display().to_string(), source }
 }
 
-/// A 64-bit FNV-1a hash: stable across runs and toolchains.
-fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
-}
-
 struct PathIds;
 impl<B: Backend> ParamMapper<B> for PathIds {
     fn map<const D: usize>(&mut self, path: &ModulePath, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let (_, tensor, mapper) = param.consume();
-        Param::from_mapped_value(ParamId::from(fnv1a(&path.path())), tensor, mapper)
+        Param::from_mapped_value(ParamId::from(peft_core::path::fnv1a(peft_core::path::FNV_OFFSET, &path.path())), tensor, mapper)
     }
 }
 
