@@ -1,11 +1,11 @@
 //! The bottleneck adapter module and its place in the one trait.
 
 use burn::module::{Module, Param};
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::{LayerNorm, Linear, LinearConfig};
 use burn::tensor::Tensor;
 use burn::tensor::activation::{gelu, relu, silu};
 use burn::tensor::backend::Backend;
-use peft_core::{Adaptable, Layer, PeftError, Result, Tuner, TunerForward};
+use peft_core::{Adaptable, Layer, PeftError, Residual, Result, Tuner, TunerForward};
 
 use crate::{AdapterActivation, AdapterPlacement, BottleneckConfig};
 
@@ -19,8 +19,9 @@ pub struct Bottleneck<B: Backend> {
     /// The non-linearity.
     #[module(skip)]
     pub activation: AdapterActivation,
-    /// Whether it reads the sub-layer's input (parallel) or output (sequential).
-    pub parallel: bool,
+    /// What it reads.
+    #[module(skip)]
+    pub placement: AdapterPlacement,
     /// Output scale.
     pub scaling: f64,
 }
@@ -52,7 +53,7 @@ impl<B: Backend> Bottleneck<B> {
             down: LinearConfig::new(d, width).init(device),
             up,
             activation: config.activation,
-            parallel: config.placement == AdapterPlacement::Parallel,
+            placement: config.placement,
             scaling: config.scaling,
         })
     }
@@ -75,10 +76,25 @@ impl<B: Backend, L: Adaptable<B>> Tuner<B, L> for Bottleneck<B> {
 impl<B: Backend, L: Adaptable<B> + Layer<B, Tensor<B, D>, Output = Tensor<B, D>>, const D: usize> TunerForward<B, L, Tensor<B, D>>
     for Bottleneck<B>
 {
-    /// Sequential: `h + s·up(act(down(h)))`; parallel: `h + s·up(act(down(x)))`.
+    /// Sequential (and after-norm): `h + s·up(act(down(h)))`; parallel: `h + s·up(act(down(x)))`.
     /// `x`, `h: [..., d]`.
     fn post(&self, _base: &L, input: &Tensor<B, D>, output: Tensor<B, D>) -> Tensor<B, D> {
-        let source = if self.parallel { input.clone() } else { output.clone() };
+        let source = if self.placement == AdapterPlacement::Parallel { input.clone() } else { output.clone() };
         output + self.delta(source)
+    }
+}
+
+impl<B: Backend, const D: usize> TunerForward<B, LayerNorm<B>, Residual<B, D>> for Bottleneck<B> {
+    /// Adds `s·up(act(down(source)))` to the sum the norm closes, so that the layer gives
+    /// `norm(h + r + s·f(source))` with `source` = `h` (sequential), `norm(h + r)` (after the
+    /// norm) or `r` (parallel): AdapterHub's bottleneck layer with `residual_before_ln` and
+    /// `original_ln_after`. `h`, `r: [..., d]`.
+    fn pre(&self, base: &LayerNorm<B>, input: Residual<B, D>) -> Residual<B, D> {
+        let source = match self.placement {
+            AdapterPlacement::Sequential => input.hidden.clone(),
+            AdapterPlacement::AfterNorm => base.forward(input.hidden.clone() + input.residual.clone()),
+            AdapterPlacement::Parallel => input.residual.clone(),
+        };
+        Residual { hidden: input.hidden + self.delta(source), residual: input.residual }
     }
 }

@@ -14,12 +14,19 @@ pub enum AdapterActivation {
     Gelu,
 }
 
-/// What the adapter reads.
+/// What the adapter reads. On a sub-layer `L` the adapter adds to its output `h`; on the norm
+/// closing a post-norm residual sub-layer ([`peft_core::Residual`], BERT's `LayerNorm(h + r)`)
+/// it adds to the sum inside the norm, as AdapterHub does: `norm(h + r + s·f(source))`.
 #[derive(Config, Debug, PartialEq, Copy)]
 pub enum AdapterPlacement {
-    /// `h + s·up(act(down(h)))` on the sub-layer output `h`.
+    /// Reads the sub-layer's output `h`: `h + s·f(h)` (Houlsby; AdapterHub's
+    /// `original_ln_before = false`).
     Sequential,
-    /// `h + s·up(act(down(x)))` from the sub-layer input `x` (needs `d_in = d_out`).
+    /// Reads the sub-layer's output after its residual and norm, `norm(h + r)` (Pfeiffer;
+    /// AdapterHub's `original_ln_before = true`). On a sub-layer without a norm, as `Sequential`.
+    AfterNorm,
+    /// Reads the sub-layer's input: `x` on a sub-layer `L` (needs `d_in = d_out`), the residual
+    /// input `r` at a norm (He et al.'s parallel adapter; AdapterHub's `is_parallel`).
     Parallel,
 }
 
@@ -43,9 +50,10 @@ pub struct BottleneckConfig {
 }
 
 impl BottleneckConfig {
-    /// AdapterHub's `seq_bn` (Pfeiffer): after the feed-forward output only, relu, rf 16.
+    /// AdapterHub's `seq_bn` (Pfeiffer): reads the feed-forward block's normed output (target
+    /// the feed-forward output only), relu, rf 16.
     pub fn pfeiffer(targets: Targeting) -> Self {
-        Self::new(targets)
+        Self::new(targets).with_placement(AdapterPlacement::AfterNorm)
     }
 
     /// AdapterHub's `double_seq_bn` (Houlsby): target both the attention and the feed-forward

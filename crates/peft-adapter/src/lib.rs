@@ -38,3 +38,7 @@ pub use config::{AdapterActivation, AdapterPlacement, BottleneckConfig};
 
 /// A sub-layer `L` carrying named bottleneck adapters.
 pub type AdaptedSublayer<B, L> = peft_core::Tuned<B, L, Bottleneck<B>>;
+
+/// The norm closing a post-norm residual sub-layer (`LayerNorm(h + r)`, called with a
+/// [`peft_core::Residual`]), carrying named bottleneck adapters where AdapterHub puts them.
+pub type AdaptedNorm<B> = peft_core::Tuned<B, burn::nn::LayerNorm<B>, Bottleneck<B>>;

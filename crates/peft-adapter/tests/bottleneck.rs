@@ -1,10 +1,10 @@
 //! Bottleneck adapters against closed forms.
 use burn::backend::NdArray;
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::{LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Tensor, TensorData};
-use peft_adapter::{AdaptedSublayer, AdapterActivation, AdapterPlacement, BottleneckConfig};
-use peft_core::{PeftModel, Targeting, Tuned, frozen_like};
+use peft_adapter::{AdaptedNorm, AdaptedSublayer, AdapterActivation, AdapterPlacement, Bottleneck, BottleneckConfig};
+use peft_core::{PeftModel, Residual, Targeting, Tuned, frozen_like};
 
 type TB = NdArray;
 
@@ -13,6 +13,13 @@ struct Net<B: burn::tensor::backend::Backend> {
     ffn: AdaptedSublayer<B, Linear<B>>,
 }
 peft_core::adaptable!(Net { ffn });
+
+/// The end of a post-norm sub-layer, `norm(h + r)`.
+#[derive(Module, Debug)]
+struct PostNorm<B: burn::tensor::backend::Backend> {
+    norm: AdaptedNorm<B>,
+}
+peft_core::adaptable!(PostNorm { norm });
 
 fn values<const D: usize>(t: Tensor<TB, D>) -> Vec<f32> {
     t.into_data().to_vec().unwrap()
@@ -32,6 +39,15 @@ fn adapter_row(z: &[f32], wd: &[f32], wu: &[f32], s: f32) -> Vec<f32> {
     (0..4).map(|j| s * ((0..2).map(|k| hidden[k] * wu[k * 4 + j]).sum::<f32>() - 0.2)).collect()
 }
 
+/// Gives `bn` the weights of [`adapter_row`].
+fn set_weights(bn: &mut Bottleneck<TB>, wd: &[f32], wu: &[f32]) {
+    let device = Default::default();
+    bn.down.weight = frozen_like(&bn.down.weight, t2(wd.to_vec(), [4, 2]));
+    bn.down.bias = Some(frozen_like(bn.down.bias.as_ref().unwrap(), Tensor::full([2], 0.1, &device)));
+    bn.up.weight = frozen_like(&bn.up.weight, t2(wu.to_vec(), [2, 4]));
+    bn.up.bias = Some(frozen_like(bn.up.bias.as_ref().unwrap(), Tensor::full([4], -0.2, &device)));
+}
+
 fn run(placement: AdapterPlacement) {
     let device = Default::default();
     let sub = LinearConfig::new(4, 4).init::<TB>(&device);
@@ -44,11 +60,7 @@ fn run(placement: AdapterPlacement) {
 
     let wd: Vec<f32> = (0..8).map(|i| (i as f32 - 3.5) / 4.0).collect();
     let wu: Vec<f32> = (0..8).map(|i| (i as f32 - 2.0) / 5.0).collect();
-    let bn = net.ffn.adapter_mut("bn").unwrap();
-    bn.down.weight = frozen_like(&bn.down.weight, t2(wd.clone(), [4, 2]));
-    bn.down.bias = Some(frozen_like(bn.down.bias.as_ref().unwrap(), Tensor::full([2], 0.1, &device)));
-    bn.up.weight = frozen_like(&bn.up.weight, t2(wu.clone(), [2, 4]));
-    bn.up.bias = Some(frozen_like(bn.up.bias.as_ref().unwrap(), Tensor::full([4], -0.2, &device)));
+    set_weights(net.ffn.adapter_mut("bn").unwrap(), &wd, &wu);
     let got = values(net.ffn.forward(x.clone()));
     let xv = values(x);
     for row in 0..2 {
@@ -72,11 +84,69 @@ fn parallel_adapter_reads_the_sublayer_input() {
     run(AdapterPlacement::Parallel);
 }
 
+/// `gamma·(v - mean)/sqrt(var + eps) + beta` for one row.
+fn layer_norm_row(v: &[f32], gamma: &[f32], beta: &[f32]) -> Vec<f32> {
+    let n = v.len() as f32;
+    let mean = v.iter().sum::<f32>() / n;
+    let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / n;
+    v.iter().enumerate().map(|(j, x)| gamma[j] * (x - mean) / (var + 1e-5).sqrt() + beta[j]).collect()
+}
+
+/// At the norm closing a residual sub-layer: `norm(h + r + s·f(source))` with `source` = `h`,
+/// `norm(h + r)` or `r`, AdapterHub's three placements.
+fn run_at_norm(placement: AdapterPlacement) {
+    let device = Default::default();
+    let mut norm = LayerNormConfig::new(4).init::<TB>(&device);
+    let gamma: Vec<f32> = vec![1.0, 0.5, 2.0, -1.0];
+    let beta: Vec<f32> = vec![0.1, 0.0, -0.3, 0.2];
+    norm.gamma = frozen_like(&norm.gamma, Tensor::from_data(TensorData::new(gamma.clone(), [4]), &device));
+    norm.beta = Some(frozen_like(norm.beta.as_ref().unwrap(), Tensor::from_data(TensorData::new(beta.clone(), [4]), &device)));
+    let mut net = PostNorm { norm: Tuned::new(norm) };
+    let h = t2((0..8).map(|i| (i as f32 * 0.7).sin()).collect(), [2, 4]);
+    let r = t2((0..8).map(|i| (i as f32 * 1.3).cos()).collect(), [2, 4]);
+    let input = || Residual { hidden: h.clone(), residual: r.clone() };
+    let base = values(net.norm.forward(input()));
+    let config = BottleneckConfig::new(Targeting::names(&["norm"])).with_reduction_factor(2).with_placement(placement).with_scaling(1.5);
+    net.add_adapter("bn", &config).unwrap();
+    assert_eq!(values(net.norm.forward(input())), base, "zero up-projection must start as the base");
+    let wd: Vec<f32> = (0..8).map(|i| (i as f32 - 3.5) / 4.0).collect();
+    let wu: Vec<f32> = (0..8).map(|i| (i as f32 - 2.0) / 5.0).collect();
+    set_weights(net.norm.adapter_mut("bn").unwrap(), &wd, &wu);
+    let got = values(net.norm.forward(input()));
+    let (hv, rv) = (values(h.clone()), values(r.clone()));
+    for row in 0..2 {
+        let span = row * 4..row * 4 + 4;
+        let sum: Vec<f32> = (0..4).map(|j| hv[row * 4 + j] + rv[row * 4 + j]).collect();
+        let source = match placement {
+            AdapterPlacement::Sequential => hv[span.clone()].to_vec(),
+            AdapterPlacement::AfterNorm => layer_norm_row(&sum, &gamma, &beta),
+            AdapterPlacement::Parallel => rv[span.clone()].to_vec(),
+        };
+        let delta = adapter_row(&source, &wd, &wu, 1.5);
+        let want = layer_norm_row(&(0..4).map(|j| sum[j] + delta[j]).collect::<Vec<_>>(), &gamma, &beta);
+        for j in 0..4 {
+            assert!((got[row * 4 + j] - want[j]).abs() < 1e-5, "{placement:?} [{row},{j}]: {} vs {}", got[row * 4 + j], want[j]);
+        }
+    }
+}
+
+#[test]
+fn at_a_norm_each_placement_adds_inside_the_norm() {
+    for placement in [AdapterPlacement::Sequential, AdapterPlacement::AfterNorm, AdapterPlacement::Parallel] {
+        run_at_norm(placement);
+    }
+}
+
+#[test]
+fn after_norm_on_a_sublayer_without_a_norm_reads_its_output() {
+    run(AdapterPlacement::AfterNorm);
+}
+
 #[test]
 fn presets_follow_adapterhub() {
     let t = Targeting::names(&["ffn"]);
     let p = BottleneckConfig::pfeiffer(t.clone());
-    assert_eq!((p.reduction_factor, p.activation, p.placement), (16, AdapterActivation::Relu, AdapterPlacement::Sequential));
+    assert_eq!((p.reduction_factor, p.activation, p.placement), (16, AdapterActivation::Relu, AdapterPlacement::AfterNorm));
     let h = BottleneckConfig::houlsby(t.clone());
     assert_eq!((h.reduction_factor, h.activation), (16, AdapterActivation::Swish));
     let par = BottleneckConfig::parallel(t);

@@ -33,7 +33,7 @@ fn run(model_dir: &Path, adapter: Option<&Path>, tokens: &[i64]) -> Result<(Tens
     let mut what = String::from("base model");
     if let Some(dir) = adapter {
         let loaded = load_adapter(&mut model, dir, "default")?;
-        what = format!("{} adapter on {} modules", loaded.hf.peft_type, loaded.modules.len());
+        what = format!("{} adapter on {} modules", loaded.method.config().peft_type(), loaded.modules.len());
     }
     let vocab = model.vocab_size();
     if let Some(bad) = tokens.iter().find(|t| **t as usize >= vocab) {

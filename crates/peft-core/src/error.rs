@@ -217,6 +217,24 @@ pub enum PeftError {
         /// What is wrong.
         reason: String,
     },
+    /// A PyTorch (`torch.save`) file is malformed, truncated or of a layout this reader does not
+    /// take.
+    #[error("malformed PyTorch file `{path}`: {reason}")]
+    TorchFile {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A PyTorch file's pickle names a callable other than the tensor rebuilders and containers
+    /// a state dict uses: it could run code, so it is refused.
+    #[error("`{path}` asks to run `{global}`, which a weights file never needs; it was not run (only tensors and plain containers are read)")]
+    UnsafePickle {
+        /// The file.
+        path: String,
+        /// The Python callable or class the pickle names.
+        global: String,
+    },
     /// A safetensors file is malformed or truncated.
     #[error("malformed safetensors `{path}`: {reason}")]
     Safetensors {

@@ -2,7 +2,7 @@
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
-use burn::nn::{Embedding, Linear};
+use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
@@ -21,6 +21,9 @@ pub enum LayerKind {
     Prompt,
     /// A model's source of projected prefixes for every attention layer.
     PrefixProjection,
+    /// The norm that closes a post-norm residual sub-layer, `norm(h + r)` (where AdapterHub's
+    /// bottleneck adapters sit).
+    Norm,
     /// Any other sub-layer (a block, a feed-forward network, an attention module).
     Other,
 }
@@ -54,5 +57,23 @@ impl<B: Backend> Layer<B, Tensor<B, 4>> for Conv2d<B> {
     /// `[batch, c_in, h, w] -> [batch, c_out, h', w']`
     fn forward_base(&self, input: Tensor<B, 4>) -> Tensor<B, 4> {
         self.forward(input)
+    }
+}
+
+/// The input of the step that closes a post-norm residual sub-layer (BERT's `LayerNorm(h + r)`):
+/// the sub-layer's output `h` and its residual input `r`, both `[..., d]`.
+#[derive(Clone, Debug)]
+pub struct Residual<B: Backend, const D: usize> {
+    /// The sub-layer's output (after its last projection).
+    pub hidden: Tensor<B, D>,
+    /// The sub-layer's input, added back by the residual connection.
+    pub residual: Tensor<B, D>,
+}
+
+impl<B: Backend, const D: usize> Layer<B, Residual<B, D>> for LayerNorm<B> {
+    type Output = Tensor<B, D>;
+    /// `norm(h + r)`: `[..., d] -> [..., d]`
+    fn forward_base(&self, input: Residual<B, D>) -> Tensor<B, D> {
+        self.forward(input.hidden + input.residual)
     }
 }

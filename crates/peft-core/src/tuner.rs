@@ -37,7 +37,7 @@ impl Site {
     pub fn describe(self) -> &'static str {
         match self {
             Self::Weight => "weight layers (Linear, Embedding, Conv2d, QLinear)",
-            Self::SubLayer => "sub-layers (a feed-forward network, an attention block)",
+            Self::SubLayer => "sub-layers (a feed-forward network, an attention block, the norm closing a residual sub-layer)",
             Self::KeyValue => "attention keys and values (a KvSite)",
             Self::Prompt => "the input embeddings of a decoder (a PromptSite)",
             Self::PrefixProjection => "every attention layer's keys and values through one MLP (a PrefixProjectionSite)",

@@ -4,7 +4,7 @@
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
-use burn::nn::{Embedding, Linear};
+use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::tensor::backend::Backend;
 
 use crate::{LayerKind, PeftError, Result, Tuned, Tuner};
@@ -51,6 +51,15 @@ impl<B: Backend> Adaptable<B> for Linear<B> {
 }
 
 crate::adaptable!(Embedding: LayerKind::Embedding);
+
+impl<B: Backend> Adaptable<B> for LayerNorm<B> {
+    fn kind(&self) -> LayerKind {
+        LayerKind::Norm
+    }
+    fn output_features(&self) -> Option<usize> {
+        Some(self.gamma.dims()[0])
+    }
+}
 crate::adaptable!(Conv2d: LayerKind::Conv2d);
 
 impl<B: Backend, M: Adaptable<B>> Adaptable<B> for Vec<M> {

@@ -1,6 +1,7 @@
 //! HF peft adapters on any model that reads HF checkpoints ([`HfCheckpoint`]), in both
 //! directions: LoRA (rsLoRA, DoRA, rank and alpha patterns, embeddings, LoRA bias), IA3, prefix
-//! tuning, prompt tuning and P-Tuning.
+//! tuning, prompt tuning and P-Tuning; and AdapterHub's bottleneck adapters, which peft has no
+//! format for ([`crate::adapterhub`]).
 //!
 //! Which modules carry the adapter is read from the tensors themselves (every tensor must find
 //! its layer); ranks and scalings come from the config evaluated on HF's module paths, exactly as
@@ -11,13 +12,14 @@ use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use peft_core::checkpoint::{TensorEntry, parse, serialize};
+use peft_adapter::BottleneckConfig;
 use peft_core::{MethodConfig, PeftError, PeftModel, Result};
 use peft_lora::{Ia3Config, LoraConfig};
 use peft_ptuning::{PrefixConfig, PrefixProjectionConfig, PromptTuningConfig};
 
 use crate::folder::{AdapterFolder, write_folder};
 use crate::keys::KEY_PREFIX;
-use crate::{HfAdapterConfig, HfCheckpoint, ia3, lora, prefix, prompt};
+use crate::{HfAdapterConfig, HfCheckpoint, adapterhub, ia3, lora, prefix, prompt};
 
 /// The method of an adapter, with our config for it: the one table of the methods whose peft
 /// folders this library reads and writes.
@@ -33,6 +35,8 @@ pub enum HfMethod {
     PrefixProjection(PrefixProjectionConfig),
     /// Prompt tuning and P-Tuning.
     Prompt(PromptTuningConfig),
+    /// Bottleneck adapters at the norms closing post-norm sub-layers, in AdapterHub's format.
+    Bottleneck(BottleneckConfig),
 }
 
 impl HfMethod {
@@ -44,6 +48,7 @@ impl HfMethod {
             Self::Prefix(c) => c,
             Self::PrefixProjection(c) => c,
             Self::Prompt(c) => c,
+            Self::Bottleneck(c) => c,
         }
     }
 }
@@ -51,8 +56,8 @@ impl HfMethod {
 /// What [`load_adapter`] attached.
 #[derive(Debug)]
 pub struct LoadedAdapter {
-    /// The file's config.
-    pub hf: HfAdapterConfig,
+    /// The file's config (`None` for an AdapterHub folder).
+    pub hf: Option<HfAdapterConfig>,
     /// Our config for the same adapter (targets are our module paths), usable with
     /// [`save_adapter`].
     pub method: HfMethod,
@@ -63,11 +68,22 @@ pub struct LoadedAdapter {
     pub base_tensors: Vec<String>,
 }
 
-/// Loads the adapter in `dir` into `model` under `name`. On error the model is unchanged.
+/// Loads the adapter in `dir` into `model` under `name`: an HF peft folder, or an AdapterHub
+/// bottleneck folder (read by the layout of its `adapter_config.json`). On error the model is
+/// unchanged.
 ///
 /// Any model takes part by implementing [`HfCheckpoint`] (its [`WeightMap`](crate::WeightMap)
 /// from Burn's paths to HF's names); see [`save_adapter`] for a whole round trip.
 pub fn load_adapter<B: Backend, M: HfCheckpoint<B>>(model: &mut M, dir: &Path, name: &str) -> Result<LoadedAdapter> {
+    if adapterhub::is_adapterhub_folder(dir) {
+        let (config, tensors) = adapterhub::load(dir, &model.weight_map(), &model.tuned_layers())?;
+        let modules = tensors.keys().cloned().collect();
+        let mut work = model.clone();
+        work.add_adapter(name, &config)?;
+        work.set_adapter_tensors(name, tensors)?;
+        *model = work;
+        return Ok(LoadedAdapter { hf: None, method: HfMethod::Bottleneck(config), modules, base_tensors: Vec::new() });
+    }
     let folder = AdapterFolder::read(dir)?;
     let map = model.weight_map();
     let (method, tensors) = match folder.config.peft_type.as_str() {
@@ -92,7 +108,7 @@ pub fn load_adapter<B: Backend, M: HfCheckpoint<B>>(model: &mut M, dir: &Path, n
     }
     *model = work;
     let base_tensors = folder.base.values().map(|t| t.key.clone()).collect();
-    Ok(LoadedAdapter { hf: folder.config, method, modules, base_tensors })
+    Ok(LoadedAdapter { hf: Some(folder.config), method, modules, base_tensors })
 }
 
 /// Options of [`save_adapter`].
@@ -105,8 +121,10 @@ pub struct SaveOptions<'a> {
 }
 
 /// Saves adapter `name` of `model` as an HF peft folder (`adapter_config.json`,
-/// `adapter_model.safetensors`) in `dir`, which peft's `PeftModel.from_pretrained` loads.
-/// `method` is the config the adapter was built with. Files appear whole or not at all.
+/// `adapter_model.safetensors`) in `dir`, which peft's `PeftModel.from_pretrained` loads;
+/// bottleneck adapters as an AdapterHub folder (`adapter_config.json`, `adapter.safetensors`;
+/// `options` do not apply). `method` is the config the adapter was built with. Files appear
+/// whole or not at all.
 ///
 /// ```
 /// use burn::backend::NdArray;
@@ -152,12 +170,16 @@ pub fn save_adapter<B: Backend, M: HfCheckpoint<B>>(model: &mut M, name: &str, m
         return Err(PeftError::UnknownAdapter { name: name.into(), known: model.adapter_names() });
     }
     let layers = model.tuned_layers();
+    if let HfMethod::Bottleneck(config) = method {
+        return adapterhub::save(config, name, &tensors, &map, &layers, dir);
+    }
     let (mut entries, fields) = match method {
         HfMethod::Lora(c) => lora::from_ours(c, &tensors, &map, &layers)?,
         HfMethod::Ia3(c) => ia3::from_ours(c, &tensors, &map)?,
         HfMethod::Prefix(_) => prefix::from_ours(&tensors, &layers)?,
         HfMethod::PrefixProjection(_) => prefix::from_projected(&tensors, &layers)?,
         HfMethod::Prompt(_) => prompt::from_ours(&tensors, &layers)?,
+        HfMethod::Bottleneck(_) => unreachable!("saved above"),
     };
     let mut config = serde_json::json!({
         "task_type": options.task_type,

@@ -58,14 +58,7 @@ impl AdapterFolder {
         let Some(suffixes) = suffixes(&config.peft_type) else {
             return Err(PeftError::UnsupportedValue { key: "peft_type".into(), value: config.peft_type.clone(), supported: SUPPORTED_PEFT_TYPES.into() });
         };
-        let read = |key: &str| -> Result<HfTensor> {
-            let (shape, values) = read_f32(&file, key)?;
-            if values.iter().any(|v| !v.is_finite()) {
-                return Err(PeftError::NonFiniteTensor(key.into()));
-            }
-            let dtype = file.tensor(key).map_err(|e| PeftError::Safetensors { path: key.into(), reason: e.to_string() })?.dtype();
-            Ok(HfTensor { key: key.into(), dtype, shape, values })
-        };
+        let read = |key: &str| HfTensor::read(&file, key);
         let mut folder = Self { dir: dir.to_path_buf(), config: config.clone(), modules: BTreeMap::new(), prompt: None, base: BTreeMap::new() };
         let mut names: Vec<&str> = file.names();
         names.sort();
@@ -97,15 +90,31 @@ impl AdapterFolder {
 /// Writes an adapter folder: `entries` to `adapter_model.safetensors` (with peft's `format`
 /// metadata) and `config` to `adapter_config.json`. Each file appears whole or not at all.
 pub fn write_folder(dir: &Path, config: &serde_json::Value, entries: &[TensorEntry]) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|source| PeftError::Io { path: dir.display().to_string(), source })?;
-    let weights = dir.join(WEIGHTS_FILE);
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    write_bytes_atomic(&weights, &serialize(entries, Some(meta), &weights.display().to_string())?)?;
+    write_files(dir, WEIGHTS_FILE, Some(meta), config, entries)
+}
+
+/// Writes `entries` to `dir/weights` and `config` to `dir/adapter_config.json`, each whole or
+/// not at all (the writer of every adapter folder format).
+pub(crate) fn write_files(dir: &Path, weights: &str, meta: Option<HashMap<String, String>>, config: &serde_json::Value, entries: &[TensorEntry]) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| PeftError::Io { path: dir.display().to_string(), source })?;
+    let weights = dir.join(weights);
+    write_bytes_atomic(&weights, &serialize(entries, meta, &weights.display().to_string())?)?;
     let text = serde_json::to_string_pretty(config).map_err(|source| PeftError::Json { path: CONFIG_FILE.into(), source })?;
     write_bytes_atomic(&dir.join(CONFIG_FILE), (text + "\n").as_bytes())
 }
 
 impl HfTensor {
+    /// The tensor `key` of a safetensors file, in `f32`; a NaN or infinity is a typed error.
+    pub fn read(file: &safetensors::SafeTensors<'_>, key: &str) -> Result<Self> {
+        let (shape, values) = read_f32(file, key)?;
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(PeftError::NonFiniteTensor(key.into()));
+        }
+        let dtype = file.tensor(key).map_err(|e| PeftError::Safetensors { path: key.into(), reason: e.to_string() })?.dtype();
+        Ok(Self { key: key.into(), dtype, shape, values })
+    }
+
     /// An HF `[rows, cols]` matrix in Burn's layout `[cols, rows]`.
     pub fn to_burn_matrix(&self) -> Result<TensorData> {
         match self.shape.as_slice() {

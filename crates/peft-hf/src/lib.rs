@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 mod adapter;
+pub mod adapterhub;
 mod config;
 pub mod folder;
 mod host_linear;
@@ -35,6 +36,7 @@ mod lora;
 mod merge;
 mod prefix;
 mod prompt;
+pub mod torch_file;
 mod weight_map;
 
 pub use adapter::{HfMethod, LoadedAdapter, SaveOptions, load_adapter, save_adapter};

@@ -9,7 +9,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use peft_hf::{HfCheckpoint, WeightMap};
 use peft_quant::backend::QuantLinearBackend;
-use peft_core::{PeftError, Result, Tuned};
+use peft_adapter::AdaptedNorm;
+use peft_core::{PeftError, Residual, Result, Tuned};
 use peft_lora::LoraEmbedding;
 use peft_ptuning::{PrefixKv, PromptInput};
 use serde::Deserialize;
@@ -73,6 +74,7 @@ impl BertConfig {
             return Err(PeftError::UnsupportedValue { key: "position_embedding_type (BERT)".into(), value: p.into(), supported: "absolute".into() });
         }
         let norm = || LayerNormConfig::new(d).with_epsilon(self.layer_norm_eps).init(device);
+        let adapted_norm = || Tuned::new(norm());
         let embedding = |n| EmbeddingConfig::new(n, d).with_initializer(Initializer::Zeros).init(device);
         let heads = self.num_attention_heads;
         let layer = (0..self.num_hidden_layers)
@@ -85,10 +87,10 @@ impl BertConfig {
                         kv: kv_site(heads, d / heads),
                         heads,
                     },
-                    output: BertOutput { dense: linear(d, d, true, device), layer_norm: norm() },
+                    output: BertOutput { dense: linear(d, d, true, device), layer_norm: adapted_norm() },
                 },
                 intermediate: BertIntermediate { dense: linear(d, self.intermediate_size, true, device) },
-                output: BertOutput { dense: linear(self.intermediate_size, d, true, device), layer_norm: norm() },
+                output: BertOutput { dense: linear(self.intermediate_size, d, true, device), layer_norm: adapted_norm() },
             })
             .collect();
         Ok(Bert {
@@ -138,15 +140,16 @@ pub struct BertSelfAttention<B: Backend, T: Module<B>> {
 }
 peft_core::adaptable!(BertSelfAttention<T: LinearTuner<B>> { query, key, value, kv });
 
-/// `layer_norm(residual + dense(x))`.
+/// `layer_norm(dense(x) + residual)`.
 #[derive(Module, Debug)]
 pub struct BertOutput<B: Backend, T: Module<B>> {
     /// Projection.
     pub dense: AdaptedLinear<B, T>,
-    /// Post-residual norm.
-    pub layer_norm: LayerNorm<B>,
+    /// Post-residual norm, where bottleneck adapters attach (AdapterHub's places: target
+    /// `attention.output.layer_norm` after attention, `output.layer_norm` after each block).
+    pub layer_norm: AdaptedNorm<B>,
 }
-peft_core::adaptable!(BertOutput<T: LinearTuner<B>> { dense });
+peft_core::adaptable!(BertOutput<T: LinearTuner<B>> { dense, layer_norm });
 
 /// Self-attention and its output projection.
 #[derive(Module, Debug)]
@@ -208,7 +211,7 @@ peft_core::adaptable!(Bert<T: LinearTuner<B>> { embeddings, encoder, pooler });
 
 impl<B: QuantLinearBackend, T: LinearAdapter<B>> BertOutput<B, T> {
     fn forward(&self, x: Tensor<B, 3>, residual: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.layer_norm.forward(self.dense.forward(x) + residual)
+        self.layer_norm.forward(Residual { hidden: self.dense.forward(x), residual })
     }
 }
 

@@ -52,7 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("loaded {} tensors in {:.1?} (unused in the file: {:?})", report.loaded, started.elapsed(), report.unused);
     if let Some(adapter) = adapter {
         let loaded = load_adapter(&mut model, &adapter, "default")?;
-        println!("{} adapter on {} modules", loaded.hf.peft_type, loaded.modules.len());
+        println!("{} adapter on {} modules", loaded.method.config().peft_type(), loaded.modules.len());
     }
     let input = Tensor::<B, 2, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, ids.len()]), &device);
     let output = model.forward(input);
