@@ -1,7 +1,7 @@
 //! The bottleneck adapter module and its place in the one trait.
 
 use burn::module::{Module, Param};
-use burn::nn::{LayerNorm, Linear, LinearConfig};
+use burn::nn::{Linear, LinearConfig};
 use burn::tensor::Tensor;
 use burn::tensor::activation::{gelu, relu, silu};
 use burn::tensor::backend::Backend;
@@ -64,7 +64,7 @@ impl<B: Backend, L: Adaptable<B>> Tuner<B, L> for Bottleneck<B> {
 
     fn init(config: &BottleneckConfig, base: &mut L, path: &str) -> Result<Self> {
         let d = base.output_features().ok_or_else(|| PeftError::NoOutputWidth { path: path.into() })?;
-        let device = base.devices().into_iter().next().ok_or_else(|| PeftError::NoParameters(path.into()))?;
+        let device = base.device().ok_or_else(|| PeftError::NoParameters(path.into()))?;
         Self::build(config, d, path, &device)
     }
 
@@ -84,15 +84,16 @@ impl<B: Backend, L: Adaptable<B> + Layer<B, Tensor<B, D>, Output = Tensor<B, D>>
     }
 }
 
-impl<B: Backend, const D: usize> TunerForward<B, LayerNorm<B>, Residual<B, D>> for Bottleneck<B> {
-    /// Adds `s·up(act(down(source)))` to the sum the norm closes, so that the layer gives
-    /// `norm(h + r + s·f(source))` with `source` = `h` (sequential), `norm(h + r)` (after the
-    /// norm) or `r` (parallel): AdapterHub's bottleneck layer with `residual_before_ln` and
+impl<B: Backend, L: Adaptable<B> + Layer<B, Residual<B, D>, Output = Tensor<B, D>>, const D: usize> TunerForward<B, L, Residual<B, D>> for Bottleneck<B> {
+    /// At the step `close(h + r)` that ends a residual sub-layer (an add, or a norm after it),
+    /// adds `s·up(act(down(source)))` to `h`, so that the layer gives `close(h + r +
+    /// s·f(source))` with `source` = `h` (sequential), `close(h + r)` (after the norm) or `r`
+    /// (parallel): AdapterHub's bottleneck layer with `residual_before_ln` and
     /// `original_ln_after`. `h`, `r: [..., d]`.
-    fn pre(&self, base: &LayerNorm<B>, input: Residual<B, D>) -> Residual<B, D> {
+    fn pre(&self, base: &L, input: Residual<B, D>) -> Residual<B, D> {
         let source = match self.placement {
             AdapterPlacement::Sequential => input.hidden.clone(),
-            AdapterPlacement::AfterNorm => base.forward(input.hidden.clone() + input.residual.clone()),
+            AdapterPlacement::AfterNorm => base.forward_base(input.clone()),
             AdapterPlacement::Parallel => input.residual.clone(),
         };
         Residual { hidden: input.hidden + self.delta(source), residual: input.residual }

@@ -14,16 +14,18 @@ pub enum AdapterActivation {
     Gelu,
 }
 
-/// What the adapter reads. On a sub-layer `L` the adapter adds to its output `h`; on the norm
-/// closing a post-norm residual sub-layer ([`peft_core::Residual`], BERT's `LayerNorm(h + r)`)
-/// it adds to the sum inside the norm, as AdapterHub does: `norm(h + r + s·f(source))`.
+/// What the adapter reads. On a sub-layer `L` the adapter adds to its output `h`; on the step
+/// closing a residual sub-layer ([`peft_core::Residual`]: Llama's `h + r`, BERT's
+/// `LayerNorm(h + r)`) it adds to `h` before that step, as AdapterHub does:
+/// `close(h + r + s·f(source))`.
 #[derive(Config, Debug, PartialEq, Copy)]
 pub enum AdapterPlacement {
     /// Reads the sub-layer's output `h`: `h + s·f(h)` (Houlsby; AdapterHub's
     /// `original_ln_before = false`).
     Sequential,
-    /// Reads the sub-layer's output after its residual and norm, `norm(h + r)` (Pfeiffer;
-    /// AdapterHub's `original_ln_before = true`). On a sub-layer without a norm, as `Sequential`.
+    /// Reads the sub-layer's output after its residual (and norm): `norm(h + r)`, or `h + r` in a
+    /// pre-norm model (Pfeiffer; AdapterHub's `original_ln_before = true`). On a sub-layer `L`,
+    /// as `Sequential`.
     AfterNorm,
     /// Reads the sub-layer's input: `x` on a sub-layer `L` (needs `d_in = d_out`), the residual
     /// input `r` at a norm (He et al.'s parallel adapter; AdapterHub's `is_parallel`).

@@ -42,3 +42,7 @@ pub type AdaptedSublayer<B, L> = peft_core::Tuned<B, L, Bottleneck<B>>;
 /// The norm closing a post-norm residual sub-layer (`LayerNorm(h + r)`, called with a
 /// [`peft_core::Residual`]), carrying named bottleneck adapters where AdapterHub puts them.
 pub type AdaptedNorm<B> = peft_core::Tuned<B, burn::nn::LayerNorm<B>, Bottleneck<B>>;
+
+/// The add closing a pre-norm residual sub-layer (`h + r`, a [`peft_core::ResidualAdd`] called
+/// with a [`peft_core::Residual`]), carrying named bottleneck adapters where AdapterHub puts them.
+pub type AdaptedResidual<B> = peft_core::Tuned<B, peft_core::ResidualAdd<B>, Bottleneck<B>>;

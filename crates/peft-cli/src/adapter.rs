@@ -4,11 +4,15 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use peft_core::checkpoint::{metadata, parse, read_bytes, write_atomic};
-use peft_hf::AdapterFolder;
+use peft_hf::adapterhub::is_adapterhub_folder;
+use peft_hf::{AdapterFolder, AdapterHubFolder};
 
 use crate::quantize::CliError;
 
 pub fn inspect(dir: &Path, json: bool) -> Result<String, CliError> {
+    if is_adapterhub_folder(dir) {
+        return inspect_adapterhub(dir, json);
+    }
     let folder = AdapterFolder::read(dir)?;
     let config = &folder.config;
     let mut tensors: Vec<(&String, String, &Vec<usize>)> = folder.tensors().map(|t| (&t.key, format!("{:?}", t.dtype), &t.shape)).collect();
@@ -68,7 +72,56 @@ pub fn inspect(dir: &Path, json: bool) -> Result<String, CliError> {
     Ok(out.trim_end().to_string())
 }
 
+/// `peft inspect` of an AdapterHub bottleneck folder.
+fn inspect_adapterhub(dir: &Path, json: bool) -> Result<String, CliError> {
+    let folder = AdapterHubFolder::read(dir)?;
+    let c = &folder.config;
+    let mut modules = BTreeSet::new();
+    for t in &folder.tensors {
+        modules.insert(folder.split(&t.key)?.0.to_string());
+    }
+    let params: usize = folder.tensors.iter().map(|t| t.shape.iter().product::<usize>()).sum();
+    let placement = format!("{:?}", c.placement);
+    let activation = format!("{:?}", c.activation);
+    if json {
+        let value = serde_json::json!({
+            "peft_type": "BOTTLENECK",
+            "format": "AdapterHub",
+            "name": folder.name,
+            "placement": placement,
+            "reduction_factor": c.reduction_factor,
+            "activation": activation,
+            "scaling": c.scaling,
+            "modules": modules,
+            "parameters": params,
+            "tensors": folder.tensors.iter().map(|t| serde_json::json!({"name": t.key, "dtype": format!("{:?}", t.dtype), "shape": t.shape})).collect::<Vec<_>>(),
+        });
+        return Ok(serde_json::to_string_pretty(&value).expect("json"));
+    }
+    let mut out = format!(
+        "method: BOTTLENECK (AdapterHub folder, adapter `{}`)\nplacement: {placement}, reduction factor {}, activation {activation}, scaling {}\nsub-layers ({}):\n",
+        folder.name,
+        c.reduction_factor,
+        c.scaling,
+        modules.len()
+    );
+    for m in &modules {
+        out += &format!("  {m}\n");
+    }
+    out += &format!("parameters: {params}\ntensors ({}):\n", folder.tensors.len());
+    for t in &folder.tensors {
+        out += &format!("  {} {:?} {:?}\n", t.key, t.dtype, t.shape);
+    }
+    Ok(out.trim_end().to_string())
+}
+
 pub fn merge(base_dir: &Path, adapter_dir: &Path, out: &Path) -> Result<String, CliError> {
+    if is_adapterhub_folder(adapter_dir) {
+        return Err(CliError::Nothing(format!(
+            "`{}` holds bottleneck adapters (AdapterHub), which cannot be merged into the weights: their non-linearity has no weight form; load them with `peft logits --adapter` instead",
+            adapter_dir.display()
+        )));
+    }
     let folder = AdapterFolder::read(adapter_dir)?;
     let base_path = base_dir.join("model.safetensors");
     let base_bytes = read_bytes(&base_path)?;

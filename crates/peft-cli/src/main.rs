@@ -55,9 +55,11 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Prints an HF peft adapter's method, ranks, targeted modules, parameter count and tensors.
+    /// Prints an adapter's method, ranks, targeted modules, parameter count and tensors (HF peft
+    /// folders, and AdapterHub bottleneck folders).
     Inspect {
-        /// Folder with adapter_config.json and adapter_model.safetensors.
+        /// Folder with adapter_config.json and adapter_model.safetensors (HF peft), or
+        /// adapter.safetensors / pytorch_adapter.bin (AdapterHub).
         adapter_dir: PathBuf,
         /// Print JSON.
         #[arg(long)]
@@ -85,7 +87,8 @@ enum Command {
         /// Folder with config.json and model.safetensors.
         #[arg(long)]
         model: PathBuf,
-        /// Folder with adapter_config.json and adapter_model.safetensors.
+        /// Adapter folder: HF peft (adapter_config.json, adapter_model.safetensors) or AdapterHub
+        /// (adapter_config.json, adapter.safetensors or pytorch_adapter.bin).
         #[arg(long)]
         adapter: Option<PathBuf>,
         /// Token ids, comma-separated.

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use peft_core::PeftError;
 use peft_hf::load_adapter;
 use peft_models::{GenerationConfig, HfModel, generate};
-use peft_train::{Dataset, EvalResult, Message, Method, Observer, Prepared, Schedule, StepLog, TrainConfig, TrainSetup, evaluate, plot_losses, train};
+use peft_train::{AdapterPreset, Dataset, EvalResult, Message, Method, Observer, Prepared, Schedule, StepLog, TrainConfig, TrainSetup, evaluate, plot_losses, train};
 
 use crate::quantize::CliError;
 
@@ -36,9 +36,15 @@ pub struct TrainArgs {
     /// A TOML file with any of the settings below (keys as the long flags, with underscores).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// lora, qlora, ia3, prefix, prompt, ptuning or full (adapter is refused for now).
+    /// lora, qlora, ia3, adapter, prefix, prompt, ptuning or full.
     #[arg(long)]
     method: Option<String>,
+    /// Bottleneck adapters: AdapterHub's preset, pfeiffer (default), houlsby or parallel.
+    #[arg(long)]
+    adapter_config: Option<String>,
+    /// Bottleneck adapters: width = hidden size / this (default: the preset's).
+    #[arg(long)]
+    reduction_factor: Option<usize>,
     /// Virtual tokens of prefix and prompt tuning.
     #[arg(long)]
     num_virtual_tokens: Option<usize>,
@@ -126,6 +132,12 @@ impl TrainArgs {
         };
         if let Some(m) = &self.method {
             c.method = Method::parse(m)?;
+        }
+        if let Some(a) = &self.adapter_config {
+            c.adapter_config = AdapterPreset::parse(a)?;
+        }
+        if self.reduction_factor.is_some() {
+            c.reduction_factor = self.reduction_factor;
         }
         if let Some(s) = &self.schedule {
             c.schedule = serde_json::from_value::<Schedule>(serde_json::json!(s.to_lowercase()))

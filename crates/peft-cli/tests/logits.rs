@@ -69,6 +69,31 @@ fn logits_match_transformers_and_peft() {
     check("bert", Some("bert_ia3"), "adapted");
 }
 
+/// AdapterHub folders through the command: `inspect` describes them, `logits --adapter` gives
+/// AdapterHub's outputs, `merge` is a one-line refusal.
+#[test]
+fn adapterhub_folders_inspect_run_and_refuse_to_merge() {
+    let d = out_dir("adapterhub");
+    let bert = fixtures().join("models/bert");
+    let tokens = tokens();
+    for case in ["bert_seq_bn", "bert_par_bn"] {
+        let adapter = fixtures().join("adapterhub").join(case);
+        let a = adapter.to_str().unwrap();
+        let shown = peft(&["inspect", a]);
+        let text = String::from_utf8_lossy(&shown.stdout);
+        assert!(shown.status.success() && text.contains("method: BOTTLENECK (AdapterHub folder") && text.contains("encoder.layer.1.output"), "{text}{}", String::from_utf8_lossy(&shown.stderr));
+        let out = d.join(format!("{case}.safetensors"));
+        let run = peft(&["logits", "--model", bert.to_str().unwrap(), "--adapter", a, "--tokens", &tokens, "--out", out.to_str().unwrap()]);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let (_, ours) = tensor(&out, "output");
+        let (_, theirs) = tensor(&adapter.join("expected.safetensors"), "adapted");
+        let diff = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(diff < 1e-4, "{case}: differs from AdapterHub by {diff}");
+        let merged = d.join("merged.safetensors");
+        common::assert_fails(&peft(&["merge", "--base", bert.to_str().unwrap(), "--adapter", a, "--out", merged.to_str().unwrap()]), "cannot be merged", &merged);
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}
 
 #[test]
 fn bad_input_is_one_line_and_no_output() {

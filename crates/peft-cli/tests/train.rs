@@ -66,6 +66,30 @@ fn prompt_tuning_trains_from_a_text_and_its_adapter_generates() {
     std::fs::remove_dir_all(&out).unwrap();
 }
 
+/// Bottleneck adapters train on GPT-2 and are saved as an AdapterHub folder that `peft eval`,
+/// `peft generate` and `peft inspect` take.
+#[test]
+fn bottleneck_adapters_train_and_save_in_adapterhub_layout() {
+    let out = std::env::temp_dir().join(format!("peft-cli-adapter-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let (model, data) = (fixtures().join("gpt2"), fixtures().join("data/chat.jsonl"));
+    let run = peft(&["train", "--model", arg(&model), "--data", arg(&data), "--out", arg(&out), "--method", "adapter", "--adapter-config", "houlsby", "--reduction-factor", "8", "--max-steps", "2", "--lr", "0.01"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let adapter = out.join("adapter");
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(adapter.join("adapter_config.json")).unwrap()).unwrap();
+    let c = &config["config"];
+    assert_eq!((c["mh_adapter"].as_bool(), c["output_adapter"].as_bool(), c["reduction_factor"].as_u64(), c["non_linearity"].as_str()), (Some(true), Some(true), Some(8), Some("swish")), "{config}");
+    assert!(adapter.join("adapter.safetensors").exists());
+    let eval = peft(&["eval", "--model", arg(&model), "--adapter", arg(&adapter), "--data", arg(&data), "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&eval.stderr)));
+    assert!(json["loss"].as_f64().is_some_and(f64::is_finite), "{json}");
+    let generated = peft(&["generate", "--model", arg(&model), "--adapter", arg(&adapter), "--prompt", "Hi", "--max-new-tokens", "2", "--json"]);
+    assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
+    let shown = peft(&["inspect", arg(&adapter)]);
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("h.1.attention_adapters"), "{}", String::from_utf8_lossy(&shown.stdout));
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
 #[test]
 fn eval_and_greedy_generation_equal_transformers() {
     let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("expected.json")).unwrap()).unwrap();
@@ -105,6 +129,8 @@ fn bad_training_input_is_one_line_and_leaves_no_output() {
     assert_fails(&train(&data, &[]), "no usable example", &out);
     std::fs::write(&data, "{\"text\": \"fine\"}\n").unwrap();
     assert_fails(&train(&data, &["--method", "loha"]), "unknown method `loha`", &out);
+    assert_fails(&train(&data, &["--method", "adapter", "--adapter-config", "compacter"]), "unknown adapter_config `compacter`", &out);
+    assert_fails(&train(&data, &["--reduction-factor", "4"]), "reduction_factor is for method adapter", &out);
     assert_fails(&train(&data, &["--target", "nope_proj"]), "matches no adaptable module", &out);
     assert_fails(&train(&data, &["--batch-size", "100000", "--max-len", "100000"]), "too large", &out);
     assert_fails(&train(&dir.join("missing.jsonl"), &[]), "missing.jsonl", &out);

@@ -21,9 +21,10 @@ pub enum LayerKind {
     Prompt,
     /// A model's source of projected prefixes for every attention layer.
     PrefixProjection,
-    /// The norm that closes a post-norm residual sub-layer, `norm(h + r)` (where AdapterHub's
-    /// bottleneck adapters sit).
-    Norm,
+    /// Where a residual sub-layer ends: the add `h + r` of a pre-norm model ([`ResidualAdd`]),
+    /// or the norm after it, `norm(h + r)`, of a post-norm one (where AdapterHub's bottleneck
+    /// adapters sit).
+    Residual,
     /// Any other sub-layer (a block, a feed-forward network, an attention module).
     Other,
 }
@@ -60,8 +61,9 @@ impl<B: Backend> Layer<B, Tensor<B, 4>> for Conv2d<B> {
     }
 }
 
-/// The input of the step that closes a post-norm residual sub-layer (BERT's `LayerNorm(h + r)`):
-/// the sub-layer's output `h` and its residual input `r`, both `[..., d]`.
+/// The input of the step that closes a residual sub-layer (Llama's and GPT-2's add `h + r`,
+/// BERT's `LayerNorm(h + r)`): the sub-layer's output `h` and its residual input `r`, both
+/// `[..., d]`.
 #[derive(Clone, Debug)]
 pub struct Residual<B: Backend, const D: usize> {
     /// The sub-layer's output (after its last projection).
@@ -75,5 +77,37 @@ impl<B: Backend, const D: usize> Layer<B, Residual<B, D>> for LayerNorm<B> {
     /// `norm(h + r)`: `[..., d] -> [..., d]`
     fn forward_base(&self, input: Residual<B, D>) -> Tensor<B, D> {
         self.forward(input.hidden + input.residual)
+    }
+}
+
+/// The add that closes a pre-norm residual sub-layer, `h + r` (Llama, GPT-2). It has no
+/// parameters; it knows its width and device so that adapters can be built on it.
+#[derive(Module, Debug)]
+pub struct ResidualAdd<B: Backend> {
+    /// The width `d` of `h` and `r`.
+    #[module(skip)]
+    pub width: usize,
+    #[module(skip)]
+    home: B::Device,
+    phantom: core::marker::PhantomData<B>,
+}
+
+impl<B: Backend> ResidualAdd<B> {
+    /// The add for `[..., width]` tensors on `device`.
+    pub fn new(width: usize, device: &B::Device) -> Self {
+        Self { width, home: device.clone(), phantom: core::marker::PhantomData }
+    }
+
+    /// The device adapters built on it go to.
+    pub fn device(&self) -> &B::Device {
+        &self.home
+    }
+}
+
+impl<B: Backend, const D: usize> Layer<B, Residual<B, D>> for ResidualAdd<B> {
+    type Output = Tensor<B, D>;
+    /// `h + r`: `[..., d] -> [..., d]`
+    fn forward_base(&self, input: Residual<B, D>) -> Tensor<B, D> {
+        input.hidden + input.residual
     }
 }

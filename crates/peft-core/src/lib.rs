@@ -43,7 +43,7 @@ pub mod weights;
 
 pub use adapter_tensors::AdapterTensors;
 pub use error::{PeftError, Result};
-pub use layer::{Layer, LayerKind, Residual};
+pub use layer::{Layer, LayerKind, Residual, ResidualAdd};
 pub use model::{PeftModel, TunedLayerInfo};
 pub use params::{ParamInfo, TrainMode, TrainableReport, all_finite, frozen_like, in_dtype, list_params, set_trainable, trainable, upcast_half};
 pub use targeting::{TargetMatcher, TargetModules, Targeting};

@@ -24,6 +24,11 @@ pub trait Adaptable<B: Backend>: Module<B> + burn::module::ModuleDisplay {
         None
     }
 
+    /// The device adapters built on this layer go to: that of its first parameter by default.
+    fn device(&self) -> Option<B::Device> {
+        self.devices().into_iter().next()
+    }
+
     /// Calls `visitor` on every [`Tuned`] layer below `self`, `path` being `self`'s module path.
     fn visit_tuned<V: TunedVisitor<B>>(&mut self, path: &str, visitor: &mut V) {
         let _ = (path, visitor);
@@ -54,7 +59,7 @@ crate::adaptable!(Embedding: LayerKind::Embedding);
 
 impl<B: Backend> Adaptable<B> for LayerNorm<B> {
     fn kind(&self) -> LayerKind {
-        LayerKind::Norm
+        LayerKind::Residual
     }
     fn output_features(&self) -> Option<usize> {
         Some(self.gamma.dims()[0])
@@ -87,10 +92,26 @@ impl<B: Backend, L: Adaptable<B>, T: Tuner<B, L>> Adaptable<B> for Tuned<B, L, T
         self.base.output_features()
     }
 
+    fn device(&self) -> Option<B::Device> {
+        self.base.device()
+    }
+
     /// Visits this layer, then any wrapper nested inside it under the same path.
     fn visit_tuned<V: TunedVisitor<B>>(&mut self, path: &str, visitor: &mut V) {
         visitor.visit(path, self);
         self.base.visit_tuned(path, visitor);
+    }
+}
+
+impl<B: Backend> Adaptable<B> for crate::ResidualAdd<B> {
+    fn kind(&self) -> LayerKind {
+        LayerKind::Residual
+    }
+    fn output_features(&self) -> Option<usize> {
+        Some(self.width)
+    }
+    fn device(&self) -> Option<B::Device> {
+        Some(self.device().clone())
     }
 }
 

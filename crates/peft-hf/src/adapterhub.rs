@@ -136,59 +136,102 @@ impl BnSettings {
     }
 }
 
-/// Our module path for the sub-layer `module` (HF path, without the norm) when the model has a
-/// bottleneck site there.
+/// Our module path for AdapterHub's bottleneck layer `module` (HF path) when the model has a
+/// bottleneck site there: the norm closing a post-norm sub-layer (`<module>.LayerNorm`, BERT),
+/// or the residual add itself (`<module>` = `...attention_adapters`, Llama and GPT-2).
 fn site_of(module: &str, map: &WeightMap, sites: &BTreeSet<&str>) -> Option<String> {
-    let hf = format!("{module}.{NORM}");
-    let ours = map.to_ours(&hf);
-    if sites.contains(ours.as_str()) {
-        return Some(ours);
+    let norm = format!("{module}.{NORM}");
+    for hf in [norm.as_str(), module] {
+        let ours = map.to_ours(hf);
+        if sites.contains(ours.as_str()) {
+            return Some(ours);
+        }
+        // `BertFor*` files name the encoder `bert.*`, `GPT2LMHeadModel` the stack `transformer.*`.
+        if let Some((_, rest)) = hf.split_once('.')
+            && sites.contains(map.to_ours(rest).as_str())
+        {
+            return Some(map.to_ours(rest));
+        }
     }
-    // `BertFor*` files name the encoder `bert.*`.
-    let (_, rest) = hf.split_once('.')?;
-    let ours = map.to_ours(rest);
-    sites.contains(ours.as_str()).then_some(ours)
+    None
+}
+
+/// An AdapterHub bottleneck folder as read: its options as our config (no targets yet) and its
+/// tensors.
+#[derive(Clone, Debug)]
+pub struct AdapterHubFolder {
+    /// The adapter's name in its keys (`<module>.adapters.<name>.<param>`).
+    pub name: String,
+    /// The model width the file states.
+    pub hidden_size: Option<usize>,
+    /// AdapterHub's options as our config; `targets` is empty.
+    pub config: BottleneckConfig,
+    /// Whether adapters follow the attention block (`mh_adapter`).
+    pub after_attention: bool,
+    /// Whether adapters follow the feed-forward block (`output_adapter`).
+    pub after_feed_forward: bool,
+    /// Its tensors, as named in the file.
+    pub tensors: Vec<HfTensor>,
+}
+
+impl AdapterHubFolder {
+    /// Reads `dir`; an option this library does not build is a typed error naming it.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let config_path = dir.join(CONFIG_FILE);
+        let label = config_path.display().to_string();
+        let file: HubFile = serde_json::from_slice(&read_bytes(&config_path)?).map_err(|source| PeftError::Json { path: label, source })?;
+        let config = file.config.to_config()?;
+        let tensors = read_weights(dir)?;
+        Ok(Self { name: file.name, hidden_size: file.hidden_size, config, after_attention: file.config.mh_adapter, after_feed_forward: file.config.output_adapter, tensors })
+    }
+
+    /// The sub-layer (HF path) and AdapterHub parameter name of tensor `key`.
+    pub fn split<'a>(&self, key: &'a str) -> Result<(&'a str, &'a str)> {
+        let infix = format!(".adapters.{}.", self.name);
+        let (module, suffix) = key.split_once(&infix).ok_or_else(|| PeftError::UnexpectedTensor { name: key.into(), reason: format!("not a tensor of adapter `{}` (`<module>{infix}<param>`)", self.name) })?;
+        if !PARAMS.iter().any(|(theirs, _)| *theirs == suffix) {
+            return Err(PeftError::UnexpectedTensor { name: key.into(), reason: "not part of a bottleneck adapter".into() });
+        }
+        if let Some((_, after_attention)) = layer_of(module)
+            && !(if after_attention { self.after_attention } else { self.after_feed_forward })
+        {
+            let option = if after_attention { "mh_adapter" } else { "output_adapter" };
+            return Err(PeftError::UnexpectedTensor { name: key.into(), reason: format!("the config has {option} = false") });
+        }
+        Ok((module, suffix))
+    }
 }
 
 /// The AdapterHub folder in `dir` as our config (targets: our module paths) and values, on a
 /// model whose wrapped layers are `layers`.
 pub(crate) fn load(dir: &Path, map: &WeightMap, layers: &[TunedLayerInfo]) -> Result<(BottleneckConfig, AdapterTensors)> {
-    let config_path = dir.join(CONFIG_FILE);
-    let label = config_path.display().to_string();
-    let file: HubFile = serde_json::from_slice(&read_bytes(&config_path)?).map_err(|source| PeftError::Json { path: label, source })?;
-    let config = file.config.to_config()?;
-    let tensors = read_weights(dir)?;
-    let sites: BTreeSet<&str> = layers.iter().filter(|l| l.kind == LayerKind::Norm).map(|l| l.path.as_str()).collect();
-    let infix = format!(".adapters.{}.", file.name);
+    let folder = AdapterHubFolder::read(dir)?;
+    let sites: BTreeSet<&str> = layers.iter().filter(|l| l.kind == LayerKind::Residual).map(|l| l.path.as_str()).collect();
     let mut out = AdapterTensors::new();
-    for t in tensors {
-        let (module, suffix) = t.key.split_once(&infix).ok_or_else(|| PeftError::UnexpectedTensor { name: t.key.clone(), reason: format!("not a tensor of adapter `{}` (`<module>{infix}<param>`)", file.name) })?;
-        let (_, ours_param) = PARAMS.iter().find(|(theirs, _)| *theirs == suffix).ok_or_else(|| PeftError::UnexpectedTensor { name: t.key.clone(), reason: "not part of a bottleneck adapter".into() })?;
-        if let Some((_, after_attention)) = layer_of(module)
-            && !(if after_attention { file.config.mh_adapter } else { file.config.output_adapter })
-        {
-            let option = if after_attention { "mh_adapter" } else { "output_adapter" };
-            return Err(PeftError::UnexpectedTensor { name: t.key.clone(), reason: format!("the config has {option} = false") });
-        }
+    for t in &folder.tensors {
+        let (module, suffix) = folder.split(&t.key)?;
+        let ours_param = PARAMS.iter().find(|(theirs, _)| *theirs == suffix).map(|(_, ours)| *ours).expect("split checks the name");
         let site = site_of(module, map, &sites).ok_or_else(|| PeftError::UnexpectedTensor { name: t.key.clone(), reason: format!("the model has no bottleneck site after `{module}` (a post-norm sub-layer's `{NORM}`)") })?;
-        let value = if t.shape.len() == 2 { t.to_burn_matrix()? } else { t.to_vector() };
-        if t.shape.len() > 2 {
-            return Err(PeftError::ShapeMismatch { name: t.key.clone(), expected: vec![0, 0], actual: t.shape.clone() });
-        }
-        out.entry(site).or_default().insert((*ours_param).to_string(), value);
+        let value = match t.shape.len() {
+            1 => t.to_vector(),
+            2 => t.to_burn_matrix()?,
+            _ => return Err(PeftError::ShapeMismatch { name: t.key.clone(), expected: vec![0, 0], actual: t.shape.clone() }),
+        };
+        out.entry(site).or_default().insert(ours_param.to_string(), value);
     }
     if out.is_empty() {
-        return Err(PeftError::MissingTensor(format!("<module>{infix}adapter_down.0.weight (the folder has no adapter tensors)")));
+        return Err(PeftError::MissingTensor(format!("<module>.adapters.{}.adapter_down.0.weight (the folder has no adapter tensors)", folder.name)));
     }
+    let rf = folder.config.reduction_factor;
     for (site, params) in &out {
         let [d, width] = params.get("down.weight").map(|w| [w.shape[0], w.shape[1]]).ok_or_else(|| PeftError::MissingTensor(format!("{site}: adapter_down.0.weight")))?;
-        if file.hidden_size.is_some_and(|h| h != d) || d / config.reduction_factor != width {
-            let want = file.hidden_size.unwrap_or(d);
-            return Err(PeftError::ShapeMismatch { name: format!("{site}: adapter_down.0.weight"), expected: vec![want / config.reduction_factor, want], actual: vec![width, d] });
+        if folder.hidden_size.is_some_and(|h| h != d) || d / rf != width {
+            let want = folder.hidden_size.unwrap_or(d);
+            return Err(PeftError::ShapeMismatch { name: format!("{site}: adapter_down.0.weight"), expected: vec![want / rf, want], actual: vec![width, d] });
         }
     }
     let modules: Vec<&String> = out.keys().collect();
-    let config = BottleneckConfig { targets: Targeting::names(&modules), ..config };
+    let config = BottleneckConfig { targets: Targeting::names(&modules), ..folder.config };
     Ok((config, out))
 }
 
@@ -217,8 +260,8 @@ pub(crate) fn save(config: &BottleneckConfig, name: &str, tensors: &AdapterTenso
     let mut hidden = None;
     for (site, params) in tensors {
         let hf = map.to_hf(site);
-        let module = hf.strip_suffix(&format!(".{NORM}")).ok_or_else(|| cannot(format!("`{site}` is not the norm after a sub-layer")))?;
-        let (layer, after_attention) = layer_of(module).ok_or_else(|| cannot(format!("`{module}` is not `<layers>.N.output` or `<layers>.N.attention.output`")))?;
+        let module = hf.strip_suffix(&format!(".{NORM}")).unwrap_or(&hf);
+        let (layer, after_attention) = layer_of(module).ok_or_else(|| cannot(format!("`{module}` is not one of AdapterHub's places (`<layers>.N.output`, `<layers>.N.attention.output`, `<layers>.N.attention_adapters`, `<layers>.N.output_adapters`)")))?;
         if after_attention { &mut attention } else { &mut output }.insert(layer);
         for (theirs, ours) in PARAMS {
             let value = params.get(ours).ok_or_else(|| PeftError::MissingTensor(format!("{site}.{ours}")))?;
@@ -227,7 +270,15 @@ pub(crate) fn save(config: &BottleneckConfig, name: &str, tensors: &AdapterTenso
         }
         hidden = params.get("up.bias").map(|b| b.shape[0]);
     }
-    let all: BTreeSet<usize> = layers.iter().filter(|l| l.kind == LayerKind::Norm).filter_map(|l| layer_of(map.to_hf(&l.path).strip_suffix(&format!(".{NORM}"))?)).map(|(i, _)| i).collect();
+    let all: BTreeSet<usize> = layers
+        .iter()
+        .filter(|l| l.kind == LayerKind::Residual)
+        .filter_map(|l| {
+            let hf = map.to_hf(&l.path);
+            layer_of(hf.strip_suffix(&format!(".{NORM}")).unwrap_or(&hf))
+        })
+        .map(|(i, _)| i)
+        .collect();
     let used: BTreeSet<usize> = attention.union(&output).copied().collect();
     if (!attention.is_empty() && attention != used) || (!output.is_empty() && output != used) {
         return Err(cannot("its layers carry adapters after attention and after the feed-forward block unevenly; AdapterHub places both on the same layers".into()));
@@ -266,13 +317,14 @@ pub(crate) fn save(config: &BottleneckConfig, name: &str, tensors: &AdapterTenso
     write_files(dir, SAFE_WEIGHTS_FILE, None, &json, &entries)
 }
 
-/// The layer index of `<...>.N.output` / `<...>.N.attention.output`, and whether it follows the
-/// attention.
+/// The layer index of one of AdapterHub's places, and whether it follows the attention:
+/// `<...>.N.output` / `<...>.N.attention.output` (BERT), `<...>.N.output_adapters` /
+/// `<...>.N.attention_adapters` (Llama, GPT-2).
 fn layer_of(module: &str) -> Option<(usize, bool)> {
-    let before = module.strip_suffix(".output")?;
-    let (before, after_attention) = match before.strip_suffix(".attention") {
-        Some(b) => (b, true),
-        None => (before, false),
+    let (before, after_attention) = if let Some(b) = module.strip_suffix(".attention.output").or_else(|| module.strip_suffix(".attention_adapters")) {
+        (b, true)
+    } else {
+        (module.strip_suffix(".output").or_else(|| module.strip_suffix(".output_adapters"))?, false)
     };
     let index = before.rsplit('.').next()?.parse().ok()?;
     Some((index, after_attention))
@@ -288,5 +340,7 @@ mod tests {
         assert_eq!(layer_of("bert.encoder.layer.11.attention.output"), Some((11, true)));
         assert_eq!(layer_of("encoder.layer.x.output"), None);
         assert_eq!(layer_of("encoder.layer.0.intermediate"), None);
+        assert_eq!(layer_of("model.layers.2.attention_adapters"), Some((2, true)));
+        assert_eq!(layer_of("transformer.h.0.output_adapters"), Some((0, false)));
     }
 }

@@ -39,6 +39,7 @@ mod prompt;
 pub mod torch_file;
 mod weight_map;
 
+pub use adapterhub::AdapterHubFolder;
 pub use adapter::{HfMethod, LoadedAdapter, SaveOptions, load_adapter, save_adapter};
 pub use config::{HfAdapterConfig, OneOrMany};
 pub use folder::AdapterFolder;

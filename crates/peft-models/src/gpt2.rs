@@ -7,7 +7,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use peft_hf::{HfCheckpoint, WeightMap};
 use peft_quant::backend::QuantLinearBackend;
-use peft_core::{PeftError, Result, Tuned};
+use peft_adapter::AdaptedResidual;
+use peft_core::{PeftError, Residual, ResidualAdd, Result, Tuned};
 use peft_lora::LoraEmbedding;
 use peft_ptuning::{PrefixKv, ProjectedPrefix, PromptInput, projected_keys_values, virtual_tokens};
 use serde::Deserialize;
@@ -68,6 +69,8 @@ impl Gpt2Config {
                 attn: Gpt2Attention { c_attn: linear(d, 3 * d, true, device), c_proj: linear(d, d, true, device), kv: kv_site(self.n_head, d / self.n_head), heads: self.n_head },
                 ln_2: norm(),
                 mlp: Gpt2Mlp { c_fc: linear(d, inner, true, device), c_proj: linear(inner, d, true, device), tanh },
+                attention_adapters: Tuned::new(ResidualAdd::new(d, device)),
+                output_adapters: Tuned::new(ResidualAdd::new(d, device)),
             })
             .collect();
         Ok(Gpt2 { transformer: Gpt2Model { wte: Tuned::new(embedding(self.vocab_size)), wpe: embedding(self.n_positions), prompt: prompt_site(d), prefix_projection: projection_site(self.n_layer, self.n_head, d / self.n_head), h, ln_f: norm() } })
@@ -111,8 +114,12 @@ pub struct Gpt2Block<B: Backend, T: Module<B>> {
     pub ln_2: LayerNorm<B>,
     /// MLP.
     pub mlp: Gpt2Mlp<B, T>,
+    /// The residual add after attention, where bottleneck adapters attach (AdapterHub's name).
+    pub attention_adapters: AdaptedResidual<B>,
+    /// The residual add after the MLP, where bottleneck adapters attach (AdapterHub's name).
+    pub output_adapters: AdaptedResidual<B>,
 }
-peft_core::adaptable!(Gpt2Block<T: LinearTuner<B>> { attn, mlp });
+peft_core::adaptable!(Gpt2Block<T: LinearTuner<B>> { attn, mlp, attention_adapters, output_adapters });
 
 /// The transformer (HF's `transformer`).
 #[derive(Module, Debug)]
@@ -170,10 +177,11 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Gpt2<B, T> {
             let d = qkv.dims()[2] / 3;
             let part = |i: usize| split_heads(qkv.clone().narrow(2, i * d, d), block.attn.heads);
             let (k, v) = keys_values(i, &block.attn, part(1), part(2));
-            h = h + block.attn.c_proj.forward(attend(part(0), k, v, Some(bias)));
+            let attended = block.attn.c_proj.forward(attend(part(0), k, v, Some(bias)));
+            h = block.attention_adapters.forward(Residual { hidden: attended, residual: h });
             let up = block.mlp.c_fc.forward(block.ln_2.forward(h.clone()));
             let act = if block.mlp.tanh { gelu_tanh(up) } else { burn::tensor::activation::gelu(up) };
-            h = h.clone() + block.mlp.c_proj.forward(act);
+            h = block.output_adapters.forward(Residual { hidden: block.mlp.c_proj.forward(act), residual: h });
         }
         h
     }

@@ -8,7 +8,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use peft_hf::{HfCheckpoint, WeightMap};
 use peft_quant::backend::QuantLinearBackend;
-use peft_core::{PeftError, Result, Tuned};
+use peft_adapter::AdaptedResidual;
+use peft_core::{PeftError, Residual, ResidualAdd, Result, Tuned};
 use peft_lora::LoraEmbedding;
 use peft_ptuning::{PrefixKv, ProjectedPrefix, PromptInput, projected_keys_values, virtual_tokens};
 use serde::Deserialize;
@@ -140,6 +141,8 @@ impl LlamaConfig {
                     up_proj: linear(d, self.intermediate_size, self.mlp_bias, device),
                     down_proj: linear(self.intermediate_size, d, self.mlp_bias, device),
                 },
+                attention_adapters: Tuned::new(ResidualAdd::new(d, device)),
+                output_adapters: Tuned::new(ResidualAdd::new(d, device)),
             })
             .collect();
         Ok(Llama {
@@ -200,8 +203,12 @@ pub struct LlamaLayer<B: Backend, T: Module<B>> {
     pub post_attention_layernorm: RmsNorm<B>,
     /// SwiGLU MLP.
     pub mlp: LlamaMlp<B, T>,
+    /// The residual add after attention, where bottleneck adapters attach (AdapterHub's name).
+    pub attention_adapters: AdaptedResidual<B>,
+    /// The residual add after the MLP, where bottleneck adapters attach (AdapterHub's name).
+    pub output_adapters: AdaptedResidual<B>,
 }
-peft_core::adaptable!(LlamaLayer<T: LinearTuner<B>> { self_attn, mlp });
+peft_core::adaptable!(LlamaLayer<T: LinearTuner<B>> { self_attn, mlp, attention_adapters, output_adapters });
 
 /// The decoder stack (HF's `model`).
 #[derive(Module, Debug)]
@@ -318,10 +325,12 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Llama<B, T> {
     fn decode(&self, mut h: Tensor<B, 3>, rope: &Rope<B>, bias: &Tensor<B, 4>, mut keys_values: impl FnMut(usize, &LlamaAttention<B, T>, Tensor<B, 4>, Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>)) -> Tensor<B, 3> {
         for (i, layer) in self.model.layers.iter().enumerate() {
             let attention = &layer.self_attn;
-            h = h.clone() + attention.forward(layer.input_layernorm.forward(h), rope, bias, |k, v| keys_values(i, attention, k, v));
+            let attended = attention.forward(layer.input_layernorm.forward(h.clone()), rope, bias, |k, v| keys_values(i, attention, k, v));
+            h = layer.attention_adapters.forward(Residual { hidden: attended, residual: h });
             let x = layer.post_attention_layernorm.forward(h.clone());
             let mlp = &layer.mlp;
-            h = h + mlp.down_proj.forward(silu(mlp.gate_proj.forward(x.clone())) * mlp.up_proj.forward(x));
+            let fed = mlp.down_proj.forward(silu(mlp.gate_proj.forward(x.clone())) * mlp.up_proj.forward(x));
+            h = layer.output_adapters.forward(Residual { hidden: fed, residual: h });
         }
         h
     }

@@ -1,7 +1,7 @@
-//! Parity with AdapterHub (`adapters` 1.3) on the tiny BERT: Pfeiffer (`seq_bn`), Houlsby
-//! (`double_seq_bn`, layer 0 left out) and parallel (`par_bn`) adapters saved by
-//! `model.save_adapter` (two as `pytorch_adapter.bin`, one as `adapter.safetensors`), made by
-//! `tools/make_adapterhub_fixtures.py`; our saved folders loading back.
+//! Parity with AdapterHub (`adapters` 1.3) on the tiny BERT, Llama and GPT-2: Pfeiffer
+//! (`seq_bn`), Houlsby (`double_seq_bn`, on BERT with layer 0 left out) and parallel (`par_bn`)
+//! adapters saved by `model.save_adapter` (as `pytorch_adapter.bin` or `adapter.safetensors`),
+//! made by `tools/make_adapterhub_fixtures.py`; our saved folders loading back.
 
 use std::path::{Path, PathBuf};
 
@@ -25,8 +25,12 @@ fn tokens() -> Tensor<B, 2, Int> {
     Tensor::from_data(TensorData::new(ids, [1, 7]), &Default::default())
 }
 
+fn model(name: &str) -> HfModel<B, Lora<B>> {
+    HfModel::load(&root().join("models").join(name), &Default::default()).unwrap().0
+}
+
 fn bert() -> HfModel<B, Lora<B>> {
-    HfModel::load(&root().join("models/bert"), &Default::default()).unwrap().0
+    model("bert")
 }
 
 fn max_diff(ours: Tensor<B, 3>, case: &str, which: &str) -> f32 {
@@ -38,8 +42,8 @@ fn max_diff(ours: Tensor<B, 3>, case: &str, which: &str) -> f32 {
     ours.into_data().into_vec::<f32>().unwrap().iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
 }
 
-fn check(case: &str, placement: AdapterPlacement, modules: usize) {
-    let mut m = bert();
+fn check(case: &str, model_name: &str, placement: AdapterPlacement, modules: usize) {
+    let mut m = model(model_name);
     let base = max_diff(m.forward(tokens()), case, "base");
     assert!(base < 1e-5, "{case}: base differs from transformers by {base}");
     let loaded = load_adapter(&mut m, &root().join("adapterhub").join(case), "hub").unwrap();
@@ -52,12 +56,12 @@ fn check(case: &str, placement: AdapterPlacement, modules: usize) {
     // Disabled, the adapter gives the base back exactly.
     let mut off = m.clone();
     off.disable_adapters().unwrap();
-    assert_eq!(off.forward(tokens()).into_data(), bert().forward(tokens()).into_data());
+    assert_eq!(off.forward(tokens()).into_data(), model(model_name).forward(tokens()).into_data());
 
     // Our folder (AdapterHub's layout, safetensors) loads back to the same outputs and tensors.
     let dir = std::env::temp_dir().join(format!("peft-adapterhub-{case}-{}", std::process::id()));
     save_adapter(&mut m, "hub", &loaded.method, &dir, &SaveOptions::default()).unwrap();
-    let mut again = bert();
+    let mut again = model(model_name);
     load_adapter(&mut again, &dir, "hub").unwrap();
     assert_eq!(again.adapter_tensors("hub").unwrap(), m.adapter_tensors("hub").unwrap());
     assert_eq!(again.forward(tokens()).into_data(), m.forward(tokens()).into_data());
@@ -66,17 +70,20 @@ fn check(case: &str, placement: AdapterPlacement, modules: usize) {
 
 #[test]
 fn pfeiffer_from_a_torch_file_matches_adapterhub() {
-    check("bert_seq_bn", AdapterPlacement::AfterNorm, 2);
+    check("bert_seq_bn", "bert", AdapterPlacement::AfterNorm, 2);
+    check("llama_seq_bn", "llama", AdapterPlacement::AfterNorm, 2);
 }
 
 #[test]
-fn houlsby_with_a_layer_left_out_matches_adapterhub() {
-    check("bert_double_seq_bn", AdapterPlacement::Sequential, 2);
+fn houlsby_matches_adapterhub() {
+    check("bert_double_seq_bn", "bert", AdapterPlacement::Sequential, 2);
+    check("gpt2_double_seq_bn", "gpt2_f16", AdapterPlacement::Sequential, 4);
 }
 
 #[test]
 fn parallel_from_safetensors_matches_adapterhub() {
-    check("bert_par_bn", AdapterPlacement::Parallel, 2);
+    check("bert_par_bn", "bert", AdapterPlacement::Parallel, 2);
+    check("llama_par_bn", "llama", AdapterPlacement::Parallel, 2);
 }
 
 #[test]

@@ -13,7 +13,7 @@ pub enum Method {
     Qlora,
     /// IA3 on the targeted linear layers.
     Ia3,
-    /// Bottleneck adapters after the feed-forward sub-layers.
+    /// Bottleneck adapters at the residual adds (AdapterHub's places; preset `adapter_config`).
     Adapter,
     /// Prefix tuning at every attention layer.
     Prefix,
@@ -38,6 +38,34 @@ impl Method {
             value: text.into(),
             supported: "lora, qlora, ia3, adapter, prefix, prompt, ptuning, full".into(),
         })
+    }
+}
+
+/// AdapterHub's bottleneck adapter presets (`seq_bn`, `double_seq_bn`, `par_bn`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdapterPreset {
+    /// `seq_bn`: after each MLP, relu, reduction 16.
+    Pfeiffer,
+    /// `double_seq_bn`: after attention and after each MLP, swish, reduction 16.
+    Houlsby,
+    /// `par_bn`: after each MLP from its input, relu, reduction 2, scaling 4.
+    Parallel,
+}
+
+impl AdapterPreset {
+    /// Parses `pfeiffer`, `houlsby` or `parallel`.
+    pub fn parse(text: &str) -> Result<Self> {
+        serde_json::from_value(serde_json::Value::String(text.to_lowercase()))
+            .map_err(|_| PeftError::UnsupportedValue { key: "adapter_config".into(), value: text.into(), supported: "pfeiffer, houlsby, parallel".into() })
+    }
+
+    /// The residual adds the preset adapts, as `target` names (the reference decoders' sites).
+    pub fn places(self) -> &'static str {
+        match self {
+            Self::Houlsby => "attention_adapters,output_adapters",
+            Self::Pfeiffer | Self::Parallel => "output_adapters",
+        }
     }
 }
 
@@ -81,6 +109,12 @@ pub struct TrainConfig {
     /// Prefix tuning through peft's `prefix_projection` MLP (P-Tuning v2's reparameterization);
     /// the adapter is saved as the MLP's output.
     pub prefix_projection: bool,
+    /// Bottleneck adapters: AdapterHub's preset, `pfeiffer` (after each MLP, reading its output
+    /// plus the residual), `houlsby` (after attention and after each MLP) or `parallel` (after
+    /// each MLP, reading its input).
+    pub adapter_config: AdapterPreset,
+    /// Bottleneck adapters: width = hidden size / this (none: the preset's, 16 or 2).
+    pub reduction_factor: Option<usize>,
     /// Passes over the data (when `max_steps` is not set).
     pub epochs: usize,
     /// Optimizer steps (overrides `epochs`).
@@ -136,6 +170,8 @@ impl Default for TrainConfig {
             prompt_init_text: None,
             encoder_hidden_size: None,
             prefix_projection: false,
+            adapter_config: AdapterPreset::Pfeiffer,
+            reduction_factor: None,
             epochs: 1,
             max_steps: None,
             lr: 2e-4,
@@ -182,6 +218,12 @@ impl TrainConfig {
         if self.prefix_projection && self.method != Method::Prefix {
             return bad(format!("prefix_projection is for method prefix, not {}", self.method.name()));
         }
+        if self.reduction_factor.is_some() && self.method != Method::Adapter {
+            return bad(format!("reduction_factor is for method adapter, not {}", self.method.name()));
+        }
+        if self.reduction_factor == Some(0) {
+            return bad("reduction_factor must be at least 1".into());
+        }
         if self.encoder_hidden_size.is_some() && !(self.method == Method::Ptuning || self.prefix_projection) {
             return bad(format!("encoder_hidden_size is for method ptuning or prefix with prefix_projection, not {}", self.method.name()));
         }
@@ -211,8 +253,12 @@ impl TrainConfig {
     }
 
     /// `target` as peft's `target_modules`: `all-linear`, a comma-separated list of names, or a
-    /// regular expression (any other character).
+    /// regular expression (any other character). For bottleneck adapters `all-linear` (the
+    /// default) stands for the preset's places.
     pub fn targets(&self) -> TargetModules {
+        if self.method == Method::Adapter && self.target == "all-linear" {
+            return modules(self.adapter_config.places());
+        }
         modules(&self.target)
     }
 

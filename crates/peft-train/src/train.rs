@@ -15,6 +15,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
 use peft_core::{PeftError, PeftModel, Result, TargetModules, Targeting, TrainMode, TrainableReport, all_finite, set_trainable};
 use peft_hf::{HfCheckpoint, HfMethod, SaveOptions, save_adapter};
+use peft_adapter::BottleneckConfig;
 use peft_lora::{Ia3Config, LoraConfig};
 use peft_models::HfModel;
 use peft_ptuning::{PrefixConfig, PrefixProjectionConfig, PromptEncoderConfig, PromptTuningConfig};
@@ -25,7 +26,7 @@ use serde::Serialize;
 use crate::checkpoint::{TrainState, ids_from_paths, latest_checkpoint, load_trainable, save_checkpoint, save_trainable};
 use crate::optimizer_record::{TrainableShape, load_optimizer, save_optimizer};
 use crate::plan::{BatchStream, Cursor, DataPlan};
-use crate::{Encoded, Encoder, EvalResult, LmBatch, Method, TrainConfig, evaluate, learning_rate, lm_loss, modules};
+use crate::{AdapterPreset, Encoded, Encoder, EvalResult, LmBatch, Method, TrainConfig, evaluate, learning_rate, lm_loss, modules};
 
 /// What a run needs besides its settings.
 #[derive(Clone, Copy, Debug)]
@@ -128,8 +129,13 @@ fn attach<B: Backend>(model: &mut HfModel<B>, config: &TrainConfig) -> Result<(T
         }
         Method::Full => return Ok((TrainMode::Full, None)),
         Method::Adapter => {
-            let supported = "lora, qlora, ia3, prefix, prompt, ptuning, full (bottleneck adapters have no file format to save them in yet)";
-            return Err(PeftError::UnsupportedValue { key: "method of `peft train`".into(), value: "adapter".into(), supported: supported.into() });
+            let preset = match config.adapter_config {
+                AdapterPreset::Pfeiffer => BottleneckConfig::pfeiffer(targets),
+                AdapterPreset::Houlsby => BottleneckConfig::houlsby(targets),
+                AdapterPreset::Parallel => BottleneckConfig::parallel(targets),
+            };
+            let rf = config.reduction_factor.unwrap_or(preset.reduction_factor);
+            HfMethod::Bottleneck(preset.with_reduction_factor(rf))
         }
     };
     model.add_adapter("default", method.config())?;

@@ -6,7 +6,7 @@
 //! ```text
 //! cargo run --release -p peft --features text --example sentence_polarity -- \
 //!     --model DIR --data polarity.csv [--epochs 2] [--max-len 40] [--batch 32] [--limit N] \
-//!     [--methods head,lora,ia3,prefix,prompt,ptuning,full]
+//!     [--methods head,lora,ia3,pfeiffer,houlsby,parallel,prefix,prompt,ptuning,full]
 //! ```
 //!
 //! Each method trains with the same seed, split, batches and epochs, at its own learning rate
@@ -46,20 +46,37 @@ struct Classifier<B: Backend> {
 
 /// The methods to compare: name, learning rate, and the adapter (none: the head alone, or, for
 /// `full`, every parameter).
-const METHODS: [(&str, f64); 7] = [("head", 1e-3), ("lora", 1e-3), ("ia3", 1e-2), ("prefix", 1e-2), ("prompt", 3e-2), ("ptuning", 1e-3), ("full", 5e-5)];
+const METHODS: [(&str, f64); 10] = [
+    ("head", 1e-3),
+    ("lora", 1e-3),
+    ("ia3", 1e-2),
+    ("pfeiffer", 1e-3),
+    ("houlsby", 1e-3),
+    ("parallel", 1e-3),
+    ("prefix", 1e-2),
+    ("prompt", 3e-2),
+    ("ptuning", 1e-3),
+    ("full", 5e-5),
+];
 
 /// Attaches `method`'s adapter to `model`; what trains besides the head.
 fn attach(model: &mut Classifier<Train>, method: &str) -> Result<TrainMode, Box<dyn std::error::Error>> {
     let names = |n: &[&str]| Targeting::names(n);
+    // The norms closing each layer's feed-forward block (and, for Houlsby, its attention block):
+    // where AdapterHub puts bottleneck adapters.
+    let norms = |blocks: &str| Targeting::new(TargetModules::Regex(format!(r"encoder\.layer\.\d+\.({blocks})\.layer_norm")));
     match method {
         "head" => return Ok(TrainMode::adapters_and(&["head"])),
         "full" => return Ok(TrainMode::Full),
         "lora" => model.add_adapter("task", &LoraConfig::new(names(&["query", "value"])).with_r(8).with_alpha(16.0))?,
         "ia3" => model.add_adapter("task", &Ia3Config::new(names(&["key", "value", "output.dense"])).with_feedforward_modules(TargetModules::names(&["output.dense"])))?,
+        "pfeiffer" => model.add_adapter("task", &BottleneckConfig::pfeiffer(norms("output")))?,
+        "houlsby" => model.add_adapter("task", &BottleneckConfig::houlsby(norms(r"output|attention\.output")))?,
+        "parallel" => model.add_adapter("task", &BottleneckConfig::parallel(norms("output")))?,
         "prefix" => model.add_adapter("task", &PrefixConfig::new(names(&["kv"])).with_num_virtual_tokens(10))?,
         "prompt" => model.add_adapter("task", &PromptTuningConfig::new(names(&["prompt"])).with_num_virtual_tokens(10))?,
         "ptuning" => model.add_adapter("task", &PromptTuningConfig::new(names(&["prompt"])).with_num_virtual_tokens(10).with_encoder(Some(PromptEncoderConfig::new().with_hidden_size(Some(128)))))?,
-        other => return Err(format!("unknown method `{other}` (head, lora, ia3, prefix, prompt, ptuning, full)").into()),
+        other => return Err(format!("unknown method `{other}` (head, lora, ia3, pfeiffer, houlsby, parallel, prefix, prompt, ptuning, full)").into()),
     };
     Ok(TrainMode::adapters_and(&["head"]))
 }
@@ -185,7 +202,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let (Some(model_dir), Some(data_path)) = (model_dir, data_path) else {
-        eprintln!("usage: sentence_polarity --model DIR --data polarity.csv [--epochs 2] [--max-len 40] [--batch 32] [--limit N] [--methods head,lora,ia3,prefix,prompt,ptuning,full]");
+        eprintln!("usage: sentence_polarity --model DIR --data polarity.csv [--epochs 2] [--max-len 40] [--batch 32] [--limit N] [--methods head,lora,ia3,pfeiffer,houlsby,parallel,prefix,prompt,ptuning,full]");
         std::process::exit(2);
     };
 

@@ -133,9 +133,9 @@ pub use peft_quant as quant;
 
 /// The names most programs need.
 pub mod prelude {
-    pub use peft_adapter::{AdaptedSublayer, AdapterActivation, AdapterPlacement, Bottleneck, BottleneckConfig};
+    pub use peft_adapter::{AdaptedNorm, AdaptedSublayer, AdapterActivation, AdapterPlacement, Bottleneck, BottleneckConfig};
     pub use peft_core::{
-        Adaptable, Combination, Layer, LayerKind, PeftError, PeftModel, TargetModules, Targeting, TrainMode, TrainableReport, Tuned,
+        Adaptable, Combination, Layer, LayerKind, PeftError, PeftModel, Residual, TargetModules, Targeting, TrainMode, TrainableReport, Tuned,
         set_trainable, transfer_base_weights,
     };
     pub use peft_hf::{HfCheckpoint, HfMethod, LoadedAdapter, SaveOptions, WeightMap, load_adapter, save_adapter};

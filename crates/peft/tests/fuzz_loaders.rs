@@ -292,6 +292,33 @@ fn adapter_folders() {
     }
 }
 
+/// AdapterHub folders on the BERT fixture: a `torch.save` archive read by the restricted pickle
+/// reader (`bert_seq_bn`) and a safetensors one (`bert_par_bn`).
+#[test]
+fn adapterhub_folders() {
+    let hf = fixtures().join("peft-models/tests/fixtures/hf");
+    let (base, _) = peft::models::HfModel::<NdArray>::load(&hf.join("models/bert"), &Default::default()).expect("the fixture loads");
+    for (case, weights) in [("bert_seq_bn", "pytorch_adapter.bin"), ("bert_par_bn", "adapter.safetensors")].into_iter().filter(|(c, _)| selected(c)) {
+        let dir = scratch(&format!("adapterhub-{case}"));
+        let src = hf.join("adapterhub").join(case);
+        let files = [(src.join("adapter_config.json"), false), (src.join(weights), weights.ends_with(".safetensors"))];
+        let run = |m: &[Vec<Mutation>]| {
+            write_mutated(&dir, &files, m);
+            let mut model = base.clone();
+            if peft::hf::load_adapter(&mut model, &dir, "fuzz").is_ok() {
+                let tokens = burn::tensor::Tensor::<NdArray, 2, burn::tensor::Int>::from_ints([[1, 2, 3]], &Default::default());
+                let _ = model.forward(tokens);
+            }
+        };
+        fuzz(&format!("adapterhub {case}"), 2, size(&files) + size(&[(hf.join("models/bert/model.safetensors"), true)]), |m| {
+            run(m);
+            Ok(())
+        });
+        sweep(&format!("adapterhub {case}"), &files, run);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
 #[test]
 fn checkpoint_merges() {
     let hf = fixtures().join("peft-models/tests/fixtures/hf");
