@@ -33,6 +33,7 @@ CASES = {
     "bert_seq_bn": ("bert", SeqBnConfig(reduction_factor=8), False),
     "bert_double_seq_bn": ("bert", DoubleSeqBnConfig(reduction_factor=4, leave_out=[0]), False),
     "bert_par_bn": ("bert", ParBnConfig(reduction_factor=4), True),
+    "bert_seq_bn_gated": ("bert", SeqBnConfig(reduction_factor=8, use_gating=True), False),
     "llama_seq_bn": ("llama", SeqBnConfig(reduction_factor=4), False),
     "llama_par_bn": ("llama", ParBnConfig(reduction_factor=8), True),
     "gpt2_double_seq_bn": ("gpt2_f16", DoubleSeqBnConfig(reduction_factor=4), False),

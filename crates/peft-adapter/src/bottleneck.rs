@@ -1,9 +1,9 @@
 //! The bottleneck adapter module and its place in the one trait.
 
 use burn::module::{Module, Param};
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::Tensor;
-use burn::tensor::activation::{gelu, relu, silu};
+use burn::tensor::activation::{gelu, relu, sigmoid, silu};
 use burn::tensor::backend::Backend;
 use peft_core::{Adaptable, Layer, PeftError, Residual, Result, Tuner, TunerForward};
 
@@ -16,6 +16,8 @@ pub struct Bottleneck<B: Backend> {
     pub down: Linear<B>,
     /// `d/rf → d`, with bias (AdapterHub's `adapter_up`).
     pub up: Linear<B>,
+    /// `d → 1`, with bias: the gate (UniPELT; AdapterHub's `gate`), when the adapter has one.
+    pub gate: Option<Linear<B>>,
     /// The non-linearity.
     #[module(skip)]
     pub activation: AdapterActivation,
@@ -27,15 +29,29 @@ pub struct Bottleneck<B: Backend> {
 }
 
 impl<B: Backend> Bottleneck<B> {
-    /// `[..., d] -> [..., d]`.
+    /// `s·up(act(down(h)))`, times the gate when there is one: `[..., d] -> [..., d]`.
     pub fn delta<const D: usize>(&self, h: Tensor<B, D>) -> Tensor<B, D> {
+        let gate = self.gate_value(&h);
         let z = self.down.forward(h);
         let z = match self.activation {
             AdapterActivation::Relu => relu(z),
             AdapterActivation::Swish => silu(z),
             AdapterActivation::Gelu => gelu(z),
         };
-        self.up.forward(z).mul_scalar(self.scaling)
+        let z = self.up.forward(z).mul_scalar(self.scaling);
+        match gate {
+            Some(g) => z * g,
+            None => z,
+        }
+    }
+
+    /// The gate for input `h [batch, seq, ..., d]`: `σ(gate(h))`, averaged over dimension 1 (the
+    /// sequence) as AdapterHub does, so one value per example: `[batch, 1, ..., 1]` (for
+    /// `[batch, d]`, one per row). Every position of a sequence shares it, so in a decoder a
+    /// gated adapter lets a position see later ones: gating is for encoders.
+    pub fn gate_value<const D: usize>(&self, h: &Tensor<B, D>) -> Option<Tensor<B, D>> {
+        let g = sigmoid(self.gate.as_ref()?.forward(h.clone()));
+        Some(if D >= 3 { g.mean_dim(1) } else { g })
     }
 
     fn build(config: &BottleneckConfig, d: usize, path: &str, device: &B::Device) -> Result<Self> {
@@ -49,9 +65,16 @@ impl<B: Backend> Bottleneck<B> {
         let mut up = LinearConfig::new(width, d).init(device);
         up.weight = Param::from_tensor(Tensor::zeros([width, d], device));
         up.bias = Some(Param::from_tensor(Tensor::zeros([d], device)));
+        // AdapterHub starts gates as BERT's linear layers: N(0, 0.02), no bias.
+        let gate = config.gating.then(|| {
+            let mut g = LinearConfig::new(d, 1).with_initializer(Initializer::Normal { mean: 0.0, std: 0.02 }).init(device);
+            g.bias = Some(Param::from_tensor(Tensor::zeros([1], device)));
+            g
+        });
         Ok(Self {
             down: LinearConfig::new(d, width).init(device),
             up,
+            gate,
             activation: config.activation,
             placement: config.placement,
             scaling: config.scaling,

@@ -49,6 +49,10 @@ pub struct BottleneckConfig {
     /// Output scale `s`.
     #[config(default = 1.0)]
     pub scaling: f64,
+    /// Multiply the output by a learned gate `σ(gate(source))`, averaged over the sequence
+    /// (UniPELT; AdapterHub's `use_gating`). For encoders: the average spans later positions.
+    #[config(default = false)]
+    pub gating: bool,
 }
 
 impl BottleneckConfig {

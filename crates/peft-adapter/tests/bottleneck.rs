@@ -137,6 +137,41 @@ fn at_a_norm_each_placement_adds_inside_the_norm() {
     }
 }
 
+/// A gate `σ(gate(source))`, averaged over the sequence, scales the adapter's output; at its
+/// initial value it is about 1/2 (weights N(0, 0.02), no bias).
+#[test]
+fn a_gate_scales_the_output_by_its_mean_over_the_sequence() {
+    let device = Default::default();
+    let mut net = PostNorm { norm: Tuned::new(LayerNormConfig::new(4).init::<TB>(&device)) };
+    let config = BottleneckConfig::new(Targeting::names(&["norm"])).with_reduction_factor(2).with_placement(AdapterPlacement::Sequential).with_gating(true);
+    net.add_adapter("bn", &config).unwrap();
+    let bn = net.norm.adapter_mut("bn").unwrap();
+    let gate = bn.gate.as_ref().unwrap();
+    assert_eq!(gate.bias.as_ref().unwrap().val().into_data().to_vec::<f32>().unwrap(), [0.0]);
+    let wd: Vec<f32> = (0..8).map(|i| (i as f32 - 3.5) / 4.0).collect();
+    let wu: Vec<f32> = (0..8).map(|i| (i as f32 - 2.0) / 5.0).collect();
+    set_weights(bn, &wd, &wu);
+    let wg = [0.5f32, -1.0, 0.25, 2.0];
+    let g = bn.gate.as_mut().unwrap();
+    g.weight = frozen_like(&g.weight, t2(wg.to_vec(), [4, 1]));
+    g.bias = Some(frozen_like(g.bias.as_ref().unwrap(), Tensor::full([1], 0.3, &device)));
+    // One sequence of two positions.
+    let h: Vec<f32> = (0..8).map(|i| (i as f32 * 0.7).sin()).collect();
+    let r: Vec<f32> = (0..8).map(|i| (i as f32 * 1.3).cos()).collect();
+    let t3 = |v: &Vec<f32>| Tensor::<TB, 3>::from_data(TensorData::new(v.clone(), [1, 2, 4]), &device);
+    let got = values(net.norm.forward(Residual { hidden: t3(&h), residual: t3(&r) }));
+    let sigmoid = |x: f32| 1.0 / (1.0 + (-x).exp());
+    let gate: f32 = (0..2).map(|p| sigmoid((0..4).map(|j| h[p * 4 + j] * wg[j]).sum::<f32>() + 0.3)).sum::<f32>() / 2.0;
+    let (gamma, beta) = ([1.0f32; 4], [0.0f32; 4]);
+    for p in 0..2 {
+        let delta = adapter_row(&h[p * 4..p * 4 + 4], &wd, &wu, 1.0);
+        let want = layer_norm_row(&(0..4).map(|j| h[p * 4 + j] + r[p * 4 + j] + gate * delta[j]).collect::<Vec<_>>(), &gamma, &beta);
+        for j in 0..4 {
+            assert!((got[p * 4 + j] - want[j]).abs() < 1e-5, "[{p},{j}]: {} vs {}", got[p * 4 + j], want[j]);
+        }
+    }
+}
+
 #[test]
 fn after_norm_on_a_sublayer_without_a_norm_reads_its_output() {
     run(AdapterPlacement::AfterNorm);

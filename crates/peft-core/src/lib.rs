@@ -25,12 +25,14 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod adapter_file;
 mod adapter_tensors;
 pub mod checkpoint;
 mod error;
 mod layer;
 mod model;
 mod params;
+mod rows;
 pub mod path;
 pub mod targeting;
 #[cfg(test)]
@@ -38,6 +40,7 @@ mod testing;
 mod transfer;
 mod tuned;
 mod tuner;
+mod union;
 mod walk;
 pub mod weights;
 
@@ -45,9 +48,11 @@ pub use adapter_tensors::AdapterTensors;
 pub use error::{PeftError, Result};
 pub use layer::{Layer, LayerKind, Residual, ResidualAdd};
 pub use model::{PeftModel, TunedLayerInfo};
+pub use rows::Rows;
 pub use params::{ParamInfo, TrainMode, TrainableReport, all_finite, frozen_like, in_dtype, list_params, set_trainable, trainable, upcast_half};
 pub use targeting::{TargetMatcher, TargetModules, Targeting};
 pub use transfer::transfer_base_weights;
 pub use tuned::{AdapterSlots, Tuned};
+pub use union::ConfigUnion;
 pub use tuner::{Combination, MajoritySign, MethodConfig, Site, Tuner, TunerForward};
 pub use walk::{Adaptable, TunedVisitor, join_path};

@@ -104,6 +104,8 @@ enum Op<'a> {
     Merge { safe: bool, skip_unmergeable: bool },
     Unmerge,
     Combine { parts: &'a [(&'a str, f64)], name: &'a str, how: Combination },
+    SetRows(&'a [Option<&'a str>]),
+    ClearRows,
 }
 
 impl<B: Backend> LayerOp<B> for Op<'_> {
@@ -115,6 +117,14 @@ impl<B: Backend> LayerOp<B> for Op<'_> {
             Op::Delete(_) => {}
             Op::Merge { safe, skip_unmergeable } => layer.merge_with(path, safe, skip_unmergeable)?,
             Op::Unmerge => layer.unmerge(path)?,
+            Op::SetRows(rows) => {
+                let here = |name: &&str| layer.names().iter().any(|k| k == name);
+                if matches!(layer.kind(), LayerKind::KeyValue | LayerKind::Prompt | LayerKind::PrefixProjection) && rows.iter().flatten().any(here) {
+                    return Err(PeftError::NotSupportedOn { feature: "per-example adapters of prefix and prompt tuning (give their examples a batch of their own)".into(), path: path.into() });
+                }
+                layer.set_example_adapters(rows)?;
+            }
+            Op::ClearRows => layer.clear_example_adapters(),
             Op::Combine { parts, name, how } => {
                 let present: Vec<(&T, f64)> = parts.iter().filter_map(|(n, w)| layer.adapter(n).map(|a| (a, *w))).collect();
                 if present.is_empty() {
@@ -160,8 +170,19 @@ pub trait PeftModel<B: Backend>: Adaptable<B> + Sized {
     ///
     /// The config is validated once; a target that matches no wrapped layer is an error naming
     /// the closest paths (or the wrapped layers an `adaptable!` list leaves out).
+    ///
+    /// A [`ConfigUnion`](crate::ConfigUnion) adds each of its parts under `name`, all or none.
     fn add_adapter(&mut self, name: &str, config: &dyn MethodConfig) -> Result<Vec<String>> {
         config.validate()?;
+        if let Some(union) = crate::union::as_union(config) {
+            let mut work = self.clone();
+            let mut attached = Vec::new();
+            for part in &union.parts {
+                attached.extend(work.add_adapter(name, part.as_ref())?);
+            }
+            *self = work;
+            return Ok(attached);
+        }
         let mut collect = Collect { configs: Some(Configs::new(config)), out: Vec::new() };
         self.visit_tuned("", &mut collect);
         if collect.out.is_empty() {
@@ -227,6 +248,27 @@ pub trait PeftModel<B: Backend>: Adaptable<B> + Sized {
             return Err(PeftError::UnknownAdapter { name: missing.to_string(), known });
         }
         for_each(self, Op::Combine { parts, name, how }).map(|_| ())
+    }
+
+    /// Gives each example of the following batches its own adapter, in every layer: row `i`
+    /// runs with adapter `rows[i]` alone (none: the base model), whatever the active adapters,
+    /// for inference and for training (an adapter's gradients come from its rows only). Each
+    /// layer runs every adapter some row uses on the whole batch and keeps its rows, so a row's
+    /// result is the one it gets alone.
+    ///
+    /// Names must be known; merged adapters, and prefix or prompt tuning adapters named by a
+    /// row, are refused (the model is unchanged). The batch must have `rows.len()` examples.
+    fn set_example_adapters(&mut self, rows: &[Option<&str>]) -> Result<()> {
+        let known = self.adapter_names();
+        if let Some(missing) = rows.iter().flatten().find(|n| !known.iter().any(|k| k == *n)) {
+            return Err(PeftError::UnknownAdapter { name: missing.to_string(), known });
+        }
+        for_each(self, Op::SetRows(rows)).map(|_| ())
+    }
+
+    /// Back to the active adapters for every example.
+    fn clear_example_adapters(&mut self) -> Result<()> {
+        for_each(self, Op::ClearRows).map(|_| ())
     }
 
     /// Takes merged adapters back out of the base weights.

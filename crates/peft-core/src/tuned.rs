@@ -5,7 +5,7 @@ use core::marker::PhantomData;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 
-use crate::{Layer, PeftError, Result, Tuner, TunerForward, all_finite};
+use crate::{Layer, PeftError, Result, Rows, Tuner, TunerForward, all_finite};
 
 /// Per-adapter state that is not a tensor.
 #[derive(Clone, Debug, Default)]
@@ -14,6 +14,8 @@ pub struct AdapterSlots {
     active: Vec<bool>,
     merged: Vec<bool>,
     disabled: bool,
+    /// Per-example adapters: the adapter (index) of each row of the batch, or none for the base.
+    rows: Option<Vec<Option<usize>>>,
 }
 
 /// A base layer `L` with named adapters of type `T`.
@@ -113,6 +115,7 @@ impl<B: Backend, L: Module<B>, T: Module<B>> Tuned<B, L, T> {
         self.slots.names.remove(i);
         self.slots.active.remove(i);
         self.slots.merged.remove(i);
+        self.slots.rows = None;
         Ok(self.adapters.remove(i))
     }
 
@@ -129,14 +132,45 @@ impl<B: Backend, L: Module<B>, T: Module<B>> Tuned<B, L, T> {
         self.live().into_iter().map(|i| &self.adapters[i])
     }
 
-    /// Forward pass: the base layer with every live adapter applied in order.
+    /// Gives each example of the following batches its own adapter: row `i` uses the adapter
+    /// called `rows[i]` (none: the base layer), whatever the active ones. A name this layer does
+    /// not carry is the base layer for that row. Refused while an adapter is merged.
+    pub fn set_example_adapters(&mut self, rows: &[Option<&str>]) -> Result<()> {
+        if let Some(i) = self.slots.merged.iter().position(|m| *m) {
+            return Err(PeftError::Merged(self.slots.names[i].clone()));
+        }
+        self.slots.rows = Some(rows.iter().map(|r| r.and_then(|name| self.index(name))).collect());
+        Ok(())
+    }
+
+    /// Back to the active adapters for every example.
+    pub fn clear_example_adapters(&mut self) {
+        self.slots.rows = None;
+    }
+
+    /// The adapter names of the rows, when per-example adapters are set.
+    pub fn example_adapters(&self) -> Option<Vec<Option<&str>>> {
+        self.slots.rows.as_ref().map(|rows| rows.iter().map(|r| r.map(|i| self.slots.names[i].as_str())).collect())
+    }
+
+    /// Forward pass: the base layer with every live adapter applied in order; with
+    /// per-example adapters ([`set_example_adapters`](Self::set_example_adapters)), each row
+    /// with its own adapter.
     ///
     /// Shapes are those of the base layer (for [`burn::nn::Linear`], `[..., d_in] -> [..., d_out]`).
-    pub fn forward<I: Clone>(&self, input: I) -> L::Output
+    ///
+    /// # Panics
+    ///
+    /// With per-example adapters, when the batch does not have one row per adapter given.
+    pub fn forward<I: Rows>(&self, input: I) -> L::Output
     where
         L: Layer<B, I>,
+        L::Output: Rows,
         T: TunerForward<B, L, I>,
     {
+        if let Some(rows) = self.slots.rows.as_ref().filter(|_| !self.slots.disabled) {
+            return self.forward_rows(input, rows);
+        }
         let live = self.live();
         if live.is_empty() {
             return self.base.forward_base(input);
@@ -144,6 +178,34 @@ impl<B: Backend, L: Module<B>, T: Module<B>> Tuned<B, L, T> {
         let input = live.iter().fold(input, |x, &i| self.adapters[i].pre(&self.base, x));
         let output = self.base.forward_base(input.clone());
         live.iter().fold(output, |h, &i| self.adapters[i].post(&self.base, &input, h))
+    }
+}
+
+impl<B: Backend, L: Module<B>, T: Module<B>> Tuned<B, L, T> {
+    /// Each row through its own adapter: every adapter some row uses runs on the whole batch
+    /// and its rows are taken, value for value, so a row's result is what the adapter alone
+    /// gives it.
+    fn forward_rows<I: Rows>(&self, input: I, rows: &[Option<usize>]) -> L::Output
+    where
+        L: Layer<B, I>,
+        L::Output: Rows,
+        T: TunerForward<B, L, I>,
+    {
+        assert_eq!(input.batch(), rows.len(), "per-example adapters were set for {} examples, the batch has {}", rows.len(), input.batch());
+        let mut used: Vec<usize> = rows.iter().flatten().copied().collect();
+        used.sort_unstable();
+        used.dedup();
+        let masks: Vec<Vec<bool>> = used.iter().map(|&i| rows.iter().map(|r| *r == Some(i)).collect()).collect();
+        let mut x = input.clone();
+        for (&i, mask) in used.iter().zip(&masks) {
+            x = x.take_rows(self.adapters[i].pre(&self.base, input.clone()), mask);
+        }
+        let base = self.base.forward_base(x.clone());
+        let mut out = base.clone();
+        for (&i, mask) in used.iter().zip(&masks) {
+            out = out.take_rows(self.adapters[i].post(&self.base, &x, base.clone()), mask);
+        }
+        out
     }
 }
 
@@ -182,6 +244,7 @@ impl<B: Backend, L: Module<B>, T: Tuner<B, L>> Tuned<B, L, T> {
         self.base = base;
         self.adapters = adapters;
         self.slots.merged = merged;
+        self.slots.rows = None;
         Ok(())
     }
 
@@ -213,8 +276,9 @@ impl<B: Backend, L: Module<B>, T: Tuner<B, L>> Tuned<B, L, T> {
 impl<B, L, T, I> Layer<B, I> for Tuned<B, L, T>
 where
     B: Backend,
-    I: Clone,
+    I: Rows,
     L: Layer<B, I>,
+    L::Output: Rows,
     T: TunerForward<B, L, I>,
 {
     type Output = L::Output;

@@ -31,8 +31,16 @@ pub const TORCH_WEIGHTS_FILE: &str = "pytorch_adapter.bin";
 /// The name AdapterHub gives the norm after a sub-layer (BERT family).
 const NORM: &str = "LayerNorm";
 
-/// What follows `<module>.adapters.<name>.` in AdapterHub's keys, with our parameter for each.
-const PARAMS: [(&str, &str); 4] = [("adapter_down.0.weight", "down.weight"), ("adapter_down.0.bias", "down.bias"), ("adapter_up.weight", "up.weight"), ("adapter_up.bias", "up.bias")];
+/// What follows `<module>.adapters.<name>.` in AdapterHub's keys, with our parameter for each
+/// (the last two only with `use_gating`).
+const PARAMS: [(&str, &str); 6] = [
+    ("adapter_down.0.weight", "down.weight"),
+    ("adapter_down.0.bias", "down.bias"),
+    ("adapter_up.weight", "up.weight"),
+    ("adapter_up.bias", "up.bias"),
+    ("gate.weight", "gate.weight"),
+    ("gate.bias", "gate.bias"),
+];
 
 /// Whether `dir` holds an AdapterHub folder: its `adapter_config.json` has AdapterHub's
 /// `config` object and no peft `peft_type`.
@@ -103,7 +111,7 @@ impl BnSettings {
         if let Some(a) = self.architecture.as_deref().filter(|a| *a != "bottleneck") {
             return Err(unsupported("architecture", a, "bottleneck (LoRA, prefix and prompt adapters load from peft folders)"));
         }
-        let flags = [("ln_before", self.ln_before), ("ln_after", self.ln_after), ("use_gating", self.use_gating), ("phm_layer", self.phm_layer)];
+        let flags = [("ln_before", self.ln_before), ("ln_after", self.ln_after), ("phm_layer", self.phm_layer)];
         if let Some((key, _)) = flags.iter().find(|(_, on)| *on) {
             return Err(unsupported(key, true, "false"));
         }
@@ -132,7 +140,7 @@ impl BnSettings {
         } else {
             AdapterPlacement::Sequential
         };
-        Ok(BottleneckConfig::new(Targeting::names::<&str>(&[])).with_reduction_factor(rf).with_activation(activation).with_placement(placement).with_scaling(scaling))
+        Ok(BottleneckConfig::new(Targeting::names::<&str>(&[])).with_reduction_factor(rf).with_activation(activation).with_placement(placement).with_scaling(scaling).with_gating(self.use_gating))
     }
 }
 
@@ -191,6 +199,9 @@ impl AdapterHubFolder {
         let (module, suffix) = key.split_once(&infix).ok_or_else(|| PeftError::UnexpectedTensor { name: key.into(), reason: format!("not a tensor of adapter `{}` (`<module>{infix}<param>`)", self.name) })?;
         if !PARAMS.iter().any(|(theirs, _)| *theirs == suffix) {
             return Err(PeftError::UnexpectedTensor { name: key.into(), reason: "not part of a bottleneck adapter".into() });
+        }
+        if suffix.starts_with("gate.") && !self.config.gating {
+            return Err(PeftError::UnexpectedTensor { name: key.into(), reason: "a gate, but the config has use_gating = false".into() });
         }
         if let Some((_, after_attention)) = layer_of(module)
             && !(if after_attention { self.after_attention } else { self.after_feed_forward })
@@ -263,8 +274,8 @@ pub(crate) fn save(config: &BottleneckConfig, name: &str, tensors: &AdapterTenso
         let module = hf.strip_suffix(&format!(".{NORM}")).unwrap_or(&hf);
         let (layer, after_attention) = layer_of(module).ok_or_else(|| cannot(format!("`{module}` is not one of AdapterHub's places (`<layers>.N.output`, `<layers>.N.attention.output`, `<layers>.N.attention_adapters`, `<layers>.N.output_adapters`)")))?;
         if after_attention { &mut attention } else { &mut output }.insert(layer);
-        for (theirs, ours) in PARAMS {
-            let value = params.get(ours).ok_or_else(|| PeftError::MissingTensor(format!("{site}.{ours}")))?;
+        for (theirs, ours) in PARAMS.iter().take(if config.gating { 6 } else { 4 }) {
+            let value = params.get(*ours).ok_or_else(|| PeftError::MissingTensor(format!("{site}.{ours}")))?;
             let key = format!("{module}.adapters.{name}.{theirs}");
             entries.push(if value.shape.len() == 2 { hf_matrix(key, value) } else { TensorEntry::f32(key, value.shape.to_vec(), &values_f32(value)) });
         }
@@ -305,7 +316,7 @@ pub(crate) fn save(config: &BottleneckConfig, name: &str, tensors: &AdapterTenso
             "original_ln_after": true, "original_ln_before": ln_before, "output_adapter": !output.is_empty(),
             "phm_bias": true, "phm_c_init": "normal", "phm_dim": 4, "phm_init_range": 0.0001, "phm_layer": false, "phm_rank": 1,
             "reduction_factor": config.reduction_factor, "residual_before_ln": true, "scaling": config.scaling,
-            "shared_W_phm": false, "shared_phm_rule": true, "stochastic_depth": 0.0, "use_gating": false
+            "shared_W_phm": false, "shared_phm_rule": true, "stochastic_depth": 0.0, "use_gating": config.gating
         },
         "hidden_size": hidden,
         "model_class": null,

@@ -92,6 +92,10 @@ impl TensorView {
         let width = self.storage.dtype.bitsize() / 8;
         let stored = bytes.len() / width;
         let numel = self.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or("its shape overflows")?;
+        // A view may repeat values (stride 0), but a state dict's never holds more than its storage.
+        if numel > stored {
+            return Err(format!("its view of shape {:?} holds more values than its storage of {stored}", self.shape));
+        }
         if numel > 0 {
             let last = self.shape.iter().zip(&self.stride).try_fold(self.offset, |end, (&d, &s)| (d - 1).checked_mul(s).and_then(|x| end.checked_add(x)));
             if last.is_none_or(|last| last >= stored) {
@@ -252,6 +256,15 @@ impl<'a> Machine<'a> {
         Ok(())
     }
 
+    /// Checks that `v` may go inside a container on the stack (which must stay within
+    /// `MAX_DEPTH`).
+    fn nestable(&self, v: &Value) -> Result<()> {
+        if v.depth() >= MAX_DEPTH {
+            return Err(self.bad(format!("containers nested deeper than {MAX_DEPTH}")));
+        }
+        Ok(())
+    }
+
     fn pop(&mut self) -> Result<Value> {
         let floor = self.marks.last().copied().unwrap_or(0);
         if self.stack.len() <= floor {
@@ -386,22 +399,27 @@ impl<'a> Machine<'a> {
                 }
                 b'a' => {
                     let v = self.pop()?;
+                    self.nestable(&v)?;
                     let Value::List(list) = self.top()? else { return Err(self.bad("APPEND to something that is not a list")) };
                     list.push(v);
                 }
                 b'e' => {
                     let items = self.since_mark()?;
+                    items.iter().try_for_each(|v| self.nestable(v))?;
                     let Value::List(list) = self.top()? else { return Err(self.bad("APPENDS to something that is not a list")) };
                     list.extend(items);
                 }
                 b's' => {
                     let v = self.pop()?;
                     let k = self.pop()?;
+                    self.nestable(&k)?;
+                    self.nestable(&v)?;
                     let Value::Dict(dict) = self.top()? else { return Err(self.bad("SETITEM on something that is not a dict")) };
                     dict.push((k, v));
                 }
                 b'u' => {
                     let items = self.since_mark()?;
+                    items.iter().try_for_each(|v| self.nestable(v))?;
                     if items.len() % 2 != 0 {
                         return Err(self.bad("SETITEMS with an odd number of values"));
                     }
@@ -571,6 +589,28 @@ mod tests {
         p.push(b'.');
         let err = read_state_dict(&torch_zip(&p, &[]), "bomb.bin").unwrap_err();
         assert!(err.to_string().contains("more values than a state dict has") || err.to_string().contains("nested deeper"), "{err}");
+    }
+
+    #[test]
+    fn lists_nested_in_place_stop_at_the_depth_limit() {
+        // 100,000 empty lists, each appended into the one below: nested that deep, dropping the
+        // result would overflow the stack.
+        let mut p = vec![0x80, 2];
+        p.extend(std::iter::repeat_n(b']', 100_000));
+        p.extend(std::iter::repeat_n(b'a', 99_999));
+        p.push(b'.');
+        let err = read_state_dict(&torch_zip(&p, &[]), "deep.bin").unwrap_err();
+        assert!(err.to_string().contains("nested deeper"), "{err}");
+    }
+
+    #[test]
+    fn a_view_with_more_values_than_its_storage_is_a_typed_error() {
+        // Shape [1000000] with stride 0 over one stored value.
+        let mut p = state_dict_pickle("w", 0, &[1], &[0]);
+        let at = p.windows(4).position(|w| w == [b'(', b'K', 1, b't']).unwrap();
+        p.splice(at..at + 4, *b"(J\x40\x42\x0f\x00t");
+        let err = read_state_dict(&torch_zip(&p, &[("0", floats(&[1.0]))]), "wide.bin").unwrap_err();
+        assert!(err.to_string().contains("more values than its storage"), "{err}");
     }
 
     #[test]

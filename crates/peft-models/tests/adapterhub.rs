@@ -74,6 +74,12 @@ fn pfeiffer_from_a_torch_file_matches_adapterhub() {
     check("llama_seq_bn", "llama", AdapterPlacement::AfterNorm, 2);
 }
 
+/// UniPELT's gate on a Pfeiffer adapter: `σ(gate(source))` averaged over the sequence.
+#[test]
+fn gated_adapters_match_adapterhub() {
+    check("bert_seq_bn_gated", "bert", AdapterPlacement::AfterNorm, 2);
+}
+
 #[test]
 fn houlsby_matches_adapterhub() {
     check("bert_double_seq_bn", "bert", AdapterPlacement::Sequential, 2);
@@ -93,7 +99,7 @@ fn options_we_do_not_build_are_typed_errors_naming_them() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(src.join("adapter.safetensors"), dir.join("adapter.safetensors")).unwrap();
     let config: serde_json::Value = serde_json::from_slice(&std::fs::read(src.join("adapter_config.json")).unwrap()).unwrap();
-    for (key, value) in [("ln_after", serde_json::json!(true)), ("use_gating", serde_json::json!(true)), ("scaling", serde_json::json!("learned")), ("non_linearity", serde_json::json!("tanh")), ("reduction_factor", serde_json::json!({"default": 4}))] {
+    for (key, value) in [("ln_after", serde_json::json!(true)), ("scaling", serde_json::json!("learned")), ("non_linearity", serde_json::json!("tanh")), ("reduction_factor", serde_json::json!({"default": 4}))] {
         let mut c = config.clone();
         c["config"][key] = value;
         std::fs::write(dir.join("adapter_config.json"), serde_json::to_vec(&c).unwrap()).unwrap();
@@ -102,6 +108,12 @@ fn options_we_do_not_build_are_typed_errors_naming_them() {
         assert!(matches!(&err, PeftError::UnsupportedValue { key: k, .. } if k.starts_with(key)), "{key}: {err}");
         assert!(m.adapter_names().is_empty(), "{key}: a refused folder changed the model");
     }
+    // A gated config whose file has no gates.
+    let mut c = config.clone();
+    c["config"]["use_gating"] = serde_json::json!(true);
+    std::fs::write(dir.join("adapter_config.json"), serde_json::to_vec(&c).unwrap()).unwrap();
+    let err = load_adapter(&mut bert(), &dir, "x").unwrap_err();
+    assert!(matches!(&err, PeftError::MissingTensor(t) if t.contains("gate")), "{err}");
     let mut c = config.clone();
     c["config"]["output_adapter"] = serde_json::json!(false);
     std::fs::write(dir.join("adapter_config.json"), serde_json::to_vec(&c).unwrap()).unwrap();

@@ -10,18 +10,18 @@
 //! 1024, vocabulary 1000, sequence 128, batch 8; LoRA r = 8 on q_proj and v_proj.
 
 use std::hint::black_box;
-use std::time::Instant;
 
 use burn::backend::{Autodiff, NdArray};
-use burn::module::AutodiffModule;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Int, Tensor};
 use peft::lora::Lora;
 use peft::models::LinearAdapter;
 use peft::quant::backend::QuantLinearBackend;
 use peft::models::llama::{Llama, LlamaConfig};
 use peft::prelude::*;
+
+#[path = "common/mod.rs"]
+mod common;
+use common::{alternating, stepper};
 
 type Train = Autodiff<NdArray>;
 
@@ -35,36 +35,6 @@ fn model<B: QuantLinearBackend, T: LinearAdapter<B>>(device: &B::Device) -> Llam
     let mut m = config().init::<B, T>(device).expect("a valid config");
     m.add_adapter("bench", &LoraConfig::new(Targeting::names(&["q_proj", "v_proj"])).with_r(8).with_alpha(16.0)).expect("targets exist");
     set_trainable(m, &TrainMode::adapters())
-}
-
-/// A closure running one optimizer step of next-token cross-entropy on `tokens`.
-fn stepper<B: AutodiffBackend, M: AutodiffModule<B> + 'static>(model: M, forward: fn(&M, Tensor<B, 2, Int>) -> Tensor<B, 3>, tokens: Tensor<B, 2, Int>) -> impl FnMut() {
-    let mut model = Some(model);
-    let mut optim = AdamConfig::new().init::<B, M>();
-    move || {
-        let m = model.take().expect("put back after each step");
-        let [batch, seq] = tokens.dims();
-        let logits = forward(&m, tokens.clone().narrow(1, 0, seq - 1)).reshape([batch * (seq - 1), 1000]);
-        let targets = tokens.clone().narrow(1, 1, seq - 1).reshape([batch * (seq - 1)]);
-        let loss = burn::nn::loss::CrossEntropyLossConfig::new().init(&logits.device()).forward(logits, targets);
-        let grads = GradientsParams::from_grads(loss.backward(), &m);
-        model = Some(optim.step(1e-4, m, grads));
-    }
-}
-
-/// Medians (ms) of `n` runs of `a` and `b`, alternated so that the machine's drift cancels.
-fn alternating(n: usize, a: &mut dyn FnMut(), b: &mut dyn FnMut()) -> (f64, f64) {
-    let time = |f: &mut dyn FnMut()| {
-        let t = Instant::now();
-        f();
-        t.elapsed().as_secs_f64() * 1e3
-    };
-    let (mut x, mut y): (Vec<f64>, Vec<f64>) = (0..n).map(|_| (time(a), time(b))).unzip();
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    (median(&mut x), median(&mut y))
 }
 
 fn main() {

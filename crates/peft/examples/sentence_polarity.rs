@@ -6,7 +6,7 @@
 //! ```text
 //! cargo run --release -p peft --features text --example sentence_polarity -- \
 //!     --model DIR --data polarity.csv [--epochs 2] [--max-len 40] [--batch 32] [--limit N] \
-//!     [--methods head,lora,ia3,pfeiffer,houlsby,parallel,prefix,prompt,ptuning,full]
+//!     [--methods head,lora,ia3,pfeiffer,houlsby,parallel,prefix,prompt,ptuning,mam,unipelt,full] [--lr LR]
 //! ```
 //!
 //! Each method trains with the same seed, split, batches and epochs, at its own learning rate
@@ -46,7 +46,7 @@ struct Classifier<B: Backend> {
 
 /// The methods to compare: name, learning rate, and the adapter (none: the head alone, or, for
 /// `full`, every parameter).
-const METHODS: [(&str, f64); 10] = [
+const METHODS: [(&str, f64); 12] = [
     ("head", 1e-3),
     ("lora", 1e-3),
     ("ia3", 1e-2),
@@ -56,6 +56,8 @@ const METHODS: [(&str, f64); 10] = [
     ("prefix", 1e-2),
     ("prompt", 3e-2),
     ("ptuning", 1e-3),
+    ("mam", 3e-4),
+    ("unipelt", 3e-3),
     ("full", 5e-5),
 ];
 
@@ -64,7 +66,7 @@ fn attach(model: &mut Classifier<Train>, method: &str) -> Result<TrainMode, Box<
     let names = |n: &[&str]| Targeting::names(n);
     // The norms closing each layer's feed-forward block (and, for Houlsby, its attention block):
     // where AdapterHub puts bottleneck adapters.
-    let norms = |blocks: &str| Targeting::new(TargetModules::Regex(format!(r"encoder\.layer\.\d+\.({blocks})\.layer_norm")));
+    let norms = |blocks: &str| Targeting::new(TargetModules::Regex(format!(r".*\.layer\.\d+\.({blocks})\.layer_norm")));
     match method {
         "head" => return Ok(TrainMode::adapters_and(&["head"])),
         "full" => return Ok(TrainMode::Full),
@@ -73,10 +75,12 @@ fn attach(model: &mut Classifier<Train>, method: &str) -> Result<TrainMode, Box<
         "pfeiffer" => model.add_adapter("task", &BottleneckConfig::pfeiffer(norms("output")))?,
         "houlsby" => model.add_adapter("task", &BottleneckConfig::houlsby(norms(r"output|attention\.output")))?,
         "parallel" => model.add_adapter("task", &BottleneckConfig::parallel(norms("output")))?,
+        "mam" => model.add_adapter("task", &peft::presets::mam(names(&["kv"]), norms("output")))?,
+        "unipelt" => model.add_adapter("task", &peft::presets::unipelt(names(&["query", "value"]), names(&["kv"]), norms("output")))?,
         "prefix" => model.add_adapter("task", &PrefixConfig::new(names(&["kv"])).with_num_virtual_tokens(10))?,
         "prompt" => model.add_adapter("task", &PromptTuningConfig::new(names(&["prompt"])).with_num_virtual_tokens(10))?,
         "ptuning" => model.add_adapter("task", &PromptTuningConfig::new(names(&["prompt"])).with_num_virtual_tokens(10).with_encoder(Some(PromptEncoderConfig::new().with_hidden_size(Some(128)))))?,
-        other => return Err(format!("unknown method `{other}` (head, lora, ia3, pfeiffer, houlsby, parallel, prefix, prompt, ptuning, full)").into()),
+        other => return Err(format!("unknown method `{other}` (head, lora, ia3, pfeiffer, houlsby, parallel, prefix, prompt, ptuning, mam, unipelt, full)").into()),
     };
     Ok(TrainMode::adapters_and(&["head"]))
 }
@@ -188,6 +192,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut model_dir, mut data_path) = (None, None);
     let (mut epochs, mut max_len, mut batch_size, mut limit) = (2usize, 40usize, 32usize, usize::MAX);
     let mut methods = "head,lora".to_string();
+    let mut lr_override: Option<f64> = None;
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
         match arg.as_str() {
@@ -198,11 +203,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--batch" => batch_size = value()?.parse()?,
             "--limit" => limit = value()?.parse()?,
             "--methods" => methods = value()?,
+            "--lr" => lr_override = Some(value()?.parse()?),
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
     let (Some(model_dir), Some(data_path)) = (model_dir, data_path) else {
-        eprintln!("usage: sentence_polarity --model DIR --data polarity.csv [--epochs 2] [--max-len 40] [--batch 32] [--limit N] [--methods head,lora,ia3,pfeiffer,houlsby,parallel,prefix,prompt,ptuning,full]");
+        eprintln!("usage: sentence_polarity --model DIR --data polarity.csv [--epochs 2] [--max-len 40] [--batch 32] [--limit N] [--methods head,lora,ia3,pfeiffer,houlsby,parallel,prefix,prompt,ptuning,mam,unipelt,full] [--lr LR]");
         std::process::exit(2);
     };
 
@@ -236,7 +242,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut results = Vec::new();
     for method in methods.split(',') {
-        let lr = METHODS.iter().find(|(m, _)| *m == method).map(|(_, lr)| *lr).ok_or(format!("unknown method `{method}`"))?;
+        let lr = METHODS.iter().find(|(m, _)| *m == method).map(|(_, lr)| lr_override.unwrap_or(*lr)).ok_or(format!("unknown method `{method}`"))?;
         println!("\n{method} (learning rate {lr})");
         let started = Instant::now();
         let mut model = load()?;

@@ -5,7 +5,8 @@
 //!
 //! - [`lora`]: LoRA, rsLoRA, DoRA, PiSSA and IA3 on `Linear`, `Embedding` and `Conv2d`, and LoRA
 //!   on any unmodified module by parameter path.
-//! - [`adapter`]: bottleneck adapters (Pfeiffer, Houlsby, parallel).
+//! - [`adapter`]: bottleneck adapters (Pfeiffer, Houlsby, parallel, gated).
+//! - [`presets`]: MAM and UniPELT, several methods as one adapter ([`core::ConfigUnion`]).
 //! - [`ptuning`]: prefix tuning at attention keys and values, prompt tuning before the input embeddings.
 //! - [`quant`]: bitsandbytes-exact NF4/FP4 4-bit weights and `QLinear`, the base of QLoRA.
 //! - [`hf`]: Hugging Face formats: transformers checkpoints, HF peft adapter folders both ways,
@@ -128,6 +129,7 @@ pub use peft_core::PeftModel;
 pub use peft_hf as hf;
 pub use peft_lora as lora;
 pub use peft_models as models;
+pub mod presets;
 pub use peft_ptuning as ptuning;
 pub use peft_quant as quant;
 
@@ -135,7 +137,7 @@ pub use peft_quant as quant;
 pub mod prelude {
     pub use peft_adapter::{AdaptedNorm, AdaptedSublayer, AdapterActivation, AdapterPlacement, Bottleneck, BottleneckConfig};
     pub use peft_core::{
-        Adaptable, Combination, Layer, LayerKind, PeftError, PeftModel, Residual, TargetModules, Targeting, TrainMode, TrainableReport, Tuned,
+        Adaptable, Combination, ConfigUnion, Layer, LayerKind, PeftError, PeftModel, Residual, TargetModules, Targeting, TrainMode, TrainableReport, Tuned,
         set_trainable, transfer_base_weights,
     };
     pub use peft_hf::{HfCheckpoint, HfMethod, LoadedAdapter, SaveOptions, WeightMap, load_adapter, save_adapter};
