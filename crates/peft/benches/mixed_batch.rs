@@ -1,5 +1,5 @@
-//! What per-example adapters cost: the reference Llama carrying four LoRA adapters, one batch in
-//! which every row uses the same adapter against one in which the rows use all four
+//! What per-example adapters cost: the reference Llama carrying four LoRA adapters, a batch run
+//! with one active adapter against the same batch whose rows use all four
 //! (`PeftModel::set_example_adapters`, two rows each), forward pass and training step. Ratios in
 //! one run.
 //!
@@ -26,7 +26,8 @@ type Train = Autodiff<NdArray>;
 
 const NAMES: [&str; 4] = ["a", "b", "c", "d"];
 
-/// The model with four adapters; `mixed`: rows 0-1 use `a`, 2-3 `b`, ...; otherwise all use `a`.
+/// The model with four adapters; `mixed`: rows 0-1 use `a`, 2-3 `b`, ... (per-example
+/// adapters); otherwise `a` is the active adapter, the usual path.
 fn model<B: QuantLinearBackend>(device: &B::Device, mixed: bool) -> Llama<B, WeightAdapter<B>> {
     B::seed(device, 1);
     let config: LlamaConfig = serde_json::from_str(r#"{"vocab_size": 1000, "hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 4}"#).expect("a Llama config");
@@ -34,8 +35,12 @@ fn model<B: QuantLinearBackend>(device: &B::Device, mixed: bool) -> Llama<B, Wei
     for name in NAMES {
         m.add_adapter(name, &LoraConfig::new(Targeting::names(&["q_proj", "v_proj"])).with_r(8).with_init(LoraInit::Gaussian)).expect("targets exist");
     }
-    let rows: Vec<Option<&str>> = (0..8).map(|r| Some(if mixed { NAMES[r / 2] } else { "a" })).collect();
-    m.set_example_adapters(&rows).expect("known adapters");
+    if mixed {
+        let rows: Vec<Option<&str>> = (0..8).map(|r| Some(NAMES[r / 2])).collect();
+        m.set_example_adapters(&rows).expect("known adapters");
+    } else {
+        m.set_active_adapters(&["a"]).expect("a known adapter");
+    }
     set_trainable(m, &TrainMode::adapters())
 }
 
