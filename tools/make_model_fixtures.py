@@ -67,6 +67,7 @@ CASES = {
     "llama_ptuning": ("llama", PromptEncoderConfig(num_virtual_tokens=3, encoder_hidden_size=16, task_type="CAUSAL_LM")),
     "bert_lora": ("bert", LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value", "dense"], init_lora_weights=False, task_type="FEATURE_EXTRACTION")),
     "bert_prefix": ("bert", PrefixTuningConfig(num_virtual_tokens=2, task_type="FEATURE_EXTRACTION")),
+    "bert_prefix_projection": ("bert", PrefixTuningConfig(num_virtual_tokens=2, prefix_projection=True, encoder_hidden_size=16, task_type="FEATURE_EXTRACTION")),
     "bert_ia3": ("bert", IA3Config(target_modules=["key", "value", "output.dense"], feedforward_modules=["output.dense"], init_ia3_weights=False, task_type="FEATURE_EXTRACTION")),
 }
 

@@ -81,7 +81,9 @@ impl<B: Backend, const D: usize> Layer<B, Residual<B, D>> for LayerNorm<B> {
 }
 
 /// The add that closes a pre-norm residual sub-layer, `h + r` (Llama, GPT-2). It has no
-/// parameters; it knows its width and device so that adapters can be built on it.
+/// parameters; it knows its width and device so that adapters can be built on it (moving the
+/// model to another device does not move that device: build it, or add its adapters, where the
+/// model runs).
 #[derive(Module, Debug)]
 pub struct ResidualAdd<B: Backend> {
     /// The width `d` of `h` and `r`.

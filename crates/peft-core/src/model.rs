@@ -114,7 +114,8 @@ impl<B: Backend> LayerOp<B> for Op<'_> {
             Op::SetActive(names) => layer.set_active(names),
             Op::SetEnabled(enabled) => layer.set_enabled(enabled)?,
             Op::Delete(name) if layer.names().iter().any(|n| n == name) => drop(layer.delete_adapter(name)?),
-            Op::Delete(_) => {}
+            // Row assignments name adapters by position: they end with any deletion.
+            Op::Delete(_) => layer.clear_example_adapters(),
             Op::Merge { safe, skip_unmergeable } => layer.merge_with(path, safe, skip_unmergeable)?,
             Op::Unmerge => layer.unmerge(path)?,
             Op::SetRows(rows) => {
@@ -218,7 +219,7 @@ pub trait PeftModel<B: Backend>: Adaptable<B> + Sized {
         for_each(self, Op::SetEnabled(true)).map(|_| ())
     }
 
-    /// Removes the adapter called `name` from every layer.
+    /// Removes the adapter called `name` from every layer (and ends per-example adapters).
     fn delete_adapter(&mut self, name: &str) -> Result<()> {
         let known = self.adapter_names();
         if !known.iter().any(|k| k == name) {

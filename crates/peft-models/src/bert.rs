@@ -12,10 +12,10 @@ use peft_quant::backend::QuantLinearBackend;
 use peft_adapter::AdaptedNorm;
 use peft_core::{PeftError, Residual, Result, Tuned};
 use peft_lora::LoraEmbedding;
-use peft_ptuning::{PrefixKv, PromptInput};
+use peft_ptuning::{PrefixKv, ProjectedPrefix, PromptInput, projected_keys_values};
 use serde::Deserialize;
 
-use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, attend, kv_site, linear, prefix_len, prompt_len, prompt_site, split_heads};
+use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, attend, kv_site, linear, prefix_len, projected_len, projection_site, prompt_len, prompt_site, split_heads, with_prefixes};
 use crate::batch::{TokenBatch, attention_bias};
 
 fn default_eps() -> f64 {
@@ -102,6 +102,7 @@ impl BertConfig {
                 layer_norm: norm(),
             },
             encoder: BertEncoder { layer },
+            prefix_projection: projection_site(self.num_hidden_layers, heads, d / heads),
             pooler: pooler.then(|| BertPooler { dense: linear(d, d, true, device) }),
         })
     }
@@ -204,10 +205,12 @@ pub struct Bert<B: Backend, T: Module<B>> {
     pub embeddings: BertEmbeddings<B>,
     /// Encoder.
     pub encoder: BertEncoder<B, T>,
+    /// Where a projected prefix (peft's `prefix_projection`) makes every layer's prefix.
+    pub prefix_projection: ProjectedPrefix<B>,
     /// Pooler, when the checkpoint has one.
     pub pooler: Option<BertPooler<B, T>>,
 }
-peft_core::adaptable!(Bert<T: LinearTuner<B>> { embeddings, encoder, pooler });
+peft_core::adaptable!(Bert<T: LinearTuner<B>> { embeddings, encoder, prefix_projection, pooler });
 
 impl<B: QuantLinearBackend, T: LinearAdapter<B>> BertOutput<B, T> {
     fn forward(&self, x: Tensor<B, 3>, residual: Tensor<B, 3>) -> Tensor<B, 3> {
@@ -222,7 +225,7 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Bert<B, T> {
     }
 
     fn kv_prefix_len(&self) -> usize {
-        self.encoder.layer.first().map_or(0, |l| prefix_len(&l.attention.self_attn.kv))
+        projected_len(&self.prefix_projection) + self.encoder.layer.first().map_or(0, |l| prefix_len(&l.attention.self_attn.kv))
     }
 
     /// The last hidden state `[batch, seq, hidden]` for `tokens [batch, seq]` (one segment, no
@@ -250,9 +253,11 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Bert<B, T> {
         // by none.
         let padding = padding.map(|p| if virtual_tokens == 0 { p } else { Tensor::cat(vec![Tensor::ones([batch, virtual_tokens], &device), p], 1) });
         let bias = padding.map(|p| attention_bias(&p.clone().int(), &p.int(), offset, false));
-        for layer in &self.encoder.layer {
+        let projected = projected_keys_values(&self.prefix_projection);
+        for (i, layer) in self.encoder.layer.iter().enumerate() {
             let a = &layer.attention.self_attn;
-            let (k, v) = a.kv.forward((split_heads(a.key.forward(h.clone()), a.heads), split_heads(a.value.forward(h.clone()), a.heads)));
+            let kv = (split_heads(a.key.forward(h.clone()), a.heads), split_heads(a.value.forward(h.clone()), a.heads));
+            let (k, v) = with_prefixes(&a.kv, projected.as_ref().map(|p| &p[i]), kv);
             let context = attend(split_heads(a.query.forward(h.clone()), a.heads), k, v, bias.as_ref());
             h = layer.attention.output.forward(context, h);
             let up = gelu(layer.intermediate.dense.forward(h.clone()));

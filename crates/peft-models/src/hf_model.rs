@@ -148,7 +148,7 @@ impl<B: Backend, T: LinearTuner<B>> HfModel<B, T> {
         let projected = match self {
             Self::Llama(m) => m.model.prefix_projection.adapter(name).map(|p| (p.keys_values(&m.model.prefix_projection.base), m.model.prefix_projection.is_active(name))),
             Self::Gpt2(m) => m.transformer.prefix_projection.adapter(name).map(|p| (p.keys_values(&m.transformer.prefix_projection.base), m.transformer.prefix_projection.is_active(name))),
-            Self::Bert(_) => None,
+            Self::Bert(m) => m.prefix_projection.adapter(name).map(|p| (p.keys_values(&m.prefix_projection.base), m.prefix_projection.is_active(name))),
         };
         let Some((projected, active)) = projected else {
             return Err(PeftError::UnknownAdapter { name: format!("{name} (a projected prefix)"), known: self.adapter_names() });
@@ -168,7 +168,7 @@ impl<B: Backend, T: LinearTuner<B>> HfModel<B, T> {
             let kv_sites: Vec<&mut peft_ptuning::PrefixKv<B>> = match &mut model {
                 Self::Llama(m) => m.model.layers.iter_mut().map(|l| &mut l.self_attn.kv).collect(),
                 Self::Gpt2(m) => m.transformer.h.iter_mut().map(|b| &mut b.attn.kv).collect(),
-                Self::Bert(_) => Vec::new(),
+                Self::Bert(m) => m.encoder.layer.iter_mut().map(|l| &mut l.attention.self_attn.kv).collect(),
             };
             for kv in kv_sites {
                 let keep: Vec<String> = kv.names().iter().filter(|n| *n != name && kv.is_active(n)).cloned().collect();

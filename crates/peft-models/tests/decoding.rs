@@ -117,6 +117,25 @@ fn an_ejected_projected_prefix_gives_the_same_outputs_without_its_mlp() {
     }
 }
 
+/// BERT takes a projected prefix too: every layer's keys and values from one MLP, and ejected,
+/// the same outputs (a padded batch, so that the prefix's positions and the padding mask meet).
+#[test]
+fn bert_takes_a_projected_prefix_and_ejects_it() {
+    let bert = || HfModel::<B>::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/models/bert"), &Default::default()).unwrap().0;
+    let mut m = with_projected_prefix(bert());
+    let tokens = Tensor::<B, 2, Int>::from_ints([[5, 17, 42, 8], [9, 4, 33, 0]], &Default::default());
+    let padding = Tensor::<B, 2>::from_floats([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 0.0]], &Default::default());
+    let run = |m: &HfModel<B>| {
+        let HfModel::Bert(bert) = m else { unreachable!() };
+        bert.forward_padded(tokens.clone(), Some(padding.clone()))
+    };
+    let projected = run(&m);
+    assert!(max_diff(projected.clone(), run(&bert())) > 1e-3, "the prefix changes nothing");
+    m.eject_prefix_projection("projected").unwrap();
+    let diff = max_diff(run(&m), projected);
+    assert!(diff < 1e-6, "ejected: {diff}");
+}
+
 #[test]
 fn packed_sequences_do_not_see_each_other() {
     for m in [model("llama"), model("gpt2"), with_prompt(model("llama")), with_prompt(with_prefix(model("gpt2")))] {

@@ -70,6 +70,12 @@ fn each_row_of_a_mixed_batch_gets_what_it_gets_alone() {
     // Cleared, the active adapters (all three) apply to every row again.
     m.clear_example_adapters().unwrap();
     assert_eq!(m.forward(batch()).into_data(), with_adapters::<B>().forward(batch()).into_data());
+    // Deleting an adapter ends the row assignments everywhere.
+    m.set_example_adapters(&rows).unwrap();
+    m.delete_adapter("b").unwrap();
+    let mut rest = with_adapters::<B>();
+    rest.delete_adapter("b").unwrap();
+    assert_eq!(m.forward(batch()).into_data(), rest.forward(batch()).into_data());
 }
 
 #[test]

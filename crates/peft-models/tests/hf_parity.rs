@@ -109,6 +109,7 @@ fn prefix_tuning_matches_peft_on_llama_gpt2_and_bert() {
     check_case::<Lora<B>>("gpt2_prefix", "gpt2_f16");
     check_case::<Lora<B>>("bert_prefix", "bert");
     check_case::<Lora<B>>("llama_prefix_projection", "llama");
+    check_case::<Lora<B>>("bert_prefix_projection", "bert");
 }
 
 #[test]
