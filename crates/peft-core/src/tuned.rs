@@ -119,15 +119,23 @@ impl<B: Backend, L: Module<B>, T: Module<B>> Tuned<B, L, T> {
         Ok(self.adapters.remove(i))
     }
 
-    /// Indices of the adapters that take part in the forward pass.
+    /// Indices of the adapters that take part in the forward pass: with per-example adapters,
+    /// those some row uses.
     fn live(&self) -> Vec<usize> {
         if self.slots.disabled {
             return Vec::new();
         }
+        if let Some(rows) = &self.slots.rows {
+            let mut used: Vec<usize> = rows.iter().flatten().copied().collect();
+            used.sort_unstable();
+            used.dedup();
+            return used;
+        }
         (0..self.adapters.len()).filter(|&i| self.slots.active[i] && !self.slots.merged[i]).collect()
     }
 
-    /// The adapters that take part in the forward pass (active, not merged, not disabled).
+    /// The adapters that take part in the forward pass (active, not merged, not disabled; with
+    /// per-example adapters, those some row uses).
     pub fn live_adapters(&self) -> impl Iterator<Item = &T> {
         self.live().into_iter().map(|i| &self.adapters[i])
     }
@@ -192,9 +200,7 @@ impl<B: Backend, L: Module<B>, T: Module<B>> Tuned<B, L, T> {
         T: TunerForward<B, L, I>,
     {
         assert_eq!(input.batch(), rows.len(), "per-example adapters were set for {} examples, the batch has {}", rows.len(), input.batch());
-        let mut used: Vec<usize> = rows.iter().flatten().copied().collect();
-        used.sort_unstable();
-        used.dedup();
+        let used = self.live();
         let masks: Vec<Vec<bool>> = used.iter().map(|&i| rows.iter().map(|r| *r == Some(i)).collect()).collect();
         let mut x = input.clone();
         for (&i, mask) in used.iter().zip(&masks) {

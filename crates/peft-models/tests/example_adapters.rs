@@ -102,6 +102,17 @@ fn unknown_names_merged_adapters_and_prefixes_are_refused() {
     m.add_adapter("p", &PrefixConfig::new(Targeting::names(&["kv"])).with_num_virtual_tokens(2)).unwrap();
     let err = m.set_example_adapters(&[Some("p"), Some("a")]).unwrap_err();
     assert!(matches!(&err, PeftError::NotSupportedOn { feature, .. } if feature.contains("prefix")), "{err}");
+    // An active prefix that no row names: at the attention those rows run without it, as each
+    // runs alone with its own adapter.
+    let mut m = with_adapters::<B>();
+    m.add_adapter("p", &PrefixConfig::new(Targeting::names(&["kv"])).with_num_virtual_tokens(2)).unwrap();
+    m.set_example_adapters(&[Some("a"), None, Some("c"), Some("a"), None]).unwrap();
+    let mixed = m.forward(batch());
+    let mut alone = with_adapters::<B>();
+    alone.set_active_adapters(&["c"]).unwrap();
+    let want = alone.forward(batch().narrow(0, 2, 1));
+    let diff: f32 = (mixed.narrow(0, 2, 1) - want).abs().max().into_scalar();
+    assert!(diff <= 1e-6, "an unnamed active prefix changed a row by {diff}");
     let mut merged = with_adapters::<B>();
     merged.set_active_adapters(&["a"]).unwrap();
     merged.merge_adapters(true).unwrap();
