@@ -9,15 +9,38 @@ use peft_hf::{AdapterFolder, AdapterHubFolder};
 
 use crate::quantize::CliError;
 
+/// A folder's tensors as `peft inspect` shows them: name, dtype, shape.
+type Listing<'a> = Vec<(&'a String, String, &'a Vec<usize>)>;
+
+fn parameter_count(tensors: &Listing<'_>) -> usize {
+    tensors.iter().map(|(_, _, s)| s.iter().product::<usize>()).sum()
+}
+
+fn tensors_json(tensors: &Listing<'_>) -> Vec<serde_json::Value> {
+    tensors.iter().map(|(n, d, s)| serde_json::json!({"name": n, "dtype": d, "shape": s})).collect()
+}
+
+/// The modules under `heading`, the parameter count and the tensors, one per line.
+fn modules_and_tensors(heading: &str, modules: &BTreeSet<String>, tensors: &Listing<'_>) -> String {
+    let mut out = format!("{heading} ({}):\n", modules.len());
+    for m in modules {
+        out += &format!("  {m}\n");
+    }
+    out += &format!("parameters: {}\ntensors ({}):\n", parameter_count(tensors), tensors.len());
+    for (n, d, s) in tensors {
+        out += &format!("  {n} {d} {s:?}\n");
+    }
+    out
+}
+
 pub fn inspect(dir: &Path, json: bool) -> Result<String, CliError> {
     if is_adapterhub_folder(dir) {
         return inspect_adapterhub(dir, json);
     }
     let folder = AdapterFolder::read(dir)?;
     let config = &folder.config;
-    let mut tensors: Vec<(&String, String, &Vec<usize>)> = folder.tensors().map(|t| (&t.key, format!("{:?}", t.dtype), &t.shape)).collect();
+    let mut tensors: Listing<'_> = folder.tensors().map(|t| (&t.key, format!("{:?}", t.dtype), &t.shape)).collect();
     tensors.sort();
-    let params: usize = tensors.iter().map(|(_, _, s)| s.iter().product::<usize>()).sum();
     let mut modules: BTreeSet<String> = folder.modules.keys().cloned().collect();
     if folder.prompt.is_some() {
         modules.insert(if matches!(config.peft_type.as_str(), "PROMPT_TUNING" | "P_TUNING") { "(the input embeddings)" } else { "(keys and values of every attention layer)" }.into());
@@ -33,8 +56,8 @@ pub fn inspect(dir: &Path, json: bool) -> Result<String, CliError> {
             "target_modules": config.target_modules,
             "modules": modules,
             "num_virtual_tokens": config.num_virtual_tokens,
-            "parameters": params,
-            "tensors": tensors.iter().map(|(n, d, s)| serde_json::json!({"name": n, "dtype": d, "shape": s})).collect::<Vec<_>>(),
+            "parameters": parameter_count(&tensors),
+            "tensors": tensors_json(&tensors),
         });
         return Ok(serde_json::to_string_pretty(&value).expect("json"));
     }
@@ -61,14 +84,7 @@ pub fn inspect(dir: &Path, json: bool) -> Result<String, CliError> {
         }
         _ => {}
     }
-    out += &format!("targeted modules ({}):\n", modules.len());
-    for m in &modules {
-        out += &format!("  {m}\n");
-    }
-    out += &format!("parameters: {params}\ntensors ({}):\n", tensors.len());
-    for (n, d, s) in &tensors {
-        out += &format!("  {n} {d} {s:?}\n");
-    }
+    out += &modules_and_tensors("targeted modules", &modules, &tensors);
     Ok(out.trim_end().to_string())
 }
 
@@ -80,7 +96,7 @@ fn inspect_adapterhub(dir: &Path, json: bool) -> Result<String, CliError> {
     for t in &folder.tensors {
         modules.insert(folder.split(&t.key)?.0.to_string());
     }
-    let params: usize = folder.tensors.iter().map(|t| t.shape.iter().product::<usize>()).sum();
+    let tensors: Listing<'_> = folder.tensors.iter().map(|t| (&t.key, format!("{:?}", t.dtype), &t.shape)).collect();
     let placement = format!("{:?}", c.placement);
     let activation = format!("{:?}", c.activation);
     if json {
@@ -93,25 +109,13 @@ fn inspect_adapterhub(dir: &Path, json: bool) -> Result<String, CliError> {
             "activation": activation,
             "scaling": c.scaling,
             "modules": modules,
-            "parameters": params,
-            "tensors": folder.tensors.iter().map(|t| serde_json::json!({"name": t.key, "dtype": format!("{:?}", t.dtype), "shape": t.shape})).collect::<Vec<_>>(),
+            "parameters": parameter_count(&tensors),
+            "tensors": tensors_json(&tensors),
         });
         return Ok(serde_json::to_string_pretty(&value).expect("json"));
     }
-    let mut out = format!(
-        "method: BOTTLENECK (AdapterHub folder, adapter `{}`)\nplacement: {placement}, reduction factor {}, activation {activation}, scaling {}\nsub-layers ({}):\n",
-        folder.name,
-        c.reduction_factor,
-        c.scaling,
-        modules.len()
-    );
-    for m in &modules {
-        out += &format!("  {m}\n");
-    }
-    out += &format!("parameters: {params}\ntensors ({}):\n", folder.tensors.len());
-    for t in &folder.tensors {
-        out += &format!("  {} {:?} {:?}\n", t.key, t.dtype, t.shape);
-    }
+    let mut out = format!("method: BOTTLENECK (AdapterHub folder, adapter `{}`)\nplacement: {placement}, reduction factor {}, activation {activation}, scaling {}\n", folder.name, c.reduction_factor, c.scaling);
+    out += &modules_and_tensors("sub-layers", &modules, &tensors);
     Ok(out.trim_end().to_string())
 }
 

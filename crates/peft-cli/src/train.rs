@@ -140,8 +140,7 @@ impl TrainArgs {
             c.reduction_factor = self.reduction_factor;
         }
         if let Some(s) = &self.schedule {
-            c.schedule = serde_json::from_value::<Schedule>(serde_json::json!(s.to_lowercase()))
-                .map_err(|_| PeftError::UnsupportedValue { key: "schedule".into(), value: s.clone(), supported: "constant, linear, cosine".into() })?;
+            c.schedule = Schedule::parse(s)?;
         }
         macro_rules! take {
             ($($field:ident),*) => { $( if let Some(v) = self.$field.clone() { c.$field = v; } )* };

@@ -12,7 +12,7 @@ use std::path::Path;
 use burn::tensor::TensorData;
 use burn::tensor::backend::Backend;
 
-use crate::checkpoint::{TensorEntry, parse, read_bytes, read_f32, write_atomic};
+use crate::checkpoint::{TensorEntry, parse, read_bytes, read_finite_f32, write_atomic};
 use crate::{AdapterTensors, PeftError, PeftModel, Result};
 
 /// The metadata key naming the adapter a file holds.
@@ -45,10 +45,7 @@ pub fn load_adapter_file<B: Backend, M: PeftModel<B>>(model: &mut M, name: &str,
     let mut tensors = AdapterTensors::new();
     for key in file.names() {
         let (module, param) = key.split_once(&infix).ok_or_else(|| PeftError::UnexpectedTensor { name: key.into(), reason: format!("not a tensor of adapter `{name}` (`<module>{infix}<param>`)") })?;
-        let (shape, values) = read_f32(&file, key)?;
-        if values.iter().any(|v| !v.is_finite()) {
-            return Err(PeftError::NonFiniteTensor(key.into()));
-        }
+        let (shape, values) = read_finite_f32(&file, key)?;
         tensors.entry(module.to_string()).or_default().insert(param.to_string(), TensorData::new(values, shape));
     }
     model.set_adapter_tensors(name, tensors)

@@ -134,6 +134,15 @@ pub fn read_f32(file: &SafeTensors<'_>, name: &str) -> Result<(Vec<usize>, Vec<f
     Ok((view.shape().to_vec(), to_f32(name, &view)?))
 }
 
+/// [`read_f32`], refusing a NaN or an infinity (a typed error naming the tensor).
+pub fn read_finite_f32(file: &SafeTensors<'_>, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+    let (shape, values) = read_f32(file, name)?;
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(PeftError::NonFiniteTensor(name.into()));
+    }
+    Ok((shape, values))
+}
+
 /// The transpose of a row-major `rows × cols` matrix.
 pub fn transpose<T: Copy + Default>(m: &[T], rows: usize, cols: usize) -> Vec<T> {
     let mut t = vec![T::default(); m.len()];

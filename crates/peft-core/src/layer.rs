@@ -90,7 +90,7 @@ pub struct ResidualAdd<B: Backend> {
     #[module(skip)]
     pub width: usize,
     #[module(skip)]
-    home: B::Device,
+    pub(crate) home: B::Device,
     phantom: core::marker::PhantomData<B>,
 }
 
@@ -98,11 +98,6 @@ impl<B: Backend> ResidualAdd<B> {
     /// The add for `[..., width]` tensors on `device`.
     pub fn new(width: usize, device: &B::Device) -> Self {
         Self { width, home: device.clone(), phantom: core::marker::PhantomData }
-    }
-
-    /// The device adapters built on it go to.
-    pub fn device(&self) -> &B::Device {
-        &self.home
     }
 }
 

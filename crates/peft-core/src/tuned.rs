@@ -156,11 +156,6 @@ impl<B: Backend, L: Module<B>, T: Module<B>> Tuned<B, L, T> {
         self.slots.rows = None;
     }
 
-    /// The adapter names of the rows, when per-example adapters are set.
-    pub fn example_adapters(&self) -> Option<Vec<Option<&str>>> {
-        self.slots.rows.as_ref().map(|rows| rows.iter().map(|r| r.map(|i| self.slots.names[i].as_str())).collect())
-    }
-
     /// Forward pass: the base layer with every live adapter applied in order; with
     /// per-example adapters ([`set_example_adapters`](Self::set_example_adapters)), each row
     /// with its own adapter.

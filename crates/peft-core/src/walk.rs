@@ -111,7 +111,7 @@ impl<B: Backend> Adaptable<B> for crate::ResidualAdd<B> {
         Some(self.width)
     }
     fn device(&self) -> Option<B::Device> {
-        Some(self.device().clone())
+        Some(self.home.clone())
     }
 }
 

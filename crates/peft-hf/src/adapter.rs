@@ -35,7 +35,7 @@ pub enum HfMethod {
     PrefixProjection(PrefixProjectionConfig),
     /// Prompt tuning and P-Tuning.
     Prompt(PromptTuningConfig),
-    /// Bottleneck adapters at the norms closing post-norm sub-layers, in AdapterHub's format.
+    /// Bottleneck adapters at the steps closing residual sub-layers, in AdapterHub's format.
     Bottleneck(BottleneckConfig),
 }
 
@@ -75,27 +75,28 @@ pub struct LoadedAdapter {
 /// Any model takes part by implementing [`HfCheckpoint`] (its [`WeightMap`](crate::WeightMap)
 /// from Burn's paths to HF's names); see [`save_adapter`] for a whole round trip.
 pub fn load_adapter<B: Backend, M: HfCheckpoint<B>>(model: &mut M, dir: &Path, name: &str) -> Result<LoadedAdapter> {
-    if adapterhub::is_adapterhub_folder(dir) {
-        let (config, tensors) = adapterhub::load(dir, &model.weight_map(), &model.tuned_layers())?;
-        let modules = tensors.keys().cloned().collect();
-        let mut work = model.clone();
-        work.add_adapter(name, &config)?;
-        work.set_adapter_tensors(name, tensors)?;
-        *model = work;
-        return Ok(LoadedAdapter { hf: None, method: HfMethod::Bottleneck(config), modules, base_tensors: Vec::new() });
-    }
-    let folder = AdapterFolder::read(dir)?;
     let map = model.weight_map();
-    let (method, tensors) = match folder.config.peft_type.as_str() {
-        "LORA" => lora::to_ours(&folder, &map).map(|(c, t)| (HfMethod::Lora(c), t))?,
-        "IA3" => ia3::to_ours(&folder, &map).map(|(c, t)| (HfMethod::Ia3(c), t))?,
-        "PROMPT_TUNING" | "P_TUNING" => prompt::to_ours(&folder, &model.tuned_layers()).map(|(c, t)| (HfMethod::Prompt(c), t))?,
-        _ => prefix::to_ours(&folder, &model.tuned_layers()).map(|(c, t)| (HfMethod::Prefix(c), t))?,
+    let (folder, method, tensors) = if adapterhub::is_adapterhub_folder(dir) {
+        let (config, tensors) = adapterhub::load(dir, &map, &model.tuned_layers())?;
+        (None, HfMethod::Bottleneck(config), tensors)
+    } else {
+        let folder = AdapterFolder::read(dir)?;
+        let (method, tensors) = match folder.config.peft_type.as_str() {
+            "LORA" => lora::to_ours(&folder, &map).map(|(c, t)| (HfMethod::Lora(c), t))?,
+            "IA3" => ia3::to_ours(&folder, &map).map(|(c, t)| (HfMethod::Ia3(c), t))?,
+            "PROMPT_TUNING" | "P_TUNING" => prompt::to_ours(&folder, &model.tuned_layers()).map(|(c, t)| (HfMethod::Prompt(c), t))?,
+            _ => prefix::to_ours(&folder, &model.tuned_layers()).map(|(c, t)| (HfMethod::Prefix(c), t))?,
+        };
+        (Some(folder), method, tensors)
     };
     let modules = tensors.keys().cloned().collect();
     let mut work = model.clone();
     work.add_adapter(name, method.config())?;
     work.set_adapter_tensors(name, tensors)?;
+    let Some(folder) = folder else {
+        *model = work;
+        return Ok(LoadedAdapter { hf: None, method, modules, base_tensors: Vec::new() });
+    };
     if !folder.base.is_empty() {
         let entries: Vec<TensorEntry> = folder.base.iter().map(|(name, t)| TensorEntry::f32(name.clone(), t.shape.clone(), &t.values)).collect();
         let label = dir.display().to_string();
@@ -170,16 +171,14 @@ pub fn save_adapter<B: Backend, M: HfCheckpoint<B>>(model: &mut M, name: &str, m
         return Err(PeftError::UnknownAdapter { name: name.into(), known: model.adapter_names() });
     }
     let layers = model.tuned_layers();
-    if let HfMethod::Bottleneck(config) = method {
-        return adapterhub::save(config, name, &tensors, &map, &layers, dir);
-    }
     let (mut entries, fields) = match method {
+        // AdapterHub's folder, not peft's: written whole by its own piece.
+        HfMethod::Bottleneck(config) => return adapterhub::save(config, name, &tensors, &map, &layers, dir),
         HfMethod::Lora(c) => lora::from_ours(c, &tensors, &map, &layers)?,
         HfMethod::Ia3(c) => ia3::from_ours(c, &tensors, &map)?,
         HfMethod::Prefix(_) => prefix::from_ours(&tensors, &layers)?,
         HfMethod::PrefixProjection(_) => prefix::from_projected(&tensors, &layers)?,
         HfMethod::Prompt(_) => prompt::from_ours(&tensors, &layers)?,
-        HfMethod::Bottleneck(_) => unreachable!("saved above"),
     };
     let mut config = serde_json::json!({
         "task_type": options.task_type,

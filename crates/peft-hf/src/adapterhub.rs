@@ -148,20 +148,7 @@ impl BnSettings {
 /// bottleneck site there: the norm closing a post-norm sub-layer (`<module>.LayerNorm`, BERT),
 /// or the residual add itself (`<module>` = `...attention_adapters`, Llama and GPT-2).
 fn site_of(module: &str, map: &WeightMap, sites: &BTreeSet<&str>) -> Option<String> {
-    let norm = format!("{module}.{NORM}");
-    for hf in [norm.as_str(), module] {
-        let ours = map.to_ours(hf);
-        if sites.contains(ours.as_str()) {
-            return Some(ours);
-        }
-        // `BertFor*` files name the encoder `bert.*`, `GPT2LMHeadModel` the stack `transformer.*`.
-        if let Some((_, rest)) = hf.split_once('.')
-            && sites.contains(map.to_ours(rest).as_str())
-        {
-            return Some(map.to_ours(rest));
-        }
-    }
-    None
+    [format!("{module}.{NORM}"), module.to_string()].iter().flat_map(|hf| map.to_ours_candidates(hf)).find(|ours| sites.contains(ours.as_str()))
 }
 
 /// An AdapterHub bottleneck folder as read: its options as our config (no targets yet) and its

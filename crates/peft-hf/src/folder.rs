@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use burn::tensor::TensorData;
-use peft_core::checkpoint::{TensorEntry, parse, read_bytes, read_f32, serialize, transpose, write_bytes_atomic};
+use peft_core::checkpoint::{TensorEntry, parse, read_bytes, read_finite_f32, serialize, transpose, write_bytes_atomic};
 use peft_core::{PeftError, Result};
 use safetensors::Dtype;
 
@@ -107,10 +107,7 @@ pub(crate) fn write_files(dir: &Path, weights: &str, meta: Option<HashMap<String
 impl HfTensor {
     /// The tensor `key` of a safetensors file, in `f32`; a NaN or infinity is a typed error.
     pub fn read(file: &safetensors::SafeTensors<'_>, key: &str) -> Result<Self> {
-        let (shape, values) = read_f32(file, key)?;
-        if values.iter().any(|v| !v.is_finite()) {
-            return Err(PeftError::NonFiniteTensor(key.into()));
-        }
+        let (shape, values) = read_finite_f32(file, key)?;
         let dtype = file.tensor(key).map_err(|e| PeftError::Safetensors { path: key.into(), reason: e.to_string() })?.dtype();
         Ok(Self { key: key.into(), dtype, shape, values })
     }

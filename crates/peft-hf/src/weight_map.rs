@@ -118,6 +118,15 @@ impl WeightMap {
         self.renames.iter().rev().fold(segments(hf), |p, (o, h)| replace_all(&p, h, o)).join(".")
     }
 
+    /// The Burn module paths an HF module path may stand for: [`to_ours`](Self::to_ours), then
+    /// the same after each [`fallback_prefix`](Self::fallback_prefix) spelling of the file
+    /// (`bert.encoder.layer.0` → `encoder.layer.0`).
+    pub fn to_ours_candidates(&self, hf: &str) -> Vec<String> {
+        let mut out = vec![self.to_ours(hf)];
+        out.extend(self.fallback_prefixes.iter().filter_map(|(ours, file)| hf.strip_prefix(file.as_str()).map(|rest| self.to_ours(&format!("{ours}{rest}")))));
+        out
+    }
+
     /// The HF tensor name and layout of the Burn parameter `plain_path` held by a module of Burn
     /// type `owner` (`Struct:Linear`, `Struct:LayerNorm`, ...).
     pub fn param_to_hf(&self, plain_path: &str, owner: &str) -> (String, Layout) {

@@ -33,12 +33,14 @@ impl Method {
 
     /// Parses `lora`, `qlora`, `ia3`, `adapter`, `prefix`, `prompt`, `ptuning` or `full`.
     pub fn parse(text: &str) -> Result<Self> {
-        serde_json::from_value(serde_json::Value::String(text.to_lowercase())).map_err(|_| PeftError::UnsupportedValue {
-            key: "method".into(),
-            value: text.into(),
-            supported: "lora, qlora, ia3, adapter, prefix, prompt, ptuning, full".into(),
-        })
+        parse_name(text, "method", "lora, qlora, ia3, adapter, prefix, prompt, ptuning, full")
     }
+}
+
+/// One of the lower-case names of a settings enum (any case), or the error naming `key` and
+/// what is `supported`.
+fn parse_name<T: serde::de::DeserializeOwned>(text: &str, key: &str, supported: &str) -> Result<T> {
+    serde_json::from_value(serde_json::Value::String(text.to_lowercase())).map_err(|_| PeftError::UnsupportedValue { key: key.into(), value: text.into(), supported: supported.into() })
 }
 
 /// AdapterHub's bottleneck adapter presets (`seq_bn`, `double_seq_bn`, `par_bn`).
@@ -56,8 +58,7 @@ pub enum AdapterPreset {
 impl AdapterPreset {
     /// Parses `pfeiffer`, `houlsby` or `parallel`.
     pub fn parse(text: &str) -> Result<Self> {
-        serde_json::from_value(serde_json::Value::String(text.to_lowercase()))
-            .map_err(|_| PeftError::UnsupportedValue { key: "adapter_config".into(), value: text.into(), supported: "pfeiffer, houlsby, parallel".into() })
+        parse_name(text, "adapter_config", "pfeiffer, houlsby, parallel")
     }
 
     /// The residual adds the preset adapts, as `target` names (the reference decoders' sites).
@@ -79,6 +80,13 @@ pub enum Schedule {
     Linear,
     /// Falls along half a cosine to 0 at the last step.
     Cosine,
+}
+
+impl Schedule {
+    /// Parses `constant`, `linear` or `cosine`.
+    pub fn parse(text: &str) -> Result<Self> {
+        parse_name(text, "schedule", "constant, linear, cosine")
+    }
 }
 
 /// Settings of a run. Defaults follow TRL's `SFTConfig` and HF peft where they have one.
