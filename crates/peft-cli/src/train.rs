@@ -7,9 +7,8 @@ use burn::backend::{Autodiff, NdArray};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use peft_core::PeftError;
-use peft_hf::load_adapter;
 use peft_models::{GenerationConfig, HfModel, generate};
-use peft_train::{AdapterPreset, Dataset, EvalResult, Message, Method, Observer, Prepared, Schedule, StepLog, TrainConfig, TrainSetup, evaluate, plot_losses, train};
+use peft_train::{AdapterPreset, Dataset, EvalResult, Message, Method, Observer, Prepared, Schedule, StepLog, Task, TrainConfig, TrainSetup, check_task, evaluate, evaluate_classifier, plot_losses, train};
 
 use crate::quantize::CliError;
 
@@ -21,7 +20,8 @@ pub struct TrainArgs {
     /// Folder with config.json, model.safetensors, tokenizer.json (and the chat template).
     #[arg(long)]
     model: PathBuf,
-    /// Training data (JSONL: messages, conversations, instruction/input/output, prompt/completion, text).
+    /// Training data (JSONL: messages, conversations, instruction/input/output, prompt/completion,
+    /// text; for --task seq-cls, JSONL text/label or CSV text,label).
     #[arg(long)]
     data: PathBuf,
     /// Evaluation data (same shapes).
@@ -36,6 +36,12 @@ pub struct TrainArgs {
     /// A TOML file with any of the settings below (keys as the long flags, with underscores).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// causal-lm (the next token; default) or seq-cls (a class per text, through a new head).
+    #[arg(long)]
+    task: Option<String>,
+    /// seq-cls: classes of the head (default: one more than the largest label).
+    #[arg(long)]
+    num_labels: Option<usize>,
     /// lora, qlora, ia3, adapter, prefix, prompt, ptuning or full.
     #[arg(long)]
     method: Option<String>,
@@ -130,6 +136,12 @@ impl TrainArgs {
             }
             None => TrainConfig::default(),
         };
+        if let Some(t) = &self.task {
+            c.task = Task::parse(t)?;
+        }
+        if self.num_labels.is_some() {
+            c.num_labels = self.num_labels;
+        }
         if let Some(m) = &self.method {
             c.method = Method::parse(m)?;
         }
@@ -227,7 +239,7 @@ pub fn run_train(args: &TrainArgs) -> Result<String, CliError> {
 fn model(dir: &Path, adapter: Option<&Path>) -> Result<HfModel<B>, CliError> {
     let (mut model, _) = HfModel::<B>::load(dir, &Default::default())?;
     if let Some(adapter) = adapter {
-        load_adapter(&mut model, adapter, "default")?;
+        model.load_adapter_folder(adapter, "default")?;
     }
     Ok(model)
 }
@@ -241,7 +253,13 @@ pub fn run_eval(model_dir: &Path, adapter: Option<&Path>, data: &Path, max_len: 
     }
     let model = model(model_dir, adapter)?;
     peft_train::check_examples_fit(&model, &[&prepared.examples], None)?;
-    let r = evaluate(model.causal_lm()?, &prepared.examples, 8, encoder.pad_id(), &Default::default());
+    // A model with a classification head (its own, or its adapter's) classifies.
+    let task = if model.num_labels().is_some() { Task::SeqCls } else { Task::CausalLm };
+    check_task(&TrainConfig { task, num_labels: model.num_labels(), ..Default::default() }, &[&prepared.examples])?;
+    let r = match task {
+        Task::CausalLm => evaluate(model.causal_lm()?, &prepared.examples, 8, encoder.pad_id(), &Default::default()),
+        Task::SeqCls => evaluate_classifier(&model, &prepared.examples, 8, encoder.pad_id(), &Default::default())?,
+    };
     Ok(if json {
         serde_json::json!({ "loss": r.loss, "perplexity": r.perplexity, "tokens": r.tokens, "accuracy": r.accuracy, "examples": prepared.examples.len() }).to_string()
     } else {

@@ -190,3 +190,28 @@ fn qlora_on_a_checkpoint_saved_in_4_bits_equals_qlora_quantizing_on_load() {
     assert_eq!(params(&dense_log), params(&saved_log));
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+#[test]
+fn seq_cls_trains_a_head_that_peft_eval_and_peft_logits_use() {
+    let out = std::env::temp_dir().join(format!("peft-cli-seq-cls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let (model, data) = (fixtures().join("llama"), fixtures().join("data/labels.csv"));
+    let run = peft(&["train", "--model", arg(&model), "--data", arg(&data), "--out", arg(&out), "--task", "seq-cls", "--target", "q_proj,v_proj", "--lr", "0.02", "--max-steps", "6", "--batch-size", "3"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let adapter = out.join("adapter");
+    let eval = peft(&["eval", "--model", arg(&model), "--adapter", arg(&adapter), "--data", arg(&data), "--json"]);
+    assert!(eval.status.success(), "{}", String::from_utf8_lossy(&eval.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    // Six texts, learned by heart.
+    assert_eq!((json["tokens"].as_u64(), json["accuracy"].as_f64()), (Some(6), Some(1.0)), "{json}");
+    let logits = out.join("logits.safetensors");
+    let run = peft(&["logits", "--model", arg(&model), "--adapter", arg(&adapter), "--tokens", "5,9,12", "--out", arg(&logits)]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(String::from_utf8_lossy(&run.stdout).contains("`class_logits` [1, 2]"), "{}", String::from_utf8_lossy(&run.stdout));
+    // The wrong task for the data, and a method without a head in its format: one line each.
+    let (x, y) = (out.join("x"), out.join("y"));
+    assert_fails(&peft(&["train", "--model", arg(&model), "--data", arg(&data), "--out", arg(&x)]), "seq-cls", &x);
+    assert_fails(&peft(&["train", "--model", arg(&model), "--data", arg(&data), "--out", arg(&y), "--task", "seq-cls", "--method", "adapter"]), "seq-cls", &y);
+    assert_fails(&peft(&["eval", "--model", arg(&model), "--adapter", arg(&adapter), "--data", arg(&fixtures().join("data/chat.jsonl"))]), "text+label", &x);
+    std::fs::remove_dir_all(&out).unwrap();
+}

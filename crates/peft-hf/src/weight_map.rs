@@ -32,6 +32,7 @@ use safetensors::SafeTensors;
 pub struct WeightMap {
     renames: Vec<(Vec<String>, Vec<String>)>,
     linear_in_out: bool,
+    torch_linears: Vec<String>,
     fallback_prefixes: Vec<(String, String)>,
 }
 
@@ -85,6 +86,13 @@ impl WeightMap {
         self
     }
 
+    /// A module stored `[out, in]` (a torch `nn.Linear`) in a checkpoint whose other linear
+    /// weights are `[in, out]` (GPT-2's `score` head among its `Conv1D`s).
+    pub fn torch_linear(mut self, ours: &str) -> Self {
+        self.torch_linears.push(ours.to_string());
+        self
+    }
+
     /// Another spelling of a name prefix that some checkpoints use: a name starting with `ours`
     /// that the file lacks is looked up with `file` in its place (`("", "bert.")` for
     /// `BertForMaskedLM` files, `("transformer.", "")` for GPT-2 files saved without the head).
@@ -135,7 +143,7 @@ impl WeightMap {
         let (leaf, layout) = match (kind, leaf) {
             ("LayerNorm" | "RmsNorm", "gamma") => ("weight", Layout::Same),
             ("LayerNorm", "beta") => ("bias", Layout::Same),
-            ("Linear", "weight") if !self.linear_in_out => ("weight", Layout::Transposed),
+            ("Linear", "weight") if !self.linear_in_out || self.torch_linears.iter().any(|m| m == module) => ("weight", Layout::Transposed),
             (_, leaf) => (leaf, Layout::Same),
         };
         let module = self.to_hf(module);
@@ -275,7 +283,8 @@ mod tests {
         assert_eq!(map.param_to_hf("blocks.0.attn.q.weight", "Struct:Linear"), ("model.layers.0.self_attn.q.weight".into(), Layout::Transposed));
         assert_eq!(map.param_to_hf("norm.gamma", "Struct:RmsNorm"), ("norm.weight".into(), Layout::Same));
         assert_eq!(map.param_to_hf("ln.beta", "Struct:LayerNorm"), ("ln.bias".into(), Layout::Same));
-        let gpt2 = WeightMap::new().linear_weights_in_out(true);
+        let gpt2 = WeightMap::new().linear_weights_in_out(true).torch_linear("score");
         assert_eq!(gpt2.param_to_hf("h.0.attn.c_attn.weight", "Struct:Linear").1, Layout::Same);
+        assert_eq!(gpt2.param_to_hf("score.weight", "Struct:Linear").1, Layout::Transposed);
     }
 }

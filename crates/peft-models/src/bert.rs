@@ -3,7 +3,7 @@
 //! `layer_norm` ↔ `LayerNorm`.
 
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
@@ -104,6 +104,7 @@ impl BertConfig {
             encoder: BertEncoder { layer },
             prefix_projection: projection_site(self.num_hidden_layers, heads, d / heads),
             pooler: pooler.then(|| BertPooler { dense: linear(d, d, true, device) }),
+            classifier: None,
         })
     }
 }
@@ -209,6 +210,9 @@ pub struct Bert<B: Backend, T: Module<B>> {
     pub prefix_projection: ProjectedPrefix<B>,
     /// Pooler, when the checkpoint has one.
     pub pooler: Option<BertPooler<B, T>>,
+    /// Sequence-classification head over the pooled output (`BertForSequenceClassification`'s
+    /// `classifier`), when set ([`HfModel::set_classifier`](crate::HfModel::set_classifier)).
+    pub classifier: Option<Linear<B>>,
 }
 peft_core::adaptable!(Bert<T: LinearTuner<B>> { embeddings, encoder, prefix_projection, pooler });
 
@@ -275,8 +279,14 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Bert<B, T> {
 }
 
 impl<B: Backend, T: LinearTuner<B>> HfCheckpoint<B> for Bert<B, T> {
-    /// `self_attn` ↔ `self`, `layer_norm` ↔ `LayerNorm`; `BertFor*` files prefix names with `bert.`.
+    /// `self_attn` ↔ `self`, `layer_norm` ↔ `LayerNorm`; `BertFor*` files prefix names with `bert.`,
+    /// and with a classification head the model is `BertForSequenceClassification`, whose names
+    /// have that prefix (all but `classifier`).
     fn weight_map(&self) -> WeightMap {
-        WeightMap::new().rename("self_attn", "self").rename("layer_norm", "LayerNorm").fallback_prefix("", "bert.")
+        let map = WeightMap::new().rename("self_attn", "self").rename("layer_norm", "LayerNorm");
+        if self.classifier.is_none() {
+            return map.fallback_prefix("", "bert.");
+        }
+        ["embeddings", "encoder", "pooler", "prefix_projection"].iter().fold(map, |m, top| m.rename(top, &format!("bert.{top}"))).fallback_prefix("bert.", "")
     }
 }

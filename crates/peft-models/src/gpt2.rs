@@ -2,7 +2,7 @@
 //! is Burn's own layout: the weight map loads them untransposed (HF peft's `fan_in_fan_out`).
 
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use peft_hf::{HfCheckpoint, WeightMap};
@@ -73,7 +73,7 @@ impl Gpt2Config {
                 output_adapters: Tuned::new(ResidualAdd::new(d, device)),
             })
             .collect();
-        Ok(Gpt2 { transformer: Gpt2Model { wte: Tuned::new(embedding(self.vocab_size)), wpe: embedding(self.n_positions), prompt: prompt_site(d), prefix_projection: projection_site(self.n_layer, self.n_head, d / self.n_head), h, ln_f: norm() } })
+        Ok(Gpt2 { transformer: Gpt2Model { wte: Tuned::new(embedding(self.vocab_size)), wpe: embedding(self.n_positions), prompt: prompt_site(d), prefix_projection: projection_site(self.n_layer, self.n_head, d / self.n_head), h, ln_f: norm() }, score: None })
     }
 }
 
@@ -144,6 +144,9 @@ peft_core::adaptable!(Gpt2Model<T: LinearTuner<B>> { wte, prompt, prefix_project
 pub struct Gpt2<B: Backend, T: Module<B>> {
     /// The transformer.
     pub transformer: Gpt2Model<B, T>,
+    /// Sequence-classification head (`GPT2ForSequenceClassification`'s `score`), when set
+    /// ([`HfModel::set_classifier`](crate::HfModel::set_classifier)).
+    pub score: Option<Linear<B>>,
 }
 peft_core::adaptable!(Gpt2<T: LinearTuner<B>> { transformer });
 
@@ -253,6 +256,6 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> CausalLm<B> for Gpt2<B, T> {
 impl<B: Backend, T: LinearTuner<B>> HfCheckpoint<B> for Gpt2<B, T> {
     /// `Conv1D` weights `[in, out]`; files saved from `GPT2Model` lack the `transformer.` prefix.
     fn weight_map(&self) -> WeightMap {
-        WeightMap::new().linear_weights_in_out(true).fallback_prefix("transformer.", "")
+        WeightMap::new().linear_weights_in_out(true).torch_linear("score").fallback_prefix("transformer.", "")
     }
 }

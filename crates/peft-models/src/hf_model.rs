@@ -83,13 +83,19 @@ impl<B: Backend, T: LinearTuner<B>> HfModel<B, T> {
                 holds: holds.unwrap_or(u64::MAX),
             });
         }
-        let model = match &config {
+        let mut model = match &config {
             HfModelConfig::Bert(c) => {
                 let pooler = file.names().iter().any(|n| n.ends_with("pooler.dense.weight"));
                 Self::Bert(c.init_with_pooler(pooler, device)?)
             }
             other => Self::init(other, device)?,
         };
+        // A checkpoint of a `*ForSequenceClassification` model (or our own full fine-tuning of
+        // one) holds its head.
+        let head = format!("{}.weight", model.classifier_name());
+        if let Ok(view) = file.tensor(&head) {
+            model.set_classifier(model.saved_head_labels(view.shape())?, false)?;
+        }
         if quantized.is_empty() {
             return model.assign_hf_weights(&file, false);
         }

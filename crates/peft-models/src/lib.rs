@@ -35,6 +35,7 @@
 pub mod attention;
 pub mod batch;
 pub mod bert;
+pub mod classify;
 pub mod generate;
 pub mod gpt2;
 pub mod hf_config;
@@ -45,6 +46,7 @@ pub mod text;
 
 pub use attention::{AdaptedLinear, LinearAdapter};
 pub use batch::{KvCache, Padding, TokenBatch};
+pub use classify::{CLASSIFIER_HEADS, classifier_head};
 pub use generate::{CausalLm, GenerationConfig, HeadInput, generate};
 pub use hf_config::HfModelConfig;
 pub use hf_model::HfModel;

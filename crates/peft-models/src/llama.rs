@@ -2,7 +2,7 @@
 //! tied or untied embeddings. Field names follow HF's modules, so the weight map is the identity.
 
 use burn::module::Module;
-use burn::nn::{EmbeddingConfig, Initializer, RmsNorm, RmsNormConfig};
+use burn::nn::{EmbeddingConfig, Initializer, Linear, RmsNorm, RmsNormConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -154,6 +154,7 @@ impl LlamaConfig {
                 norm: norm(self.rms_norm_eps),
             },
             lm_head: (!self.tie_word_embeddings).then(|| linear(d, self.vocab_size, false, device)),
+            score: None,
             rope_base: self.rope_base()?,
             max_positions: self.max_position_embeddings,
         })
@@ -233,6 +234,9 @@ pub struct Llama<B: Backend, T: Module<B>> {
     pub model: LlamaModel<B, T>,
     /// Output head; `None` when tied to the token embeddings.
     pub lm_head: Option<AdaptedLinear<B, T>>,
+    /// Sequence-classification head (`LlamaForSequenceClassification`'s `score`), when set
+    /// ([`HfModel::set_classifier`](crate::HfModel::set_classifier)).
+    pub score: Option<Linear<B>>,
     /// RoPE base.
     pub rope_base: f64,
     /// `max_position_embeddings`, when the config gives it.

@@ -1,6 +1,6 @@
 //! Batches for next-token training: the model's input and, at each position, the token to
 //! predict and whether that prediction counts in the loss. Rows hold one example, padded, or
-//! several, packed, with attention kept inside each example.
+//! several, packed, with attention kept inside each example; and batches of texts to classify.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -47,6 +47,25 @@ impl<B: Backend> LmBatch<B> {
             weights: Tensor::from_data(TensorData::new(weights, [batch, len]), device),
             target_count,
         }
+    }
+}
+
+/// A batch for sequence classification: one text per row, padded on the right, and its class.
+#[derive(Clone, Debug)]
+pub struct ClsBatch<B: Backend> {
+    /// What the model reads.
+    pub inputs: TokenBatch<B>,
+    /// The class of each row `[batch]`.
+    pub labels: Tensor<B, 1, Int>,
+}
+
+impl<B: Backend> ClsBatch<B> {
+    /// `examples` (each with a label) padded with `pad_id`; an example without a label counts as
+    /// class 0.
+    pub fn new(examples: &[&Encoded], pad_id: u32, device: &B::Device) -> Self {
+        let seqs: Vec<Vec<&[u32]>> = examples.iter().map(|e| vec![e.ids.as_slice()]).collect();
+        let labels: Vec<i64> = examples.iter().map(|e| e.label.unwrap_or(0) as i64).collect();
+        Self { inputs: TokenBatch::new(&seqs, pad_id, Padding::Right, device), labels: Tensor::from_data(TensorData::new(labels, [examples.len()]), device) }
     }
 }
 

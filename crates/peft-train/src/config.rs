@@ -70,6 +70,33 @@ impl AdapterPreset {
     }
 }
 
+/// What the model learns to predict.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    /// The next token (chat, instruction, prompt/completion and plain-text data).
+    #[default]
+    CausalLm,
+    /// One class per text (`text` + `label` data), through a classification head on the model:
+    /// peft's `SEQ_CLS`.
+    SeqCls,
+}
+
+impl Task {
+    /// Parses `causal-lm` or `seq-cls`.
+    pub fn parse(text: &str) -> Result<Self> {
+        parse_name(text, "task", "causal-lm, seq-cls")
+    }
+
+    /// peft's `task_type` for it.
+    pub fn peft_task_type(self) -> &'static str {
+        match self {
+            Self::CausalLm => "CAUSAL_LM",
+            Self::SeqCls => "SEQ_CLS",
+        }
+    }
+}
+
 /// How the learning rate moves after the warm-up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -93,6 +120,11 @@ impl Schedule {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
+    /// What the model learns: the next token, or a class per text.
+    pub task: Task,
+    /// Classes of the classification head (task `seq-cls`; none: one more than the largest
+    /// label in the training data).
+    pub num_labels: Option<usize>,
     /// The method.
     pub method: Method,
     /// Targeted modules: names (`q_proj,v_proj`), a regular expression, or `all-linear`.
@@ -168,6 +200,8 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
+            task: Task::CausalLm,
+            num_labels: None,
             method: Method::Lora,
             target: "all-linear".into(),
             r: 8,
@@ -228,6 +262,21 @@ impl TrainConfig {
         }
         if self.reduction_factor.is_some() && self.method != Method::Adapter {
             return bad(format!("reduction_factor is for method adapter, not {}", self.method.name()));
+        }
+        if self.task == Task::SeqCls {
+            // Prompt tokens would shift what a classifier pools (peft pools them for BERT);
+            // AdapterHub's folder keeps no head.
+            if matches!(self.method, Method::Prompt | Method::Ptuning | Method::Adapter) {
+                return Err(PeftError::UnsupportedValue { key: "method for task seq-cls".into(), value: self.method.name(), supported: "lora, qlora, ia3, prefix, full".into() });
+            }
+            if self.packing || self.train_on_prompt {
+                return bad("packing and train_on_prompt are for task causal-lm; a classified text is one row".into());
+            }
+        } else if self.num_labels.is_some() {
+            return bad("num_labels is for task seq-cls".into());
+        }
+        if self.num_labels == Some(0) {
+            return bad("num_labels must be at least 1".into());
         }
         if self.reduction_factor == Some(0) {
             return bad("reduction_factor must be at least 1".into());

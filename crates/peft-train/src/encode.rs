@@ -6,6 +6,8 @@
 //! - Prompt/completion text: `prompt`, and `prompt + completion + eos`; the loss covers the tokens
 //!   after the prompt's.
 //! - Plain text: `text + eos`, every token.
+//! - Text and label (sequence classification): the text with the tokenizer's special tokens, as
+//!   transformers' `tokenizer(text)`; the loss is the cross-entropy of the label.
 //!
 //! Templates render special tokens as text, so text is tokenized without adding special tokens.
 //! With `train_on_prompt` the loss covers every token.
@@ -24,11 +26,16 @@ pub struct Encoded {
     pub ids: Vec<u32>,
     /// Whether each token is a target of the loss (predicted from the tokens before it).
     pub targets: Vec<bool>,
+    /// The class of a text to classify (task `seq-cls`); then no token is a target.
+    pub label: Option<usize>,
 }
 
 impl Encoded {
-    /// Tokens the loss covers.
+    /// Predictions the loss covers: tokens, or the one class.
     pub fn target_count(&self) -> usize {
+        if self.label.is_some() {
+            return 1;
+        }
         self.targets.iter().skip(1).filter(|t| **t).count()
     }
 }
@@ -97,7 +104,7 @@ impl Encoder {
             return Err(PeftError::InvalidConfig("the tokens of the prompt are not the beginning of the tokens of the whole example; the loss cannot be limited to the completion".into()));
         }
         let targets = (0..full.len()).map(|i| self.train_on_prompt || i >= prompt.len()).collect();
-        Ok(Encoded { ids: full, targets })
+        Ok(Encoded { ids: full, targets, label: None })
     }
 
     /// The tokens of `record` and the loss's targets.
@@ -106,16 +113,18 @@ impl Encoder {
         match record {
             Record::Text(text) => {
                 let ids = self.ids(&format!("{text}{eos}"))?;
-                Ok(Encoded { targets: vec![true; ids.len()], ids })
+                Ok(Encoded { targets: vec![true; ids.len()], ids, label: None })
             }
             Record::Completion { prompt, completion } => self.split(self.ids(prompt)?, self.ids(&format!("{prompt}{completion}{eos}"))?),
             Record::Chat(messages) => {
                 let prompt = self.template.render(&messages[..messages.len() - 1], true)?;
                 self.split(self.ids(&prompt)?, self.ids(&self.template.render(messages, false)?)?)
             }
-            Record::Labeled { .. } => Err(PeftError::InvalidConfig(
-                "text+label data is for a classification head, which the causal-LM workflow does not train; write it as instruction data (the label as the answer)".into(),
-            )),
+            // As transformers' `tokenizer(text)` for a classifier: with the special tokens.
+            Record::Labeled { text, label } => {
+                let ids = self.ids_with_special_tokens(text)?;
+                Ok(Encoded { targets: vec![false; ids.len()], ids, label: Some(*label) })
+            }
         }
     }
 }

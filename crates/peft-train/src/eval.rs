@@ -1,11 +1,16 @@
 //! Evaluation: the token-weighted mean loss over a whole data set, its perplexity, and how often
-//! the model predicts every completion token.
+//! the model predicts every completion token; for a classifier, the mean loss per text and the
+//! share of texts whose class the model picks.
 
+use burn::tensor::ElementConversion;
 use burn::tensor::backend::Backend;
-use peft_models::CausalLm;
+use peft_core::Result;
+use peft_models::{CausalLm, HfModel};
+use peft_quant::backend::QuantLinearBackend;
 use serde::Serialize;
 
-use crate::{Encoded, LmBatch, host_sum, lm_loss_rows};
+use crate::loss::classification_loss_rows;
+use crate::{ClsBatch, Encoded, LmBatch, host_sum, lm_loss_rows};
 
 /// What [`evaluate`] measures.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -14,10 +19,11 @@ pub struct EvalResult {
     pub loss: f64,
     /// `exp(loss)`.
     pub perplexity: f64,
-    /// Tokens the loss counted.
+    /// Tokens the loss counted (for a classifier: texts).
     pub tokens: usize,
     /// Share of examples whose every counted token is the model's most likely one (exact match
-    /// under teacher forcing: accuracy for single-label answers such as `positive`/`negative`).
+    /// under teacher forcing: accuracy for single-label answers such as `positive`/`negative`);
+    /// for a classifier, the share of texts whose most likely class is their label.
     pub accuracy: f64,
 }
 
@@ -37,4 +43,20 @@ pub fn evaluate<B: Backend>(model: &dyn CausalLm<B>, examples: &[Encoded], batch
     }
     let loss = total / tokens.max(1) as f64;
     EvalResult { loss, perplexity: loss.exp(), tokens, accuracy: exact as f64 / examples.len().max(1) as f64 }
+}
+
+/// Evaluates `model`'s classification head on `examples` (each with a label), `batch_size` at a
+/// time: the mean cross-entropy per text, `exp` of it, the texts counted and the accuracy.
+pub fn evaluate_classifier<B: QuantLinearBackend>(model: &HfModel<B>, examples: &[Encoded], batch_size: usize, pad_id: u32, device: &B::Device) -> Result<EvalResult> {
+    let (mut total, mut right) = (0.0f64, 0usize);
+    for chunk in examples.chunks(batch_size.max(1)) {
+        let batch = ClsBatch::<B>::new(&chunk.iter().collect::<Vec<_>>(), pad_id, device);
+        let logits = model.classify(&batch.inputs)?;
+        let predicted = logits.clone().argmax(1).squeeze_dim::<1>(1);
+        right += predicted.equal(batch.labels.clone()).int().sum().into_scalar().elem::<i64>() as usize;
+        total += host_sum(classification_loss_rows(logits, batch.labels));
+    }
+    let n = examples.len();
+    let loss = total / n.max(1) as f64;
+    Ok(EvalResult { loss, perplexity: loss.exp(), tokens: n, accuracy: right as f64 / n.max(1) as f64 })
 }

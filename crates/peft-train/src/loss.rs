@@ -1,11 +1,13 @@
-//! The loss of next-token training: cross-entropy of each counted prediction.
+//! The losses of training: cross-entropy of each counted next-token prediction, or of each
+//! text's class.
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{IndexingUpdateOp, Int, Tensor};
-use peft_models::{CausalLm, HeadInput};
+use peft_core::Result;
+use peft_models::{CausalLm, HeadInput, HfModel};
 
-use crate::LmBatch;
+use crate::{ClsBatch, LmBatch};
 
 /// Logits the fused loss holds at once: 2^24 values (64 MiB in f32), so a chunk is
 /// `2^24 / vocab` tokens (512 at a vocabulary of 32,768). Smaller chunks cost time on
@@ -22,6 +24,18 @@ pub fn lm_loss_rows<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>
     (picked * weights).sum_dim(1).squeeze_dim::<1>(1).neg()
 }
 
+/// `−log p(label)` of each row of `logits [batch, classes]`, `[batch]`.
+pub fn classification_loss_rows<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+    log_softmax(logits, 1).gather(1, labels.unsqueeze_dim::<2>(1)).squeeze_dim::<1>(1).neg()
+}
+
+/// The classification loss of `batch` under `model`'s head, summed over its rows (divide by
+/// the texts of the optimizer step for the mean, as transformers' `CrossEntropyLoss`).
+pub fn classification_loss<B: AutodiffBackend + peft_quant::backend::QuantLinearBackend>(model: &HfModel<B>, batch: &ClsBatch<B>) -> Result<LmLoss<B>> {
+    let rows = classification_loss_rows(model.classify(&batch.inputs)?, batch.labels.clone());
+    Ok(LmLoss { value: host_sum(rows.clone().inner()), sum: rows.sum() })
+}
+
 /// The sum of `rows` computed on the host in a fixed order, in f64: a reduction on the device may
 /// order its additions differently from run to run (multi-threaded, SIMD), and a reported loss
 /// must not change when nothing else does.
@@ -29,7 +43,7 @@ pub fn host_sum<B: Backend>(rows: Tensor<B, 1>) -> f64 {
     rows.into_data().convert::<f64>().into_vec::<f64>().unwrap_or_default().iter().sum()
 }
 
-/// The next-token loss of a batch, summed over its counted predictions.
+/// The loss of a batch, summed over its counted predictions (tokens, or classified texts).
 #[derive(Debug)]
 pub struct LmLoss<B: AutodiffBackend> {
     /// `Σ w·(−log p(target))`, a scalar `[1]` to divide by the counted predictions and call

@@ -26,7 +26,7 @@ use serde::Serialize;
 use crate::checkpoint::{TrainState, ids_from_paths, latest_checkpoint, load_trainable, save_checkpoint, save_trainable};
 use crate::optimizer_record::{TrainableShape, load_optimizer, save_optimizer};
 use crate::plan::{BatchStream, Cursor, DataPlan};
-use crate::{AdapterPreset, Encoded, Encoder, EvalResult, LmBatch, Method, TrainConfig, evaluate, learning_rate, lm_loss, modules};
+use crate::{AdapterPreset, ClsBatch, Encoded, Encoder, EvalResult, LmBatch, LmLoss, Method, Task, TrainConfig, classification_loss, evaluate, evaluate_classifier, learning_rate, lm_loss, modules};
 
 /// What a run needs besides its settings.
 #[derive(Clone, Copy, Debug)]
@@ -142,6 +142,74 @@ fn attach<B: Backend>(model: &mut HfModel<B>, config: &TrainConfig) -> Result<(T
     Ok((TrainMode::adapters(), Some(method)))
 }
 
+/// One forward pass's batch, for the task.
+enum TaskBatch<B: Backend> {
+    Lm(LmBatch<B>),
+    Cls(ClsBatch<B>),
+}
+
+impl<B: Backend> TaskBatch<B> {
+    fn new(task: Task, rows: &[Vec<&Encoded>], pad_id: u32, device: &B::Device) -> Self {
+        match task {
+            Task::CausalLm => Self::Lm(LmBatch::new(rows, pad_id, device)),
+            Task::SeqCls => Self::Cls(ClsBatch::new(&rows.iter().flatten().copied().collect::<Vec<_>>(), pad_id, device)),
+        }
+    }
+
+    /// Predictions the loss counts.
+    fn counted(&self) -> usize {
+        match self {
+            Self::Lm(b) => b.target_count,
+            Self::Cls(b) => b.labels.dims()[0],
+        }
+    }
+
+    /// Tokens read, padding excluded.
+    fn tokens(&self) -> usize {
+        let inputs = match self {
+            Self::Lm(b) => &b.inputs,
+            Self::Cls(b) => &b.inputs,
+        };
+        inputs.segments.clone().not_equal_elem(0).int().sum().into_scalar().elem::<i64>() as usize
+    }
+}
+
+impl<B: AutodiffBackend + QuantLinearBackend> TaskBatch<B> {
+    fn loss(&self, model: &HfModel<B>) -> Result<LmLoss<B>> {
+        match self {
+            Self::Lm(b) => Ok(lm_loss(model.causal_lm()?, b)),
+            Self::Cls(b) => classification_loss(model, b),
+        }
+    }
+}
+
+/// Evaluates `model` on `examples` for the task.
+fn evaluate_task<B: QuantLinearBackend>(task: Task, model: &HfModel<B>, examples: &[Encoded], batch_size: usize, pad_id: u32, device: &B::Device) -> Result<EvalResult> {
+    match task {
+        Task::CausalLm => Ok(evaluate(model.causal_lm()?, examples, batch_size, pad_id, device)),
+        Task::SeqCls => evaluate_classifier(model, examples, batch_size, pad_id, device),
+    }
+}
+
+/// Checks that the examples suit the task (labels for `seq-cls`, none for `causal-lm`, each
+/// below `num_labels`), and returns the classes of the head.
+pub fn check_task(config: &TrainConfig, examples: &[&[Encoded]]) -> Result<Option<usize>> {
+    let all = || examples.iter().flat_map(|e| e.iter());
+    match config.task {
+        Task::CausalLm if all().any(|e| e.label.is_some()) => Err(PeftError::InvalidConfig("text+label data is for sequence classification: train it with task seq-cls (--task seq-cls)".into())),
+        Task::CausalLm => Ok(None),
+        Task::SeqCls if all().any(|e| e.label.is_none()) => Err(PeftError::InvalidConfig("task seq-cls needs text+label data (JSONL `{\"text\", \"label\"}` or CSV text,label)".into())),
+        Task::SeqCls => {
+            let largest = all().filter_map(|e| e.label).max().unwrap_or(0);
+            let labels = config.num_labels.unwrap_or(largest + 1);
+            if largest >= labels {
+                return Err(PeftError::InvalidConfig(format!("label {largest} is outside num_labels = {labels} (labels count from 0)")));
+            }
+            Ok(Some(labels))
+        }
+    }
+}
+
 /// The ids and shapes of the parameters that train.
 struct TrainableIds(Vec<TrainableShape>);
 impl<B: Backend> ModuleVisitor<B> for TrainableIds {
@@ -225,12 +293,19 @@ fn pass_seed(seed: u64, batch: usize) -> u64 {
     seed ^ (batch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// Writes adapter `default` as a peft folder in `dir`: peft's `task_type` for the task, and a
+/// classifier's head in `modules_to_save`.
+fn save_task_adapter<B: Backend>(model: &mut HfModel<B>, task: Task, method: &HfMethod, dir: &Path) -> Result<()> {
+    let heads = if task == Task::SeqCls { vec![model.classifier_name()] } else { Vec::new() };
+    save_adapter(model, "default", method, dir, &SaveOptions { task_type: Some(task.peft_task_type()), modules_to_save: &heads })
+}
+
 /// Writes the final adapter (a peft folder), or for full fine-tuning a whole model folder.
-fn save_output<B: Backend>(model: &mut HfModel<B>, method: &Option<HfMethod>, model_dir: &Path, out: &Path) -> Result<PathBuf> {
+fn save_output<B: Backend>(model: &mut HfModel<B>, task: Task, method: &Option<HfMethod>, model_dir: &Path, out: &Path) -> Result<PathBuf> {
     match method {
         Some(method) => {
             let dir = out.join("adapter");
-            save_adapter(model, "default", method, &dir, &SaveOptions { task_type: Some("CAUSAL_LM"), ..Default::default() })?;
+            save_task_adapter(model, task, method, &dir)?;
             Ok(dir)
         }
         None => {
@@ -258,11 +333,24 @@ where
         return Err(PeftError::InvalidConfig("no training example is left".into()));
     }
     let out = setup.out;
+    let labels = check_task(config, &[setup.train, setup.eval])?;
     let (mut model, _) = HfModel::<B>::load(setup.model_dir, device)?;
     B::seed(device, config.seed);
     // Counted before quantization: a 4-bit weight is not a Burn parameter, but it is the model's.
+    // (A new classification head trains, so it counts among the trainable parameters.)
     let base_params = TrainableReport::new(&model, &TrainMode::Full).total + model.quantized_parameters();
-    let (mode, method) = attach(&mut model, config)?;
+    if let Some(labels) = labels {
+        match model.num_labels() {
+            None => model.set_classifier(labels, true)?,
+            Some(n) if n == labels => {}
+            Some(n) => return Err(PeftError::InvalidConfig(format!("the model's classification head has {n} labels, the run asks for {labels}"))),
+        }
+    }
+    let (mut mode, method) = attach(&mut model, config)?;
+    if labels.is_some() && mode != TrainMode::Full {
+        // The new head trains in full, as peft's SEQ_CLS lists it in `modules_to_save`.
+        mode = TrainMode::adapters_and(&[model.classifier_name()]);
+    }
     if let (Method::Prompt, Some(text)) = (config.method, &config.prompt_init_text) {
         let ids = Encoder::from_model_dir(setup.model_dir, true)?.ids_with_special_tokens(text)?;
         model.init_prompt_from_tokens("default", &ids)?;
@@ -299,19 +387,19 @@ where
     let (mut last_loss, mut steps) = (f64::NAN, start);
     for step in start..total {
         let began = Instant::now();
-        let batches: Vec<LmBatch<B>> = (0..config.grad_accum)
+        let batches: Vec<TaskBatch<B>> = (0..config.grad_accum)
             .map(|_| {
                 let rows: Vec<Vec<&Encoded>> = stream.next_batch().iter().map(|r| r.iter().map(|&i| &setup.train[i]).collect()).collect();
-                LmBatch::new(&rows, setup.pad_id, device)
+                TaskBatch::new(config.task, &rows, setup.pad_id, device)
             })
             .collect();
-        let counted: usize = batches.iter().map(|b| b.target_count).sum::<usize>().max(1);
-        let tokens: usize = batches.iter().map(|b| b.inputs.segments.clone().not_equal_elem(0).int().sum().into_scalar().elem::<i64>() as usize).sum();
+        let counted: usize = batches.iter().map(TaskBatch::counted).sum::<usize>().max(1);
+        let tokens: usize = batches.iter().map(TaskBatch::tokens).sum();
         let mut accumulator = GradientsAccumulator::<HfModel<B>>::new();
         let mut loss_sum = 0.0;
         for (i, batch) in batches.into_iter().enumerate() {
             B::seed(device, pass_seed(config.seed, step * config.grad_accum + i));
-            let loss = lm_loss(model.causal_lm()?, &batch);
+            let loss = batch.loss(&model)?;
             loss_sum += loss.value / counted as f64;
             accumulator.accumulate(&model, GradientsParams::from_grads(loss.sum.div_scalar(counted as f64).backward(), &model));
         }
@@ -328,7 +416,7 @@ where
         append_log(&log, &serde_json::json!(entry))?;
         observer.step(&entry);
         if !setup.eval.is_empty() && config.eval_every > 0 && steps % config.eval_every == 0 && steps < total {
-            let result = evaluate(model.valid().causal_lm()?, setup.eval, config.batch_size, setup.pad_id, device);
+            let result = evaluate_task(config.task, &model.valid(), setup.eval, config.batch_size, setup.pad_id, device)?;
             append_log(&log, &serde_json::json!({ "step": steps, "eval_loss": result.loss, "eval_perplexity": result.perplexity, "eval_accuracy": result.accuracy }))?;
             observer.evaluated(steps, &result);
         }
@@ -342,7 +430,7 @@ where
                 save_trainable(&model, dir)?;
                 save_optimizer::<B, _>(optim.to_record(), dir)?;
                 if let Some(method) = &method {
-                    save_adapter(&mut model.clone(), "default", method, &dir.join("adapter"), &SaveOptions { task_type: Some("CAUSAL_LM"), ..Default::default() })?;
+                    save_task_adapter(&mut model.clone(), config.task, method, &dir.join("adapter"))?;
                 }
                 Ok(())
             })?;
@@ -352,13 +440,13 @@ where
         }
     }
     let eval = if !setup.eval.is_empty() && steps == total {
-        let result = evaluate(model.valid().causal_lm()?, setup.eval, config.batch_size, setup.pad_id, device);
+        let result = evaluate_task(config.task, &model.valid(), setup.eval, config.batch_size, setup.pad_id, device)?;
         append_log(&log, &serde_json::json!({ "step": steps, "eval_loss": result.loss, "eval_perplexity": result.perplexity, "eval_accuracy": result.accuracy }))?;
         observer.evaluated(steps, &result);
         Some(result)
     } else {
         None
     };
-    let output = save_output(&mut model, &method, setup.model_dir, out)?;
+    let output = save_output(&mut model, config.task, &method, setup.model_dir, out)?;
     Ok(TrainSummary { steps, total_steps: total, resumed_from, trainable, last_loss, eval, output, log })
 }

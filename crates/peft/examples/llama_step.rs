@@ -92,7 +92,7 @@ fn read_batch(path: &PathBuf) -> Result<Vec<Encoded>, String> {
         return Err(format!("{}: expected rows of at least 2 token ids, all of one length", path.display()));
     }
     // Every token but the first is predicted from those before it.
-    Ok(rows.into_iter().map(|ids| Encoded { targets: vec![true; ids.len()], ids }).collect())
+    Ok(rows.into_iter().map(|ids| Encoded { targets: vec![true; ids.len()], ids, label: None }).collect())
 }
 
 /// The CPU time (user + system) this process has used, in seconds (Linux; 0 elsewhere).
