@@ -262,6 +262,8 @@ pub fn run_eval(model_dir: &Path, adapter: Option<&Path>, data: &Path, max_len: 
     };
     Ok(if json {
         serde_json::json!({ "loss": r.loss, "perplexity": r.perplexity, "tokens": r.tokens, "accuracy": r.accuracy, "examples": prepared.examples.len() }).to_string()
+    } else if task == Task::SeqCls {
+        format!("loss {:.6} (mean cross-entropy per text), accuracy {:.1}% over {} texts", r.loss, 100.0 * r.accuracy, r.tokens)
     } else {
         format!("loss {:.6}, perplexity {:.4}, {} tokens, accuracy {:.1}% over {} examples", r.loss, r.perplexity, r.tokens, 100.0 * r.accuracy, prepared.examples.len())
     })
