@@ -5,7 +5,9 @@ hand; the data's licence allows personal use only, so its output is never commit
     python3 tools/polarity_to_chat.py 'polarity-en-pang&lee2.csv' OUT_DIR [TRAIN TEST]
 
 Writes OUT_DIR/train.jsonl and OUT_DIR/test.jsonl: a seeded split (seed 0) of TRAIN and TEST
-sentences (3200 and 800 by default), each a user question and a one-word assistant answer.
+sentences (3200 and 800 by default), each a user question and a one-word assistant answer; and
+the same split as OUT_DIR/train.csv and OUT_DIR/test.csv with columns text,label (1 positive,
+0 negative) for `peft train --task seq-cls`.
 """
 import csv
 import json
@@ -28,7 +30,11 @@ def main():
             for label, text in part:
                 answer = "positive" if label == "1" else "negative"
                 f.write(json.dumps({"messages": [{"role": "user", "content": QUESTION + text}, {"role": "assistant", "content": answer}]}) + "\n")
-        print(f"{out / name}.jsonl: {len(part)} examples")
+        with open(out / f"{name}.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["text", "label"])
+            writer.writerows((text, 1 if label == "1" else 0) for label, text in part)
+        print(f"{out / name}.jsonl, {out / name}.csv: {len(part)} examples")
 
 
 if __name__ == "__main__":
