@@ -122,6 +122,10 @@ fn with_host<R>(w: &PackedWeight<burn::backend::NdArray<f32>>, f: impl FnOnce(&c
 #[cfg(feature = "flex")]
 impl QuantLinearBackend for burn::backend::Flex {}
 
+/// libtorch's kernels under Burn: dequantizes with tensor operations.
+#[cfg(feature = "tch")]
+impl QuantLinearBackend for burn::backend::LibTorch<f32> {}
+
 #[derive(Debug)]
 struct PackedLinearBackward;
 

@@ -8,6 +8,8 @@
 #
 # PYTHON (default /tmp/venv/bin/python), WORK (default /tmp/llama-step) and MODES (default
 # "full lora_qv lora_all") can be set in the environment; EXTRA is passed to the Rust program.
+# TCH, the path of a llama_step built with `--features tch` (libtorch under Burn; see
+# docs/benchmarks.md for building it), adds a third line per round.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 rounds=${1:-2}
@@ -23,6 +25,9 @@ for vocab in $vocabs; do
   for mode in $modes; do
     for _ in $(seq "$rounds"); do
       echo "vocab=$vocab ours  $(target/release/examples/llama_step --model "$dir" --batch-file "$dir/batch.txt" --mode "$mode" ${EXTRA:-})"
+      if [ -n "${TCH:-}" ]; then
+        echo "vocab=$vocab tch   $("$TCH" --model "$dir" --batch-file "$dir/batch.txt" --mode "$mode" ${EXTRA:-})"
+      fi
       echo "vocab=$vocab torch $("$python" crates/peft/benches/llama_step_torch.py step --model "$dir" --batch-file "$dir/batch.txt" --mode "$mode" 2>/dev/null | tail -1)"
     done
   done

@@ -27,11 +27,13 @@ use peft::models::HfModel;
 use peft::prelude::*;
 use peft_train::{Encoded, LmBatch, LmLoss, lm_loss};
 
-/// burn-ndarray, the default; burn-flex with `--features flex`.
-#[cfg(not(feature = "flex"))]
+/// burn-ndarray, the default; burn-flex with `--features flex`; libtorch with `--features tch`.
+#[cfg(not(any(feature = "flex", feature = "tch")))]
 type Cpu = burn::backend::NdArray;
-#[cfg(feature = "flex")]
+#[cfg(all(feature = "flex", not(feature = "tch")))]
 type Cpu = burn::backend::Flex;
+#[cfg(feature = "tch")]
+type Cpu = burn::backend::LibTorch<f32>;
 type Train = Autodiff<Cpu>;
 
 /// mimalloc, keeping freed memory for reuse (peft-train's `allocator`, docs/benchmarks.md).
