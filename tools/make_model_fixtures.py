@@ -9,8 +9,10 @@ Writes under crates/peft-models/tests/fixtures/hf/:
   adapters/CASE/    adapter_config.json + adapter_model.safetensors (peft, non-zero weights),
                     expected.safetensors: `base` and `adapted` outputs of transformers + peft for
                     TOKENS (logits for causal LMs, last hidden state for BertModel; with prompt
-                    tuning, those of the tokens after the virtual ones), and for LoRA
-                    cases `merged.safetensors`, the state dict after peft's merge_and_unload.
+                    tuning, those of the tokens after the virtual ones), for LoRA
+                    cases `merged.safetensors`, the state dict after peft's merge_and_unload, and
+                    for P-Tuning with an LSTM `encoder.safetensors`, the encoder's state dict and
+                    its output `virtual_tokens`.
 """
 import json
 import pathlib
@@ -65,6 +67,7 @@ CASES = {
     "bert_prompt": ("bert", PromptTuningConfig(num_virtual_tokens=2, task_type="FEATURE_EXTRACTION")),
     "llama_prefix_projection": ("llama", PrefixTuningConfig(num_virtual_tokens=3, prefix_projection=True, encoder_hidden_size=16, task_type="CAUSAL_LM")),
     "llama_ptuning": ("llama", PromptEncoderConfig(num_virtual_tokens=3, encoder_hidden_size=16, task_type="CAUSAL_LM")),
+    "llama_ptuning_lstm": ("llama", PromptEncoderConfig(num_virtual_tokens=3, encoder_hidden_size=8, encoder_reparameterization_type="LSTM", task_type="CAUSAL_LM")),
     "bert_lora": ("bert", LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value", "dense"], init_lora_weights=False, task_type="FEATURE_EXTRACTION")),
     "bert_prefix": ("bert", PrefixTuningConfig(num_virtual_tokens=2, task_type="FEATURE_EXTRACTION")),
     "bert_prefix_projection": ("bert", PrefixTuningConfig(num_virtual_tokens=2, prefix_projection=True, encoder_hidden_size=16, task_type="FEATURE_EXTRACTION")),
@@ -122,6 +125,13 @@ def main(only):
         again = PeftModel.from_pretrained(load(model_name), out).eval()
         assert torch.allclose(output(again, causal), expected["adapted"], atol=1e-6), case
         save_file(expected, str(out / "expected.safetensors"))
+        if isinstance(config, PromptEncoderConfig) and config.encoder_reparameterization_type == "LSTM":
+            # The encoder itself (peft saves only its output): our LSTM is checked against it.
+            encoder = peft_model.prompt_encoder["default"]
+            state = {k: v.detach().clone().contiguous() for k, v in encoder.state_dict().items()}
+            with torch.no_grad():
+                state["virtual_tokens"] = encoder(torch.arange(config.num_virtual_tokens)).contiguous()
+            save_file(state, str(out / "encoder.safetensors"))
         if isinstance(config, (LoraConfig, IA3Config)):
             merged = peft_model.merge_and_unload()
             state = {k: v.detach().clone().contiguous() for k, v in merged.state_dict().items()}

@@ -8,7 +8,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use peft_core::PeftError;
 use peft_models::{GenerationConfig, HfModel, generate};
-use peft_train::{AdapterPreset, Dataset, EvalResult, Message, Method, Observer, Prepared, Schedule, StepLog, Task, TrainConfig, TrainSetup, check_task, evaluate, evaluate_classifier, plot_losses, train};
+use peft_train::{AdapterPreset, Dataset, EncoderType, EvalResult, Message, Method, Observer, Prepared, Schedule, StepLog, Task, TrainConfig, TrainSetup, check_task, evaluate, evaluate_classifier, plot_losses, train};
 
 use crate::quantize::CliError;
 
@@ -61,6 +61,12 @@ pub struct TrainArgs {
     /// the width of what it makes).
     #[arg(long)]
     encoder_hidden_size: Option<usize>,
+    /// P-Tuning's encoder: mlp (default) or lstm (peft's encoder_reparameterization_type).
+    #[arg(long)]
+    encoder_reparameterization_type: Option<String>,
+    /// P-Tuning's LSTM layers (default 2).
+    #[arg(long)]
+    encoder_num_layers: Option<usize>,
     /// Prefix tuning through peft's prefix_projection MLP (P-Tuning v2); saved as its output.
     #[arg(long)]
     prefix_projection: bool,
@@ -151,13 +157,16 @@ impl TrainArgs {
         if self.reduction_factor.is_some() {
             c.reduction_factor = self.reduction_factor;
         }
+        if let Some(e) = &self.encoder_reparameterization_type {
+            c.encoder_reparameterization_type = EncoderType::parse(e)?;
+        }
         if let Some(s) = &self.schedule {
             c.schedule = Schedule::parse(s)?;
         }
         macro_rules! take {
             ($($field:ident),*) => { $( if let Some(v) = self.$field.clone() { c.$field = v; } )* };
         }
-        take!(target, r, alpha, dropout, num_virtual_tokens, epochs, lr, batch_size, grad_accum, max_len, warmup, seed, save_every, eval_every, eval_split);
+        take!(target, r, alpha, dropout, num_virtual_tokens, encoder_num_layers, epochs, lr, batch_size, grad_accum, max_len, warmup, seed, save_every, eval_every, eval_split);
         if self.prompt_init_text.is_some() {
             c.prompt_init_text = self.prompt_init_text.clone();
         }

@@ -30,6 +30,7 @@ pub mod adapterhub;
 mod config;
 pub mod folder;
 mod host_linear;
+mod host_lstm;
 mod ia3;
 pub mod keys;
 mod lora;

@@ -1,7 +1,7 @@
 //! Prompt tuning and P-Tuning in HF peft's folder, both ways: `prompt_embeddings
 //! [num_virtual_tokens, token_dim]`, the virtual tokens' input embeddings, at the model's one
-//! prompt site. As peft does, P-Tuning is saved as its encoder's output, and a `P_TUNING` folder
-//! loads as those virtual tokens (peft's inference form; any encoder type).
+//! prompt site. As peft does, P-Tuning is saved as its encoder's output (MLP or LSTM), and a
+//! `P_TUNING` folder loads as those virtual tokens (peft's inference form; any encoder type).
 
 use std::collections::BTreeMap;
 
@@ -12,6 +12,7 @@ use peft_ptuning::PromptTuningConfig;
 
 use crate::folder::{AdapterFolder, values_f32};
 use crate::host_linear::{Activation, linear};
+use crate::host_lstm::bidirectional;
 use crate::keys::PROMPT_EMBEDDINGS;
 
 const PART: &str = "embeddings";
@@ -52,7 +53,24 @@ pub(crate) fn from_ours(tensors: &AdapterTensors, layers: &[TunedLayerInfo]) -> 
     let data = params.get(PART).ok_or_else(|| PeftError::MissingTensor(format!("{site}.{PART}")))?;
     let [nvt, token_dim]: [usize; 2] = data.shape.to_vec().try_into().map_err(|_| PeftError::MissingTensor(format!("{site}.{PART}")))?;
     let mut values = values_f32(data);
-    let json = if params.contains_key("encoder.input.weight") {
+    let json = if params.contains_key("encoder.mlp_in.weight") {
+        let (encoded, hidden, layers) = bidirectional(params, "encoder.layers", &values, nvt)?;
+        values = encoded;
+        for (layer, activation) in [("mlp_in", Activation::Relu), ("mlp_out", Activation::Identity)] {
+            let get = |p: &str| params.get(&format!("encoder.{layer}.{p}")).ok_or_else(|| PeftError::MissingTensor(format!("{site}.encoder.{layer}.{p}")));
+            values = linear(&values, nvt, get("weight")?, get("bias")?, activation, &format!("{site}.encoder.{layer}"))?;
+        }
+        if values.len() != nvt * token_dim {
+            return Err(PeftError::ShapeMismatch { name: format!("{site}.encoder.mlp_out.weight"), expected: vec![2 * hidden, token_dim], actual: vec![2 * hidden, values.len() / nvt.max(1)] });
+        }
+        serde_json::json!({
+            "peft_type": "P_TUNING",
+            "encoder_reparameterization_type": "LSTM",
+            "encoder_hidden_size": hidden,
+            "encoder_num_layers": layers,
+            "encoder_dropout": 0.0,
+        })
+    } else if params.contains_key("encoder.input.weight") {
         let mut hidden = 0;
         for (layer, activation) in [("input", Activation::Relu), ("hidden", Activation::Relu), ("output", Activation::Identity)] {
             let get = |p: &str| params.get(&format!("encoder.{layer}.{p}")).ok_or_else(|| PeftError::MissingTensor(format!("{site}.encoder.{layer}.{p}")));

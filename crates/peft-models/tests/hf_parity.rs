@@ -117,6 +117,7 @@ fn prompt_tuning_and_p_tuning_match_peft() {
     check_case::<Lora<B>>("llama_prompt", "llama");
     check_case::<Lora<B>>("gpt2_prompt", "gpt2_f16");
     check_case::<Lora<B>>("llama_ptuning", "llama");
+    check_case::<Lora<B>>("llama_ptuning_lstm", "llama");
     check_case::<Lora<B>>("bert_prompt", "bert");
 }
 

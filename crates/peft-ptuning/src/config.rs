@@ -34,15 +34,47 @@ impl MethodConfig for PrefixConfig {
     }
 }
 
-/// P-Tuning's reparameterization (Liu et al.; HF peft's `P_TUNING` with
-/// `encoder_reparameterization_type = "MLP"`): while training, the virtual tokens are
-/// `mlp(embeddings)`, `Linear(d, h) → ReLU → Linear(h, h) → ReLU → Linear(h, d)`; saved, they are
-/// that output, as peft saves them.
+/// P-Tuning's reparameterization (Liu et al.; HF peft's `P_TUNING`): while training, the virtual
+/// tokens are the output of an encoder over their embeddings; saved, they are that output, as
+/// peft saves them.
+///
+/// - [`PromptEncoderKind::Mlp`] (peft's `encoder_reparameterization_type = "MLP"`, the default):
+///   `Linear(d, h) → ReLU → Linear(h, h) → ReLU → Linear(h, d)`.
+/// - [`PromptEncoderKind::Lstm`] (`"LSTM"`): a bidirectional LSTM of `num_layers` layers and width
+///   `h` over the virtual tokens as one sequence, then `Linear(2h, 2h) → ReLU → Linear(2h, d)`.
 #[derive(Config, Debug)]
 pub struct PromptEncoderConfig {
-    /// The MLP's hidden width `h`; `None`: the embedding width (peft's default).
+    /// The hidden width `h`; `None`: the embedding width (peft's default).
     pub hidden_size: Option<usize>,
+    /// The encoder.
+    #[config(default = "PromptEncoderKind::Mlp")]
+    pub kind: PromptEncoderKind,
+    /// LSTM layers (peft's `encoder_num_layers`; the MLP always has three linear layers).
+    #[config(default = 2)]
+    pub num_layers: usize,
 }
+
+/// P-Tuning's encoder type (peft's `encoder_reparameterization_type`).
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum PromptEncoderKind {
+    /// Three linear layers with ReLU between.
+    Mlp,
+    /// A bidirectional LSTM, then two linear layers with ReLU between.
+    Lstm,
+}
+
+impl PromptEncoderKind {
+    /// peft's name for it.
+    pub fn peft_name(self) -> &'static str {
+        match self {
+            Self::Mlp => "MLP",
+            Self::Lstm => "LSTM",
+        }
+    }
+}
+
+/// Most layers of P-Tuning's LSTM.
+pub const MAX_LSTM_LAYERS: usize = 64;
 
 /// Prompt tuning (Lester et al.): `num_virtual_tokens` learned input embeddings before the tokens;
 /// with an `encoder`, P-Tuning.
@@ -80,6 +112,9 @@ impl MethodConfig for PromptTuningConfig {
         }
         if self.encoder.as_ref().and_then(|e| e.hidden_size) == Some(0) {
             return Err(PeftError::InvalidConfig("the prompt encoder's hidden_size is 0".into()));
+        }
+        if self.encoder.as_ref().is_some_and(|e| e.kind == PromptEncoderKind::Lstm && !(1..=MAX_LSTM_LAYERS).contains(&e.num_layers)) {
+            return Err(PeftError::InvalidConfig(format!("the prompt encoder's LSTM needs 1 to {MAX_LSTM_LAYERS} layers")));
         }
         Ok(())
     }

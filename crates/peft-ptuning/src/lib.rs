@@ -65,11 +65,11 @@ mod prompt_site;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
-pub use config::{PrefixConfig, PrefixProjectionConfig, PromptEncoderConfig, PromptTuningConfig};
+pub use config::{MAX_LSTM_LAYERS, PrefixConfig, PrefixProjectionConfig, PromptEncoderConfig, PromptEncoderKind, PromptTuningConfig};
 pub use kv_site::KvSite;
 pub use prefix::Prefix;
 pub use prefix_projection::{PrefixProjection, PrefixProjectionSite};
-pub use prompt::{PromptEmbedding, PromptMlp};
+pub use prompt::{PromptEmbedding, PromptEncoder, PromptLstm, PromptMlp};
 pub use prompt_site::PromptSite;
 
 /// An attention layer's key/value site carrying named prefixes.

@@ -70,7 +70,7 @@ fn p_tuning_puts_the_embeddings_through_its_mlp() {
     assert_eq!(peft_core::MethodConfig::peft_type(&p_tuning), "P_TUNING");
     inputs.add_adapter("p", &p_tuning).unwrap();
     let p = inputs.prompt.adapter("p").unwrap();
-    let mlp = p.encoder.as_ref().expect("an encoder");
+    let Some(peft_ptuning::PromptEncoder::Mlp(mlp)) = p.encoder.as_ref() else { panic!("an MLP encoder") };
     assert_eq!((mlp.input.weight.dims(), mlp.hidden.weight.dims(), mlp.output.weight.dims()), ([4, 6], [6, 6], [6, 4]));
     // By hand: x·W + b per layer, ReLU between.
     let layer = |x: Tensor<TB, 2>, l: &burn::nn::Linear<TB>| x.matmul(l.weight.val()) + l.bias.as_ref().unwrap().val().unsqueeze::<2>();

@@ -97,6 +97,24 @@ impl Task {
     }
 }
 
+/// P-Tuning's encoder (peft's `encoder_reparameterization_type`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncoderType {
+    /// Three linear layers with ReLU between.
+    #[default]
+    Mlp,
+    /// A bidirectional LSTM, then two linear layers.
+    Lstm,
+}
+
+impl EncoderType {
+    /// Parses `mlp` or `lstm` (any case, as peft's `MLP`, `LSTM`).
+    pub fn parse(text: &str) -> Result<Self> {
+        parse_name(text, "encoder_reparameterization_type", "mlp, lstm")
+    }
+}
+
 /// How the learning rate moves after the warm-up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -146,6 +164,10 @@ pub struct TrainConfig {
     /// P-Tuning, and prefix tuning with `prefix_projection`: the hidden width of the MLP (none:
     /// the width of the tokens it makes, as peft).
     pub encoder_hidden_size: Option<usize>,
+    /// P-Tuning's encoder: `mlp` or `lstm` (peft's `encoder_reparameterization_type`).
+    pub encoder_reparameterization_type: EncoderType,
+    /// P-Tuning's LSTM layers (peft's `encoder_num_layers`).
+    pub encoder_num_layers: usize,
     /// Prefix tuning through peft's `prefix_projection` MLP (P-Tuning v2's reparameterization);
     /// the adapter is saved as the MLP's output.
     pub prefix_projection: bool,
@@ -211,6 +233,8 @@ impl Default for TrainConfig {
             num_virtual_tokens: 10,
             prompt_init_text: None,
             encoder_hidden_size: None,
+            encoder_reparameterization_type: EncoderType::Mlp,
+            encoder_num_layers: 2,
             prefix_projection: false,
             adapter_config: AdapterPreset::Pfeiffer,
             reduction_factor: None,
@@ -283,6 +307,13 @@ impl TrainConfig {
         }
         if self.encoder_hidden_size.is_some() && !(self.method == Method::Ptuning || self.prefix_projection) {
             return bad(format!("encoder_hidden_size is for method ptuning or prefix with prefix_projection, not {}", self.method.name()));
+        }
+        let lstm = self.encoder_reparameterization_type == EncoderType::Lstm;
+        if (lstm || self.encoder_num_layers != 2) && self.method != Method::Ptuning {
+            return bad(format!("encoder_reparameterization_type and encoder_num_layers are for method ptuning, not {}", self.method.name()));
+        }
+        if !(1..=peft_ptuning::MAX_LSTM_LAYERS).contains(&self.encoder_num_layers) {
+            return bad(format!("encoder_num_layers must be 1 to {}", peft_ptuning::MAX_LSTM_LAYERS));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad(format!("lr must be a positive number, got {}", self.lr));

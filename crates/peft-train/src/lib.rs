@@ -40,7 +40,7 @@ mod template;
 mod train;
 
 pub use batch::{ClsBatch, LmBatch, rows};
-pub use config::{AdapterPreset, Method, Schedule, Task, TrainConfig, learning_rate, modules};
+pub use config::{AdapterPreset, EncoderType, Method, Schedule, Task, TrainConfig, learning_rate, modules};
 pub use data::{Dataset, Message, Record};
 pub use encode::{Encoded, Encoder};
 pub use eval::{EvalResult, evaluate, evaluate_classifier};

@@ -18,7 +18,7 @@ use peft_hf::{HfCheckpoint, HfMethod, SaveOptions, save_adapter};
 use peft_adapter::BottleneckConfig;
 use peft_lora::{Ia3Config, LoraConfig};
 use peft_models::HfModel;
-use peft_ptuning::{PrefixConfig, PrefixProjectionConfig, PromptEncoderConfig, PromptTuningConfig};
+use peft_ptuning::{PrefixConfig, PrefixProjectionConfig, PromptEncoderConfig, PromptEncoderKind, PromptTuningConfig};
 use peft_quant::QuantConfig;
 use peft_quant::backend::QuantLinearBackend;
 use serde::Serialize;
@@ -26,7 +26,7 @@ use serde::Serialize;
 use crate::checkpoint::{TrainState, ids_from_paths, latest_checkpoint, load_trainable, save_checkpoint, save_trainable};
 use crate::optimizer_record::{TrainableShape, load_optimizer, save_optimizer};
 use crate::plan::{BatchStream, Cursor, DataPlan};
-use crate::{AdapterPreset, ClsBatch, Encoded, Encoder, EvalResult, LmBatch, LmLoss, Method, Task, TrainConfig, classification_loss, evaluate, evaluate_classifier, learning_rate, lm_loss, modules};
+use crate::{AdapterPreset, ClsBatch, Encoded, EncoderType, Encoder, EvalResult, LmBatch, LmLoss, Method, Task, TrainConfig, classification_loss, evaluate, evaluate_classifier, learning_rate, lm_loss, modules};
 
 /// What a run needs besides its settings.
 #[derive(Clone, Copy, Debug)]
@@ -124,7 +124,11 @@ fn attach<B: Backend>(model: &mut HfModel<B>, config: &TrainConfig) -> Result<(T
         ),
         Method::Prefix => HfMethod::Prefix(PrefixConfig::new(Targeting::new(TargetModules::names(&["kv"]))).with_num_virtual_tokens(config.num_virtual_tokens)),
         Method::Prompt | Method::Ptuning => {
-            let encoder = (config.method == Method::Ptuning).then(|| PromptEncoderConfig::new().with_hidden_size(config.encoder_hidden_size));
+            let kind = match config.encoder_reparameterization_type {
+                EncoderType::Mlp => PromptEncoderKind::Mlp,
+                EncoderType::Lstm => PromptEncoderKind::Lstm,
+            };
+            let encoder = (config.method == Method::Ptuning).then(|| PromptEncoderConfig::new().with_hidden_size(config.encoder_hidden_size).with_kind(kind).with_num_layers(config.encoder_num_layers));
             HfMethod::Prompt(PromptTuningConfig::new(Targeting::new(TargetModules::names(&["prompt"]))).with_num_virtual_tokens(config.num_virtual_tokens).with_encoder(encoder))
         }
         Method::Full => return Ok((TrainMode::Full, None)),
