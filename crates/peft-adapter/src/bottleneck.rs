@@ -1,9 +1,9 @@
 //! The bottleneck adapter module and its place in the one trait.
 
 use burn::module::{Module, Param};
-use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::nn::{Linear, LinearConfig};
 use burn::tensor::Tensor;
-use burn::tensor::activation::{gelu, relu, sigmoid, silu};
+use burn::tensor::activation::{gelu, relu, silu};
 use burn::tensor::backend::Backend;
 use peft_core::{Adaptable, Layer, PeftError, Residual, Result, Tuner, TunerForward};
 
@@ -45,13 +45,9 @@ impl<B: Backend> Bottleneck<B> {
         }
     }
 
-    /// The gate for input `h [batch, seq, ..., d]`: `σ(gate(h))`, averaged over dimension 1 (the
-    /// sequence) as AdapterHub does, so one value per example: `[batch, 1, ..., 1]` (for
-    /// `[batch, d]`, one per row). Every position of a sequence shares it, so in a decoder a
-    /// gated adapter lets a position see later ones: gating is for encoders.
+    /// The gate's value for input `h` ([`peft_core::gate::gate_value`]: one per example).
     pub fn gate_value<const D: usize>(&self, h: &Tensor<B, D>) -> Option<Tensor<B, D>> {
-        let g = sigmoid(self.gate.as_ref()?.forward(h.clone()));
-        Some(if D >= 3 { g.mean_dim(1) } else { g })
+        Some(peft_core::gate::gate_value(self.gate.as_ref()?, h))
     }
 
     fn build(config: &BottleneckConfig, d: usize, path: &str, device: &B::Device) -> Result<Self> {
@@ -65,12 +61,7 @@ impl<B: Backend> Bottleneck<B> {
         let mut up = LinearConfig::new(width, d).init(device);
         up.weight = Param::from_tensor(Tensor::zeros([width, d], device));
         up.bias = Some(Param::from_tensor(Tensor::zeros([d], device)));
-        // AdapterHub starts gates as BERT's linear layers: N(0, 0.02), no bias.
-        let gate = config.gating.then(|| {
-            let mut g = LinearConfig::new(d, 1).with_initializer(Initializer::Normal { mean: 0.0, std: 0.02 }).init(device);
-            g.bias = Some(Param::from_tensor(Tensor::zeros([1], device)));
-            g
-        });
+        let gate = config.gating.then(|| peft_core::gate::new_gate(d, device));
         Ok(Self {
             down: LinearConfig::new(d, width).init(device),
             up,

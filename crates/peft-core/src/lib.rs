@@ -28,6 +28,7 @@
 pub mod adapter_file;
 mod adapter_tensors;
 pub mod checkpoint;
+pub mod gate;
 mod error;
 mod layer;
 mod model;

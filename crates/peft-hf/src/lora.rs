@@ -65,6 +65,9 @@ pub(crate) fn to_ours(folder: &AdapterFolder, map: &WeightMap) -> Result<(LoraCo
 /// The LoRA adapter `tensors`, built with `config`, in peft's names and layout, and its config
 /// fields (every module's rank and alpha, so that peft reads exactly what we have).
 pub(crate) fn from_ours(config: &LoraConfig, tensors: &AdapterTensors, map: &WeightMap, layers: &[TunedLayerInfo]) -> Result<(Vec<TensorEntry>, serde_json::Value)> {
+    if config.gating {
+        return Err(PeftError::UnsupportedValue { key: "gating (LoRA)".into(), value: "true".into(), supported: "false: peft's LoRA has no gate; save a gated LoRA with peft_core::adapter_file".into() });
+    }
     let (mut entries, mut ranks, mut alphas, mut targets) = (Vec::new(), BTreeMap::new(), BTreeMap::new(), BTreeSet::new());
     for (module, values) in tensors {
         let hf_module = map.to_hf(module);

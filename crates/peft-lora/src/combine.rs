@@ -13,8 +13,8 @@ pub fn combine<B: Backend>(parts: &[(&Lora<B>, f64)], how: Combination) -> Resul
     let Some((first, _)) = parts.first() else {
         return Err(PeftError::InvalidConfig("no adapters to combine".into()));
     };
-    if parts.iter().any(|(l, _)| l.magnitude.is_some() || l.bias.is_some()) {
-        return Err(PeftError::CannotCombine("DoRA adapters and LoRA biases have no weighted combination".into()));
+    if parts.iter().any(|(l, _)| l.magnitude.is_some() || l.bias.is_some() || l.gate.is_some()) {
+        return Err(PeftError::CannotCombine("DoRA adapters, LoRA biases and gated LoRA have no weighted combination".into()));
     }
     if parts.iter().any(|(_, w)| !w.is_finite()) {
         return Err(PeftError::InvalidConfig("combination weights must be finite".into()));

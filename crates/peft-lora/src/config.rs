@@ -54,6 +54,12 @@ pub struct LoraConfig {
     /// A trainable bias on the LoRA branch (HF peft's `lora_bias`).
     #[config(default = false)]
     pub bias: bool,
+    /// UniPELT's gate (AdapterHub's LoRA `use_gating`): the update is multiplied by
+    /// `σ(gate(x))` averaged over the sequence ([`peft_core::gate`]) in place of `alpha/r`. The
+    /// update then depends on the input, so a gated LoRA does not merge, combine or save in
+    /// peft's format (use `peft_core::adapter_file`). Dense layers only.
+    #[config(default = false)]
+    pub gating: bool,
     /// Initialization of `A` and `B`.
     #[config(default = "LoraInit::Default")]
     pub init: LoraInit,
@@ -100,8 +106,8 @@ impl LoraConfig {
 
     /// Refuses, naming the layer, the first of DoRA, a LoRA bias and PiSSA that this config asks
     /// for and the layer at `path` does not support (the flags say which it supports).
-    pub(crate) fn supported_on(&self, path: &str, dora: bool, bias: bool, pissa: bool) -> peft_core::Result<()> {
-        let asked = [("DoRA", self.use_dora, dora), ("a LoRA bias", self.bias, bias), ("PiSSA", self.init == LoraInit::Pissa, pissa)];
+    pub(crate) fn supported_on(&self, path: &str, dora: bool, bias: bool, pissa: bool, gating: bool) -> peft_core::Result<()> {
+        let asked = [("DoRA", self.use_dora, dora), ("a LoRA bias", self.bias, bias), ("PiSSA", self.init == LoraInit::Pissa, pissa), ("a LoRA gate", self.gating, gating)];
         match asked.into_iter().find(|(_, on, ok)| *on && !*ok) {
             Some((feature, ..)) => Err(PeftError::NotSupportedOn { feature: feature.into(), path: path.into() }),
             None => Ok(()),
@@ -122,6 +128,9 @@ impl MethodConfig for LoraConfig {
     fn validate(&self) -> peft_core::Result<()> {
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(PeftError::InvalidConfig(format!("dropout must be in [0, 1), got {}", self.dropout)));
+        }
+        if self.use_dora && self.gating {
+            return Err(PeftError::InvalidConfig("DoRA has no gated form (gating is AdapterHub's option for plain LoRA)".into()));
         }
         if self.use_dora && self.bias {
             return Err(PeftError::InvalidConfig("DoRA does not support a LoRA bias".into()));

@@ -56,7 +56,7 @@ impl<B: Backend> Tuner<B, Conv2d<B>> for LoraConv2d<B> {
         if base.groups != 1 {
             return Err(PeftError::NotSupportedOn { feature: "LoRA on a grouped convolution".into(), path: path.into() });
         }
-        config.supported_on(path, false, false, false)?;
+        config.supported_on(path, false, false, false, false)?;
         let [c_out, c_in, kh, kw] = base.weight.dims();
         let fan_in = c_in * kh * kw;
         check_rank(path, r, fan_in, c_out)?;

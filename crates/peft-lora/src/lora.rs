@@ -24,6 +24,8 @@ pub struct Lora<B: Backend> {
     pub bias: Option<Param<Tensor<B, 1>>>,
     /// DoRA magnitude `[d_out]`.
     pub magnitude: Option<Param<Tensor<B, 1>>>,
+    /// UniPELT's gate `d_in → 1` ([`LoraConfig::gating`]), when the adapter has one.
+    pub gate: Option<Linear<B>>,
     /// Dropout on the adapter input.
     pub dropout: Dropout,
     /// `alpha/r`, or `alpha/sqrt(r)` with rsLoRA.
@@ -46,6 +48,7 @@ impl<B: Backend> Lora<B> {
             b: trainable(b),
             bias: None,
             magnitude: None,
+            gate: None,
             dropout: DropoutConfig::new(0.0).init(),
             scaling,
             merged_norm: None,
@@ -76,6 +79,24 @@ impl<B: Backend> Lora<B> {
     /// `s·(x·A)·B (+ bias)` computed on the activation side: `[..., d_in] -> [..., d_out]`.
     pub(crate) fn low_rank<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         self.up(linear(x, self.a.val(), None))
+    }
+
+    /// The update for layer input `input` (`x`: the input after dropout): `s·(x·A)·B (+ bias)`,
+    /// times the gate's value for `input` when the adapter is gated.
+    pub(crate) fn update<const D: usize>(&self, input: &Tensor<B, D>, x: Tensor<B, D>) -> Tensor<B, D> {
+        let update = self.low_rank(x);
+        match &self.gate {
+            Some(gate) => update * peft_core::gate::gate_value(gate, input),
+            None => update,
+        }
+    }
+
+    /// Refuses what a gated adapter cannot do (its update depends on the input).
+    pub(crate) fn check_ungated(&self, what: &str, path: &str) -> Result<()> {
+        match self.gate {
+            Some(_) => Err(PeftError::NotMergeable { adapter: String::new(), method: "LORA", path: path.into(), reason: format!(": a gated LoRA's update depends on the input, so it cannot {what}") }),
+            None => Ok(()),
+        }
     }
 
     /// `s·h·B (+ bias)`: `[..., r] -> [..., d_out]`.
@@ -151,6 +172,11 @@ pub(crate) fn build<B: Backend>(
     if config.bias {
         lora.bias = Some(trainable(Tensor::zeros([d_out], device)));
     }
+    if config.gating {
+        // The gate takes the place of alpha/r, as in AdapterHub.
+        lora.gate = Some(peft_core::gate::new_gate(d_in, device));
+        lora.scaling = 1.0;
+    }
     if config.use_dora
         && let Some(base) = residual.clone().or(values)
     {
@@ -177,6 +203,7 @@ impl<B: Backend> Tuner<B, Linear<B>> for Lora<B> {
     }
 
     fn merge(&mut self, mut base: Linear<B>, path: &str) -> Result<Linear<B>> {
+        self.check_ungated("merge", path)?;
         let weight = base.weight.val();
         let merged = match &self.magnitude {
             None => weight + self.delta_weight(),
@@ -218,12 +245,12 @@ impl<B: Backend> Tuner<B, Linear<B>> for Lora<B> {
 }
 
 impl<B: Backend, const D: usize> TunerForward<B, Linear<B>, Tensor<B, D>> for Lora<B> {
-    /// `h + s·B(A(dropout(x)))`, or DoRA's `h + (m/‖W+sBA‖ − 1)·(x·W) + m/‖W+sBA‖·s·B(A(x))`.
+    /// `h + s·B(A(dropout(x)))` (gated: `h + g(x)·B(A(dropout(x)))`), or DoRA's `h + (m/‖W+sBA‖ − 1)·(x·W) + m/‖W+sBA‖·s·B(A(x))`.
     /// `x: [..., d_in]`, `h: [..., d_out]`.
     fn post(&self, base: &Linear<B>, input: &Tensor<B, D>, output: Tensor<B, D>) -> Tensor<B, D> {
         let x = self.dropout.forward(input.clone());
         match &self.magnitude {
-            None => output + self.low_rank(x),
+            None => output + self.update(input, x),
             Some(m) => {
                 let weight = base.weight.val();
                 let scale = broadcast_last::<B, D>(m.val() / self.weight_norm(weight.clone()));
@@ -239,7 +266,7 @@ impl<B: Backend> Tuner<B, Embedding<B>> for Lora<B> {
     type Config = LoraConfig;
 
     fn init(config: &LoraConfig, base: &mut Embedding<B>, path: &str) -> Result<Self> {
-        config.supported_on(path, false, true, false)?;
+        config.supported_on(path, false, true, false, false)?;
         Ok(build(config, base.weight.dims(), &base.weight.device(), || base.weight.val(), path, true)?.0)
     }
 

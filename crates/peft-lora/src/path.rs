@@ -51,7 +51,7 @@ impl<B: Backend, M: Module<B>> PathLora<B, M> {
             let (rows, cols) = (info.shape[0], info.shape[1]);
             // The typed wrappers carry DoRA, the LoRA bias and PiSSA; a dense update per weight
             // carries plain LoRA and rsLoRA.
-            config.supported_on(&module_path, false, false, false)?;
+            config.supported_on(&module_path, false, false, false, false)?;
             let (r, scaling) = config.rank_and_scaling(&module_path)?;
             check_rank(&module_path, r, rows, cols)?;
             let a = init_a(config.init, [rows, r], rows, r, &device);

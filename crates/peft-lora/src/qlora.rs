@@ -18,7 +18,7 @@ impl<B: Backend> Tuner<B, QLinear<B>> for Lora<B> {
     type Config = LoraConfig;
 
     fn init(config: &LoraConfig, base: &mut QLinear<B>, path: &str) -> Result<Self> {
-        config.supported_on(path, false, true, false)?;
+        config.supported_on(path, false, true, false, true)?;
         let dims = [base.meta.d_input, base.meta.d_output];
         let (lora, _) = build(config, dims, &base.absmax.device(), || dequantize_weight(&base.packed()).transpose(), path, false)?;
         Ok(lora.autocast_adapter_dtype())
@@ -41,7 +41,7 @@ impl<B: QuantLinearBackend, const D: usize> TunerForward<B, QLinear<B>, Tensor<B
     fn post(&self, _base: &QLinear<B>, input: &Tensor<B, D>, output: Tensor<B, D>) -> Tensor<B, D> {
         let x = in_dtype(self.dropout.forward(input.clone()), self.a.val().dtype());
         let dtype = output.dtype();
-        output + in_dtype(self.low_rank(x), dtype)
+        output + in_dtype(self.update(&in_dtype(input.clone(), self.a.val().dtype()), x), dtype)
     }
 }
 

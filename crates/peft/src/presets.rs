@@ -41,13 +41,13 @@ pub fn mam(kv: Targeting, adapter: Targeting) -> ConfigUnion {
     ConfigUnion::new().with(PrefixConfig::new(kv).with_num_virtual_tokens(30).with_init_std(0.02)).with(BottleneckConfig::parallel(adapter))
 }
 
-/// UniPELT (Mao et al., 2022; AdapterHub's `UniPELTConfig`): LoRA r 8, alpha 8 at `lora`, 10
-/// virtual tokens of prefix tuning at `kv`, and a Pfeiffer adapter (reduction 16) with a learned
-/// gate at `adapter`. Only the adapter is gated here: LoRA and the prefix have no gates yet
-/// (UniPELT gates all three).
+/// UniPELT (Mao et al., 2022; AdapterHub's `UniPELTConfig`): LoRA r 8 at `lora` and a Pfeiffer
+/// adapter (reduction 16) at `adapter`, each with a learned gate (AdapterHub's `use_gating`: the
+/// gate takes the place of LoRA's `alpha/r`), and 10 virtual tokens of prefix tuning at `kv`.
+/// The prefix is not gated here (UniPELT gates it too).
 pub fn unipelt(lora: Targeting, kv: Targeting, adapter: Targeting) -> ConfigUnion {
     ConfigUnion::new()
-        .with(LoraConfig::new(lora).with_r(8).with_alpha(8.0))
+        .with(LoraConfig::new(lora).with_r(8).with_alpha(8.0).with_gating(true))
         .with(PrefixConfig::new(kv).with_num_virtual_tokens(10))
         .with(BottleneckConfig::pfeiffer(adapter).with_gating(true))
 }
