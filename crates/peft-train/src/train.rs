@@ -346,7 +346,8 @@ where
     if let Some(labels) = labels {
         match model.num_labels() {
             None => model.set_classifier(labels, true)?,
-            Some(n) if n == labels => {}
+            // A model that already classifies keeps its head when the data fits it.
+            Some(n) if n == labels || (config.num_labels.is_none() && n > labels) => {}
             Some(n) => return Err(PeftError::InvalidConfig(format!("the model's classification head has {n} labels, the run asks for {labels}"))),
         }
     }
