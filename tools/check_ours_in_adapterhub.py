@@ -2,7 +2,7 @@
 """Checks that bottleneck adapters saved by burn-peft load in AdapterHub (`adapters` 1.x) and
 give our outputs (run by hand; the venv of tools/make_adapterhub_fixtures.py).
 
-    PEFT_EXPORT_DIR=/tmp/ours_hub cargo test -p peft-models --test adapterhub our_presets
+    PEFT_EXPORT_DIR=/tmp/ours_hub cargo test -p peft-models --test suite adapterhub::our_presets
     /tmp/venv_ah/bin/python tools/check_ours_in_adapterhub.py /tmp/ours_hub
 
 Each folder holds adapter_config.json + adapter.safetensors in AdapterHub's layout,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks that adapters saved by burn-peft load in HF peft and give our outputs (run by hand).
 
-    PEFT_EXPORT_DIR=/tmp/ours cargo test -p peft-models --test hf_parity saved_adapters
+    PEFT_EXPORT_DIR=/tmp/ours cargo test -p peft-models --test suite hf_parity::saved_adapters
     /tmp/venv/bin/python tools/check_ours_in_peft.py /tmp/ours
 
 Each folder under the argument holds adapter_config.json + adapter_model.safetensors written by

@@ -176,7 +176,7 @@ pub fn save_adapter<B: Backend, M: HfCheckpoint<B>>(model: &mut M, name: &str, m
         HfMethod::Bottleneck(config) => return adapterhub::save(config, name, &tensors, &map, &layers, dir),
         HfMethod::Lora(c) => lora::from_ours(c, &tensors, &map, &layers)?,
         HfMethod::Ia3(c) => ia3::from_ours(c, &tensors, &map)?,
-        HfMethod::Prefix(_) => prefix::from_ours(&tensors, &layers)?,
+        HfMethod::Prefix(c) => prefix::from_ours(c, &tensors, &layers)?,
         HfMethod::PrefixProjection(_) => prefix::from_projected(&tensors, &layers)?,
         HfMethod::Prompt(_) => prompt::from_ours(&tensors, &layers)?,
     };

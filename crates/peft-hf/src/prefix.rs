@@ -64,7 +64,10 @@ pub(crate) fn to_ours(folder: &AdapterFolder, layers: &[TunedLayerInfo]) -> Resu
 }
 
 /// The prefix `tensors` as peft's one `prompt_embeddings`, and its config fields.
-pub(crate) fn from_ours(tensors: &AdapterTensors, layers: &[TunedLayerInfo]) -> Result<(Vec<TensorEntry>, serde_json::Value)> {
+pub(crate) fn from_ours(config: &PrefixConfig, tensors: &AdapterTensors, layers: &[TunedLayerInfo]) -> Result<(Vec<TensorEntry>, serde_json::Value)> {
+    if config.gating {
+        return Err(PeftError::UnsupportedValue { key: "gating (prefix)".into(), value: "true".into(), supported: "false: peft's prefix tuning has no gate; save a gated prefix with peft_core::adapter_file".into() });
+    }
     let sites: Vec<String> = kv_sites(layers).into_iter().filter(|s| tensors.contains_key(s)).collect();
     let first = sites.first().and_then(|s| tensors[s].get(PARTS[0])).ok_or_else(|| PeftError::MissingTensor("keys".into()))?;
     let [heads, nvt, head_dim]: [usize; 3] = first.shape.to_vec().try_into().map_err(|_| PeftError::MissingTensor("keys".into()))?;

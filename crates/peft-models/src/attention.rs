@@ -7,7 +7,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use peft_core::{Tuned, Tuner, TunerForward};
-use peft_ptuning::{KvSite, PrefixKv, PrefixProjectionSite, ProjectedPrefix, PromptInput, PromptSite};
+use peft_ptuning::{AttentionKv, KvSite, PrefixKv, PrefixProjectionSite, ProjectedPrefix, PromptInput, PromptSite};
 use peft_quant::BaseLinear;
 use peft_quant::backend::QuantLinearBackend;
 
@@ -37,9 +37,10 @@ pub(crate) fn plain_weight<B: Backend, T: LinearTuner<B>>(layer: &AdaptedLinear<
     layer.live_adapters().next().is_none().then(|| dense.weight.val())
 }
 
-/// A key/value site for `kv_heads` heads of width `head_dim`.
-pub(crate) fn kv_site<B: Backend>(kv_heads: usize, head_dim: usize) -> PrefixKv<B> {
-    Tuned::new(KvSite { kv_heads, head_dim })
+/// A key/value site for `kv_heads` heads of width `head_dim`, in an attention layer whose input
+/// has width `input_dim`.
+pub(crate) fn kv_site<B: Backend>(kv_heads: usize, head_dim: usize, input_dim: usize) -> PrefixKv<B> {
+    Tuned::new(KvSite { kv_heads, head_dim, input_dim })
 }
 
 /// Number of prefix tokens the site adds in the forward pass (0 without a live prefix).
@@ -70,7 +71,7 @@ pub fn projected_len<B: Backend>(site: &ProjectedPrefix<B>) -> usize {
 
 /// A layer's keys and values `kv` with its prefixes before them: a projected prefix's (`projected`,
 /// this layer's part), then the layer's own (its key/value site `kv_site`).
-pub(crate) fn with_prefixes<B: Backend>(kv_site: &PrefixKv<B>, projected: Option<&(Tensor<B, 4>, Tensor<B, 4>)>, kv: (Tensor<B, 4>, Tensor<B, 4>)) -> (Tensor<B, 4>, Tensor<B, 4>) {
+pub(crate) fn with_prefixes<B: Backend>(kv_site: &PrefixKv<B>, projected: Option<&(Tensor<B, 4>, Tensor<B, 4>)>, kv: AttentionKv<B>) -> (Tensor<B, 4>, Tensor<B, 4>) {
     let kv = kv_site.forward(kv);
     match projected {
         Some(p) => prepend_keys_values(p, kv),
@@ -79,25 +80,24 @@ pub(crate) fn with_prefixes<B: Backend>(kv_site: &PrefixKv<B>, projected: Option
 }
 
 /// What a pass attends to in layer `layer`: the keys and values that come first (a prompt pass's,
-/// which hold the prefixes, or else the layer's prefixes), then the pass's own `(k, v)`; with a
+/// which hold the prefixes, or else the layer's prefixes), then the pass's own `kv`; with a
 /// cache, those of the tokens before (the first entry made so) and this pass's added to it.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn pass_keys_values<B: Backend>(
     layer: usize,
     kv_site: &PrefixKv<B>,
     projected: Option<&[(Tensor<B, 4>, Tensor<B, 4>)]>,
     prompt: Option<&[(Tensor<B, 4>, Tensor<B, 4>)]>,
     cache: Option<&mut KvCache<B>>,
-    k: Tensor<B, 4>,
-    v: Tensor<B, 4>,
+    kv: AttentionKv<B>,
 ) -> (Tensor<B, 4>, Tensor<B, 4>) {
-    let first = |kv| match prompt {
-        Some(prompt) => prepend_keys_values(&prompt[layer], kv),
-        None => with_prefixes(kv_site, projected.map(|p| &p[layer]), kv),
+    let AttentionKv { keys, values, input } = kv;
+    let first = |(k, v)| match prompt {
+        Some(prompt) => prepend_keys_values(&prompt[layer], (k, v)),
+        None => with_prefixes(kv_site, projected.map(|p| &p[layer]), AttentionKv::new(k, v, input)),
     };
     match cache {
-        Some(cache) => cache.append(layer, k, v, first),
-        None => first((k, v)),
+        Some(cache) => cache.append(layer, keys, values, first),
+        None => first((keys, values)),
     }
 }
 

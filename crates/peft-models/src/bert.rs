@@ -12,7 +12,7 @@ use peft_quant::backend::QuantLinearBackend;
 use peft_adapter::AdaptedNorm;
 use peft_core::{PeftError, Residual, Result, Tuned};
 use peft_lora::LoraEmbedding;
-use peft_ptuning::{PrefixKv, ProjectedPrefix, PromptInput, projected_keys_values};
+use peft_ptuning::{AttentionKv, PrefixKv, ProjectedPrefix, PromptInput, projected_keys_values};
 use serde::Deserialize;
 
 use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, attend, kv_site, linear, prefix_len, projected_len, projection_site, prompt_len, prompt_site, split_heads, with_prefixes};
@@ -84,7 +84,7 @@ impl BertConfig {
                         query: linear(d, d, true, device),
                         key: linear(d, d, true, device),
                         value: linear(d, d, true, device),
-                        kv: kv_site(heads, d / heads),
+                        kv: kv_site(heads, d / heads, d),
                         heads,
                     },
                     output: BertOutput { dense: linear(d, d, true, device), layer_norm: adapted_norm() },
@@ -260,7 +260,7 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Bert<B, T> {
         let projected = projected_keys_values(&self.prefix_projection);
         for (i, layer) in self.encoder.layer.iter().enumerate() {
             let a = &layer.attention.self_attn;
-            let kv = (split_heads(a.key.forward(h.clone()), a.heads), split_heads(a.value.forward(h.clone()), a.heads));
+            let kv = AttentionKv::new(split_heads(a.key.forward(h.clone()), a.heads), split_heads(a.value.forward(h.clone()), a.heads), h.clone());
             let (k, v) = with_prefixes(&a.kv, projected.as_ref().map(|p| &p[i]), kv);
             let context = attend(split_heads(a.query.forward(h.clone()), a.heads), k, v, bias.as_ref());
             h = layer.attention.output.forward(context, h);

@@ -10,7 +10,7 @@ use peft_quant::backend::QuantLinearBackend;
 use peft_adapter::AdaptedResidual;
 use peft_core::{PeftError, Residual, ResidualAdd, Result, Tuned};
 use peft_lora::LoraEmbedding;
-use peft_ptuning::{PrefixKv, ProjectedPrefix, PromptInput, projected_keys_values, virtual_tokens};
+use peft_ptuning::{AttentionKv, PrefixKv, ProjectedPrefix, PromptInput, projected_keys_values, virtual_tokens};
 use serde::Deserialize;
 
 use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, attend, kv_site, linear, prefix_len, projected_len, projection_site, prompt_len, prompt_site, split_heads, with_prefixes, pass_keys_values};
@@ -66,7 +66,7 @@ impl Gpt2Config {
         let h = (0..self.n_layer)
             .map(|_| Gpt2Block {
                 ln_1: norm(),
-                attn: Gpt2Attention { c_attn: linear(d, 3 * d, true, device), c_proj: linear(d, d, true, device), kv: kv_site(self.n_head, d / self.n_head), heads: self.n_head },
+                attn: Gpt2Attention { c_attn: linear(d, 3 * d, true, device), c_proj: linear(d, d, true, device), kv: kv_site(self.n_head, d / self.n_head, d), heads: self.n_head },
                 ln_2: norm(),
                 mlp: Gpt2Mlp { c_fc: linear(d, inner, true, device), c_proj: linear(inner, d, true, device), tanh },
                 attention_adapters: Tuned::new(ResidualAdd::new(d, device)),
@@ -173,13 +173,13 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Gpt2<B, T> {
 
     /// The blocks on `h`; `keys_values(block, attention, k, v)` gives each attention its keys and
     /// values.
-    fn decode(&self, mut h: Tensor<B, 3>, bias: &Tensor<B, 4>, mut keys_values: impl FnMut(usize, &Gpt2Attention<B, T>, Tensor<B, 4>, Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>)) -> Tensor<B, 3> {
+    fn decode(&self, mut h: Tensor<B, 3>, bias: &Tensor<B, 4>, mut keys_values: impl FnMut(usize, &Gpt2Attention<B, T>, AttentionKv<B>) -> (Tensor<B, 4>, Tensor<B, 4>)) -> Tensor<B, 3> {
         for (i, block) in self.transformer.h.iter().enumerate() {
             let x = block.ln_1.forward(h.clone());
-            let qkv = block.attn.c_attn.forward(x);
+            let qkv = block.attn.c_attn.forward(x.clone());
             let d = qkv.dims()[2] / 3;
             let part = |i: usize| split_heads(qkv.clone().narrow(2, i * d, d), block.attn.heads);
-            let (k, v) = keys_values(i, &block.attn, part(1), part(2));
+            let (k, v) = keys_values(i, &block.attn, AttentionKv::new(part(1), part(2), x));
             let attended = block.attn.c_proj.forward(attend(part(0), k, v, Some(bias)));
             h = block.attention_adapters.forward(Residual { hidden: attended, residual: h });
             let up = block.mlp.c_fc.forward(block.ln_2.forward(h.clone()));
@@ -201,8 +201,8 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Gpt2<B, T> {
         let bias = attention_bias(&alone.segments, &alone.segments, prefix, true);
         let h = tokens.unsqueeze_dim(0) + t.wpe.forward(alone.positions);
         let mut out = Vec::with_capacity(t.h.len());
-        self.decode(h, &bias, |i, attention, k, v| {
-            let kv = with_prefixes(&attention.kv, projected.map(|p| &p[i]), (k, v));
+        self.decode(h, &bias, |i, attention, kv| {
+            let kv = with_prefixes(&attention.kv, projected.map(|p| &p[i]), kv);
             out.push(kv.clone());
             kv
         });
@@ -221,8 +221,8 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Gpt2<B, T> {
         let keys = cache.as_deref_mut().map_or_else(|| batch.segments.clone(), |c| c.extend_segments(&batch.segments));
         let bias = attention_bias(&batch.segments, &keys, offset, true);
         let h = t.wte.forward(batch.tokens.clone()) + t.wpe.forward(batch.positions.clone().add_scalar(offset as i64));
-        let h = self.decode(h, &bias, |i, attention, k, v| {
-            pass_keys_values(i, &attention.kv, projected.as_deref(), prompt.as_deref(), cache.as_deref_mut(), k, v)
+        let h = self.decode(h, &bias, |i, attention, kv| {
+            pass_keys_values(i, &attention.kv, projected.as_deref(), prompt.as_deref(), cache.as_deref_mut(), kv)
         });
         t.ln_f.forward(h)
     }

@@ -11,7 +11,7 @@ use peft_quant::backend::QuantLinearBackend;
 use peft_adapter::AdaptedResidual;
 use peft_core::{PeftError, Residual, ResidualAdd, Result, Tuned};
 use peft_lora::LoraEmbedding;
-use peft_ptuning::{PrefixKv, ProjectedPrefix, PromptInput, projected_keys_values, virtual_tokens};
+use peft_ptuning::{AttentionKv, PrefixKv, ProjectedPrefix, PromptInput, projected_keys_values, virtual_tokens};
 use serde::Deserialize;
 
 use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, attend, kv_site, linear, plain_weight, prefix_len, projected_len, projection_site, prompt_len, prompt_site, split_heads, with_prefixes, pass_keys_values};
@@ -131,7 +131,7 @@ impl LlamaConfig {
                     k_proj: linear(d, kvh * hd, self.attention_bias, device),
                     v_proj: linear(d, kvh * hd, self.attention_bias, device),
                     o_proj: linear(heads * hd, d, self.attention_bias, device),
-                    kv: kv_site(kvh, hd),
+                    kv: kv_site(kvh, hd, d),
                     heads,
                     kv_heads: kvh,
                 },
@@ -295,11 +295,11 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> LlamaAttention<B, T> {
     /// positions and the attention bias of the pass ([`attention_bias`]); `keys_values` turns
     /// the pass's own keys (after RoPE) and values into all those attended to (a prefix's, a
     /// prompt's, a cache's before them).
-    pub fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, bias: &Tensor<B, 4>, keys_values: impl FnOnce(Tensor<B, 4>, Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>)) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, bias: &Tensor<B, 4>, keys_values: impl FnOnce(AttentionKv<B>) -> (Tensor<B, 4>, Tensor<B, 4>)) -> Tensor<B, 3> {
         let q = rope.apply(split_heads(self.q_proj.forward(x.clone()), self.heads));
         let k = rope.apply(split_heads(self.k_proj.forward(x.clone()), self.kv_heads));
-        let v = split_heads(self.v_proj.forward(x), self.kv_heads);
-        let (k, v) = keys_values(k, v);
+        let v = split_heads(self.v_proj.forward(x.clone()), self.kv_heads);
+        let (k, v) = keys_values(AttentionKv::new(k, v, x));
         self.o_proj.forward(attend(q, k, v, Some(bias)))
     }
 }
@@ -326,10 +326,10 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Llama<B, T> {
 
     /// The decoder layers on `h`; `keys_values(layer, attention, k, v)` gives each attention its
     /// keys and values.
-    fn decode(&self, mut h: Tensor<B, 3>, rope: &Rope<B>, bias: &Tensor<B, 4>, mut keys_values: impl FnMut(usize, &LlamaAttention<B, T>, Tensor<B, 4>, Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>)) -> Tensor<B, 3> {
+    fn decode(&self, mut h: Tensor<B, 3>, rope: &Rope<B>, bias: &Tensor<B, 4>, mut keys_values: impl FnMut(usize, &LlamaAttention<B, T>, AttentionKv<B>) -> (Tensor<B, 4>, Tensor<B, 4>)) -> Tensor<B, 3> {
         for (i, layer) in self.model.layers.iter().enumerate() {
             let attention = &layer.self_attn;
-            let attended = attention.forward(layer.input_layernorm.forward(h.clone()), rope, bias, |k, v| keys_values(i, attention, k, v));
+            let attended = attention.forward(layer.input_layernorm.forward(h.clone()), rope, bias, |kv| keys_values(i, attention, kv));
             h = layer.attention_adapters.forward(Residual { hidden: attended, residual: h });
             let x = layer.post_attention_layernorm.forward(h.clone());
             let mlp = &layer.mlp;
@@ -351,8 +351,8 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Llama<B, T> {
         let rope = Rope::new(&alone.positions, prefix, self.head_dim(), self.rope_base);
         let bias = attention_bias(&alone.segments, &alone.segments, prefix, true);
         let mut out = Vec::with_capacity(self.model.layers.len());
-        self.decode(tokens.unsqueeze_dim(0), &rope, &bias, |i, attention, k, v| {
-            let kv = with_prefixes(&attention.kv, projected.map(|p| &p[i]), (k, v));
+        self.decode(tokens.unsqueeze_dim(0), &rope, &bias, |i, attention, kv| {
+            let kv = with_prefixes(&attention.kv, projected.map(|p| &p[i]), kv);
             out.push(kv.clone());
             kv
         });
@@ -371,8 +371,8 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Llama<B, T> {
         let keys = cache.as_deref_mut().map_or_else(|| batch.segments.clone(), |c| c.extend_segments(&batch.segments));
         let bias = attention_bias(&batch.segments, &keys, offset, true);
         let h = self.model.embed_tokens.forward(batch.tokens.clone());
-        let h = self.decode(h, &rope, &bias, |i, attention, k, v| {
-            pass_keys_values(i, &attention.kv, projected.as_deref(), prompt.as_deref(), cache.as_deref_mut(), k, v)
+        let h = self.decode(h, &rope, &bias, |i, attention, kv| {
+            pass_keys_values(i, &attention.kv, projected.as_deref(), prompt.as_deref(), cache.as_deref_mut(), kv)
         });
         self.model.norm.forward(h)
     }

@@ -14,6 +14,12 @@ pub struct PrefixConfig {
     /// Standard deviation of the normal init (HF peft's embedding default is 1).
     #[config(default = 1.0)]
     pub init_std: f64,
+    /// UniPELT's gate (AdapterHub's prefix `use_gating` with its default `shared_gating`): the
+    /// prefix keys and values are multiplied by `σ(gate(x))`, `x` the attention layer's input,
+    /// averaged over the sequence ([`peft_core::gate`]). Not in peft's format (save it with
+    /// `peft_core::adapter_file`). The gate of a cached decoding pass is the first pass's.
+    #[config(default = false)]
+    pub gating: bool,
 }
 
 impl MethodConfig for PrefixConfig {

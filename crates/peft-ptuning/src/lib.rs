@@ -13,7 +13,7 @@
 //! use burn::backend::NdArray;
 //! use burn::tensor::Tensor;
 //! use peft_core::{PeftModel, Targeting, Tuned};
-//! use peft_ptuning::{KvSite, Prefix, PrefixConfig};
+//! use peft_ptuning::{AttentionKv, KvSite, Prefix, PrefixConfig};
 //!
 //! #[derive(burn::module::Module, Debug)]
 //! struct Attention<B: burn::tensor::backend::Backend> {
@@ -22,10 +22,11 @@
 //! peft_core::adaptable!(Attention { kv });
 //!
 //! let device = Default::default();
-//! let mut attention = Attention::<NdArray> { kv: Tuned::new(KvSite { kv_heads: 2, head_dim: 8 }) };
+//! let mut attention = Attention::<NdArray> { kv: Tuned::new(KvSite { kv_heads: 2, head_dim: 8, input_dim: 16 }) };
 //! attention.add_adapter("prefix", &PrefixConfig::new(Targeting::names(&["kv"])).with_num_virtual_tokens(3))?;
 //! let keys = Tensor::<NdArray, 4>::zeros([1, 2, 5, 8], &device);
-//! let (keys, values) = attention.kv.forward((keys.clone(), keys));
+//! let input = Tensor::<NdArray, 3>::zeros([1, 5, 16], &device);
+//! let (keys, values) = attention.kv.forward(AttentionKv::new(keys.clone(), keys, input));
 //! assert_eq!(keys.dims(), [1, 2, 3 + 5, 8]);
 //! assert_eq!(values.dims(), [1, 2, 3 + 5, 8]);
 //! # Ok::<(), peft_core::PeftError>(())
@@ -66,7 +67,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 pub use config::{MAX_LSTM_LAYERS, PrefixConfig, PrefixProjectionConfig, PromptEncoderConfig, PromptEncoderKind, PromptTuningConfig};
-pub use kv_site::KvSite;
+pub use kv_site::{AttentionKv, KvSite};
 pub use prefix::Prefix;
 pub use prefix_projection::{PrefixProjection, PrefixProjectionSite};
 pub use prompt::{PromptEmbedding, PromptEncoder, PromptLstm, PromptMlp};

@@ -12,7 +12,7 @@ use peft_core::{Layer, Tuned};
 use peft_lora::{LoraEmbedding, LoraLinear};
 use peft_models::TokenBatch;
 use peft_models::attention::{attend, split_heads};
-use peft_ptuning::{KvSite, PrefixKv};
+use peft_ptuning::{AttentionKv, KvSite, PrefixKv};
 
 /// Sizes of a [`TinyTransformer`].
 #[derive(Config, Debug)]
@@ -60,7 +60,7 @@ impl<B: Backend> Attention<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let heads = |t: Tensor<B, 3>| split_heads(t, self.n_heads);
         let q = heads(self.q.forward(x.clone()));
-        let (k, v) = self.kv.forward((heads(self.k.forward(x.clone())), heads(self.v.forward(x))));
+        let (k, v) = self.kv.forward(AttentionKv::new(heads(self.k.forward(x.clone())), heads(self.v.forward(x.clone())), x));
         self.o.forward(attend(q, k, v, None))
     }
 }
@@ -125,7 +125,7 @@ impl TinyTransformerConfig {
                     k: linear(d, d),
                     v: linear(d, d),
                     o: linear(d, d),
-                    kv: Tuned::new(KvSite { kv_heads: self.n_heads, head_dim: d / self.n_heads }),
+                    kv: Tuned::new(KvSite { kv_heads: self.n_heads, head_dim: d / self.n_heads, input_dim: d }),
                     n_heads: self.n_heads,
                 },
                 norm1: LayerNormConfig::new(d).init(device),

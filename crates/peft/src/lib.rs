@@ -145,7 +145,7 @@ pub mod prelude {
         Ia3Config, Ia3Linear, LoraConfig, LoraConv, LoraEmbedding, LoraInit, LoraLinear, MixedLinear, PathLora, QLoraLinear, WeightAdapter,
         WeightAdapterConfig, merge_qlora,
     };
-    pub use peft_ptuning::{KvSite, PrefixConfig, PrefixKv, PrefixProjectionConfig, PrefixProjectionSite, ProjectedPrefix, PromptEncoderConfig, PromptInput, PromptSite, PromptTuningConfig};
+    pub use peft_ptuning::{AttentionKv, KvSite, PrefixConfig, PrefixKv, PrefixProjectionConfig, PrefixProjectionSite, ProjectedPrefix, PromptEncoderConfig, PromptInput, PromptSite, PromptTuningConfig};
     pub use peft_quant::{QLinear, QuantConfig, QuantType, Quantized4bit};
 }
 

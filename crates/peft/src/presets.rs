@@ -42,12 +42,12 @@ pub fn mam(kv: Targeting, adapter: Targeting) -> ConfigUnion {
 }
 
 /// UniPELT (Mao et al., 2022; AdapterHub's `UniPELTConfig`): LoRA r 8 at `lora` and a Pfeiffer
-/// adapter (reduction 16) at `adapter`, each with a learned gate (AdapterHub's `use_gating`: the
-/// gate takes the place of LoRA's `alpha/r`), and 10 virtual tokens of prefix tuning at `kv`.
-/// The prefix is not gated here (UniPELT gates it too).
+/// adapter (reduction 16) at `adapter`, and 10 virtual tokens of prefix tuning at `kv`, each with
+/// a learned gate (AdapterHub's `use_gating`: the gate takes the place of LoRA's `alpha/r`, and
+/// multiplies the prefix's keys and values).
 pub fn unipelt(lora: Targeting, kv: Targeting, adapter: Targeting) -> ConfigUnion {
     ConfigUnion::new()
         .with(LoraConfig::new(lora).with_r(8).with_alpha(8.0).with_gating(true))
-        .with(PrefixConfig::new(kv).with_num_virtual_tokens(10))
+        .with(PrefixConfig::new(kv).with_num_virtual_tokens(10).with_gating(true))
         .with(BottleneckConfig::pfeiffer(adapter).with_gating(true))
 }

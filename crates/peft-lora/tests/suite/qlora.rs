@@ -1,5 +1,5 @@
 //! QLoRA: LoRA trained on a frozen 4-bit base.
-mod common;
+use crate::common;
 use common::*;
 
 use burn::module::Param;

@@ -332,6 +332,23 @@ fn fresh_lora_prefix_and_prompt_save_for_peft() {
     }
 }
 
+/// peft has no gates: a gated LoRA or prefix (UniPELT's) is refused in peft's format, and
+/// nothing is written.
+#[test]
+fn gated_methods_are_not_saved_in_peft_format() {
+    use peft_core::Targeting;
+    use peft_lora::LoraConfig;
+    use peft_ptuning::PrefixConfig;
+    for method in [HfMethod::Lora(LoraConfig::new(Targeting::names(&["q_proj"])).with_gating(true)), HfMethod::Prefix(PrefixConfig::new(Targeting::names(&["kv"])).with_gating(true))] {
+        let mut m = model::<Lora<B>>("llama");
+        m.add_adapter("gated", method.config()).unwrap();
+        let dir = std::env::temp_dir().join(format!("peft-gated-{}", std::process::id()));
+        let saved = save_adapter(&mut m, "gated", &method, &dir, &SaveOptions::default());
+        assert!(matches!(&saved, Err(PeftError::UnsupportedValue { key, .. }) if key.starts_with("gating")), "{saved:?}");
+        assert!(!dir.exists());
+    }
+}
+
 /// A padded batch gives each sequence's unpadded output (HF's attention_mask semantics).
 #[test]
 fn bert_padded_batch_equals_single_sequences() {

@@ -1,5 +1,5 @@
 //! A pretrained plain model's weights load into the same model with typed wrappers.
-mod common;
+use crate::common;
 use common::*;
 
 use burn::module::Module;

@@ -12,8 +12,7 @@ use peft_train::{Dataset, Encoded, Encoder, Method, Observer, StepLog, Task, Tra
 
 type B = Autodiff<NdArray>;
 
-/// Burn's random generator is global to the process: the tests of this file take turns.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+use crate::turn;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -50,7 +49,7 @@ fn setup<'a>(config: &'a TrainConfig, data: &'a [Encoded], dir: &'a Path, resume
 fn eval_of_a_seq_cls_adapter_equals_transformers_and_peft() {
     // Loading an adapter initializes it first (drawing from the generator) before its values
     // are set: it takes its turn too.
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _turn = turn();
     let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root().join("expected_seq_cls.json")).unwrap()).unwrap();
     let examples = labeled();
     assert!(examples.iter().all(|e| e.label.is_some() && e.target_count() == 1));
@@ -66,7 +65,7 @@ fn eval_of_a_seq_cls_adapter_equals_transformers_and_peft() {
 
 #[test]
 fn every_method_trains_the_head_and_saves_a_seq_cls_adapter() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _turn = turn();
     let data = labeled();
     let device = Default::default();
     for (method, lr) in [(Method::Lora, 2e-2), (Method::Qlora, 2e-2), (Method::Ia3, 1e-1), (Method::Prefix, 1e-1), (Method::Full, 1e-2)] {
@@ -114,7 +113,7 @@ fn every_method_trains_the_head_and_saves_a_seq_cls_adapter() {
 
 #[test]
 fn a_resumed_seq_cls_run_ends_bit_for_bit_and_wrong_data_is_refused() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _turn = turn();
     let data = labeled();
     let device = Default::default();
     let config = TrainConfig { task: Task::SeqCls, lr: 1e-2, dropout: 0.1, grad_accum: 2, batch_size: 2, max_steps: Some(4), save_every: 2, target: "q_proj,v_proj".into(), ..Default::default() };

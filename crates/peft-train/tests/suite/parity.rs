@@ -9,6 +9,8 @@ use burn::backend::NdArray;
 use peft_models::HfModel;
 use peft_train::{Dataset, Encoded, Encoder, Record, evaluate};
 
+use crate::turn;
+
 type B = NdArray;
 
 fn root() -> PathBuf {
@@ -25,6 +27,7 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
 
 #[test]
 fn chat_templates_and_token_ids_equal_transformers() {
+    let _turn = turn();
     let encoder = Encoder::from_model_dir(&root().join("llama"), false).unwrap();
     assert!(!encoder.template.is_fallback);
     let data = Dataset::read(&root().join("data/chat.jsonl"), false).unwrap();
@@ -44,6 +47,7 @@ fn chat_templates_and_token_ids_equal_transformers() {
 
 #[test]
 fn eval_loss_equals_transformers_and_peft_with_the_same_masking() {
+    let _turn = turn();
     let e = expected();
     let encoder = Encoder::from_model_dir(&root().join("llama"), false).unwrap();
     let pad = e["pad_id"].as_u64().unwrap() as u32;

@@ -1,7 +1,7 @@
 //! Gated LoRA (UniPELT; AdapterHub's LoRA `use_gating`): the update times `σ(gate(x))` averaged
 //! over the sequence, in place of `alpha/r`; the gate trains with the factors; what a gated
 //! update cannot do (merge, combine, DoRA, embeddings) is a typed error.
-mod common;
+use crate::common;
 use common::*;
 
 use burn::module::Param;

@@ -1,5 +1,5 @@
 //! Each formula of the LoRA family against a closed-form computation on the host.
-mod common;
+use crate::common;
 use common::*;
 
 use burn::module::Module;

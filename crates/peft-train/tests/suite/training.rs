@@ -11,13 +11,7 @@ use peft_train::{Dataset, Encoded, Encoder, Method, Observer, StepLog, TrainConf
 
 type B = Autodiff<NdArray>;
 
-/// Burn's random generator is global to the process: two trainings at once would draw from it in
-/// turns, and a run would no longer be reproducible. The tests of this file take turns.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn turn() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use crate::turn;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")

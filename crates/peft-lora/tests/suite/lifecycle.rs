@@ -1,6 +1,6 @@
 //! Adapters over their life: training only what should train, merging, disabling, combining,
 //! several named adapters, and typed errors on bad input.
-mod common;
+use crate::common;
 use common::*;
 
 use burn::module::{AutodiffModule, Module, Param};

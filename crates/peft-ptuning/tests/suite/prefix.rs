@@ -3,7 +3,7 @@ use burn::backend::NdArray;
 use burn::module::Module;
 use burn::tensor::{Distribution, Tensor};
 use peft_core::{PeftModel, Targeting, Tuned};
-use peft_ptuning::{KvSite, PrefixConfig, PrefixKv};
+use peft_ptuning::{AttentionKv, KvSite, PrefixConfig, PrefixKv};
 
 type TB = NdArray;
 
@@ -16,17 +16,18 @@ peft_core::adaptable!(Attn { kv });
 #[test]
 fn prefix_is_prepended_per_head_for_every_sequence() {
     let device = Default::default();
-    let mut attn = Attn::<TB> { kv: Tuned::new(KvSite { kv_heads: 2, head_dim: 3 }) };
+    let mut attn = Attn::<TB> { kv: Tuned::new(KvSite { kv_heads: 2, head_dim: 3, input_dim: 4 }) };
     let k = Tensor::<TB, 4>::random([4, 2, 5, 3], Distribution::Default, &device);
     let v = Tensor::<TB, 4>::random([4, 2, 5, 3], Distribution::Default, &device);
-    let (k0, v0) = attn.kv.forward((k.clone(), v.clone()));
+    let x = Tensor::<TB, 3>::random([4, 5, 4], Distribution::Default, &device);
+    let (k0, v0) = attn.kv.forward(AttentionKv::new(k.clone(), v.clone(), x.clone()));
     assert_eq!(k0.into_data(), k.clone().into_data(), "no prefix must be the identity");
     assert_eq!(v0.into_data(), v.clone().into_data());
 
     attn.add_adapter("p", &PrefixConfig::new(Targeting::names(&["kv"])).with_num_virtual_tokens(3)).unwrap();
     let prefix = attn.kv.adapter("p").unwrap().clone();
     assert_eq!(prefix.keys.dims(), [2, 3, 3]);
-    let (k1, v1) = attn.kv.forward((k.clone(), v.clone()));
+    let (k1, v1) = attn.kv.forward(AttentionKv::new(k.clone(), v.clone(), x.clone()));
     assert_eq!(k1.dims(), [4, 2, 8, 3]);
     for b in 0..4 {
         let head = k1.clone().slice([b..b + 1, 0..2, 0..3, 0..3]).reshape([2, 3, 3]);
