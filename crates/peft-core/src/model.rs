@@ -120,8 +120,8 @@ impl<B: Backend> LayerOp<B> for Op<'_> {
             Op::Unmerge => layer.unmerge(path)?,
             Op::SetRows(rows) => {
                 let here = |name: &&str| layer.names().iter().any(|k| k == name);
-                if matches!(layer.kind(), LayerKind::KeyValue | LayerKind::Prompt | LayerKind::PrefixProjection) && rows.iter().flatten().any(here) {
-                    return Err(PeftError::NotSupportedOn { feature: "per-example adapters of prefix and prompt tuning (give their examples a batch of their own)".into(), path: path.into() });
+                if matches!(layer.kind(), LayerKind::Prompt | LayerKind::PrefixProjection) && rows.iter().flatten().any(here) {
+                    return Err(PeftError::NotSupportedOn { feature: "per-example adapters of prompt tuning and of prefixes through a projection (give their examples a batch of their own, or eject the projection into a plain prefix)".into(), path: path.into() });
                 }
                 layer.set_example_adapters(rows)?;
             }
@@ -257,8 +257,11 @@ pub trait PeftModel<B: Backend>: Adaptable<B> + Sized {
     /// layer runs every adapter some row uses on the whole batch and keeps its rows, so a row's
     /// result is the one it gets alone.
     ///
-    /// Names must be known; merged adapters, and prefix or prompt tuning adapters named by a
-    /// row, are refused (the model is unchanged). The batch must have `rows.len()` examples.
+    /// Names must be known; merged adapters, and prompt-tuning adapters or projected prefixes
+    /// named by a row, are refused (the model is unchanged). The batch must have `rows.len()`
+    /// examples. Prefixes of different lengths share one key length: a model hides the prefix
+    /// positions a row leaves empty (`peft_ptuning::prepend_prefixes` and `row_prefixes`, as the
+    /// reference models do).
     fn set_example_adapters(&mut self, rows: &[Option<&str>]) -> Result<()> {
         let known = self.adapter_names();
         if let Some(missing) = rows.iter().flatten().find(|n| !known.iter().any(|k| k == *n)) {

@@ -172,6 +172,14 @@ impl<B: Backend, L: Module<B>, T: Module<B>> Tuned<B, L, T> {
         Ok(())
     }
 
+    /// With per-example adapters ([`set_example_adapters`](Self::set_example_adapters)), each
+    /// row's adapter (none: the base layer); `None` while the rows share the active adapters or
+    /// the adapters are disabled.
+    pub fn example_adapters(&self) -> Option<Vec<Option<&T>>> {
+        let rows = self.slots.rows.as_ref().filter(|_| !self.slots.disabled)?;
+        Some(rows.iter().map(|r| r.map(|i| &self.adapters[i])).collect())
+    }
+
     /// Back to the active adapters for every example.
     pub fn clear_example_adapters(&mut self) {
         self.slots.rows = None;
@@ -185,7 +193,9 @@ impl<B: Backend, L: Module<B>, T: Module<B>> Tuned<B, L, T> {
     ///
     /// # Panics
     ///
-    /// With per-example adapters, when the batch does not have one row per adapter given.
+    /// With per-example adapters, when the batch does not have one row per adapter given, or
+    /// when the rows' adapters give outputs of different shapes (prefixes of a key/value site:
+    /// `peft_ptuning::prepend_prefixes` takes those).
     pub fn forward<I: Rows>(&self, input: I) -> L::Output
     where
         L: Layer<B, I>,

@@ -5,9 +5,9 @@ use burn::module::Module;
 use burn::nn::{Initializer, LinearConfig};
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::{Bool, Int, Tensor, TensorData};
 use peft_core::{Tuned, Tuner, TunerForward};
-use peft_ptuning::{AttentionKv, KvSite, PrefixKv, PrefixProjectionSite, ProjectedPrefix, PromptInput, PromptSite};
+use peft_ptuning::{AttentionKv, KvSite, PrefixKv, PrefixProjectionSite, ProjectedPrefix, PromptInput, PromptSite, RowPrefixes, prepend_prefixes, row_prefixes};
 use peft_quant::BaseLinear;
 use peft_quant::backend::QuantLinearBackend;
 
@@ -43,9 +43,34 @@ pub(crate) fn kv_site<B: Backend>(kv_heads: usize, head_dim: usize, input_dim: u
     Tuned::new(KvSite { kv_heads, head_dim, input_dim })
 }
 
-/// Number of prefix tokens the site adds in the forward pass (0 without a live prefix).
+/// Number of prefix positions the site adds in the forward pass (0 without a live prefix; with
+/// per-example prefixes, the longest a row uses).
 pub fn prefix_len<B: Backend>(kv: &PrefixKv<B>) -> usize {
-    kv.live_adapters().map(|p| p.len()).sum()
+    match row_prefixes(kv) {
+        Some(rows) => rows.width,
+        None => kv.live_adapters().map(|p| p.len()).sum(),
+    }
+}
+
+/// Token positions `[batch, seq]` of a pass with per-example prefixes: each row's moved back by
+/// the prefix positions its own prefix leaves empty, so that its tokens follow its prefix as
+/// they do when the row runs alone.
+pub(crate) fn row_positions<B: Backend>(positions: Tensor<B, 2, Int>, rows: Option<&RowPrefixes>) -> Tensor<B, 2, Int> {
+    let Some(rows) = rows else { return positions };
+    let [batch, _] = positions.dims();
+    let empty: Vec<i64> = rows.empty().map(|e| e as i64).collect();
+    let empty = Tensor::<B, 1, Int>::from_data(TensorData::new(empty, [batch]), &positions.device());
+    positions - empty.unsqueeze_dim(1)
+}
+
+/// The attention bias `[batch, 1, queries, prefix + keys]` with the prefix positions each row's
+/// own prefix leaves empty hidden (per-example prefixes; see [`peft_ptuning::RowPrefixes`]).
+pub(crate) fn hide_empty_prefix<B: Backend>(bias: Tensor<B, 4>, rows: Option<&RowPrefixes>) -> Tensor<B, 4> {
+    let Some(rows) = rows else { return bias };
+    let [batch, _, queries, keys] = bias.dims();
+    let hidden: Vec<bool> = rows.empty().flat_map(|e| (0..keys).map(move |j| j < e)).collect();
+    let hidden = Tensor::<B, 2, Bool>::from_data(TensorData::new(hidden, [batch, keys]), &bias.device());
+    bias.mask_fill(hidden.reshape([batch, 1, 1, keys]).expand([batch, 1, queries, keys]), -1e9)
 }
 
 /// A decoder's prompt site for embeddings of width `d`.
@@ -72,7 +97,7 @@ pub fn projected_len<B: Backend>(site: &ProjectedPrefix<B>) -> usize {
 /// A layer's keys and values `kv` with its prefixes before them: a projected prefix's (`projected`,
 /// this layer's part), then the layer's own (its key/value site `kv_site`).
 pub(crate) fn with_prefixes<B: Backend>(kv_site: &PrefixKv<B>, projected: Option<&(Tensor<B, 4>, Tensor<B, 4>)>, kv: AttentionKv<B>) -> (Tensor<B, 4>, Tensor<B, 4>) {
-    let kv = kv_site.forward(kv);
+    let kv = prepend_prefixes(kv_site, kv);
     match projected {
         Some(p) => prepend_keys_values(p, kv),
         None => kv,

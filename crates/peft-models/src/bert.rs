@@ -12,10 +12,10 @@ use peft_quant::backend::QuantLinearBackend;
 use peft_adapter::AdaptedNorm;
 use peft_core::{PeftError, Residual, Result, Tuned};
 use peft_lora::LoraEmbedding;
-use peft_ptuning::{AttentionKv, PrefixKv, ProjectedPrefix, PromptInput, projected_keys_values};
+use peft_ptuning::{AttentionKv, PrefixKv, ProjectedPrefix, PromptInput, RowPrefixes, projected_keys_values, row_prefixes};
 use serde::Deserialize;
 
-use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, attend, kv_site, linear, prefix_len, projected_len, projection_site, prompt_len, prompt_site, split_heads, with_prefixes};
+use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, attend, hide_empty_prefix, kv_site, row_positions, linear, prefix_len, projected_len, projection_site, prompt_len, prompt_site, split_heads, with_prefixes};
 use crate::batch::{TokenBatch, attention_bias};
 
 fn default_eps() -> f64 {
@@ -232,6 +232,11 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Bert<B, T> {
         projected_len(&self.prefix_projection) + self.encoder.layer.first().map_or(0, |l| prefix_len(&l.attention.self_attn.kv))
     }
 
+    /// How the rows fill the prefix positions with per-example prefixes.
+    fn row_prefixes(&self) -> Option<RowPrefixes> {
+        self.encoder.layer.first().and_then(|l| row_prefixes(&l.attention.self_attn.kv))
+    }
+
     /// The last hidden state `[batch, seq, hidden]` for `tokens [batch, seq]` (one segment, no
     /// padding).
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
@@ -250,13 +255,16 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Bert<B, T> {
         let [_, total, _] = words.dims();
         let virtual_tokens = total - seq;
         let types = Tensor::<B, 2, Int>::zeros([batch, total], &device);
-        let positions = TokenBatch::single(types.clone(), offset).positions;
+        let rows = self.row_prefixes();
+        let positions = row_positions(TokenBatch::single(types.clone(), offset).positions, rows.as_ref());
         let x = words + e.position_embeddings.forward(positions) + e.token_type_embeddings.forward(types);
         let mut h = e.layer_norm.forward(x);
         // Every real token sees every real token (and the prefix and the prompt); padding is seen
         // by none.
         let padding = padding.map(|p| if virtual_tokens == 0 { p } else { Tensor::cat(vec![Tensor::ones([batch, virtual_tokens], &device), p], 1) });
-        let bias = padding.map(|p| attention_bias(&p.clone().int(), &p.int(), offset, false));
+        // Per-example prefixes hide the prefix positions a row leaves empty, padded or not.
+        let padding = padding.or_else(|| rows.as_ref().map(|_| Tensor::ones([batch, total], &device)));
+        let bias = padding.map(|p| hide_empty_prefix(attention_bias(&p.clone().int(), &p.int(), offset, false), rows.as_ref()));
         let projected = projected_keys_values(&self.prefix_projection);
         for (i, layer) in self.encoder.layer.iter().enumerate() {
             let a = &layer.attention.self_attn;

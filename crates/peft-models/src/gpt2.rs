@@ -10,10 +10,10 @@ use peft_quant::backend::QuantLinearBackend;
 use peft_adapter::AdaptedResidual;
 use peft_core::{PeftError, Residual, ResidualAdd, Result, Tuned};
 use peft_lora::LoraEmbedding;
-use peft_ptuning::{AttentionKv, PrefixKv, ProjectedPrefix, PromptInput, projected_keys_values, virtual_tokens};
+use peft_ptuning::{AttentionKv, PrefixKv, ProjectedPrefix, PromptInput, RowPrefixes, projected_keys_values, row_prefixes, virtual_tokens};
 use serde::Deserialize;
 
-use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, attend, kv_site, linear, prefix_len, projected_len, projection_site, prompt_len, prompt_site, split_heads, with_prefixes, pass_keys_values};
+use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, attend, hide_empty_prefix, kv_site, row_positions, linear, prefix_len, projected_len, projection_site, prompt_len, prompt_site, split_heads, with_prefixes, pass_keys_values};
 use crate::batch::{KvCache, TokenBatch, attention_bias};
 use crate::generate::{CausalLm, HeadInput};
 
@@ -166,6 +166,11 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Gpt2<B, T> {
         projected_len(&self.transformer.prefix_projection) + self.transformer.h.first().map_or(0, |b| prefix_len(&b.attn.kv))
     }
 
+    /// How the rows fill the prefix positions with per-example prefixes.
+    fn row_prefixes(&self) -> Option<RowPrefixes> {
+        self.transformer.h.first().and_then(|b| row_prefixes(&b.attn.kv))
+    }
+
     /// An empty key/value cache for this model.
     pub fn new_cache(&self) -> KvCache<B> {
         KvCache::new(self.transformer.h.len())
@@ -219,8 +224,10 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Gpt2<B, T> {
         let projected = if fresh { projected_keys_values(&self.transformer.prefix_projection) } else { None };
         let prompt = if fresh { self.prompt_keys_values(projected.as_deref()) } else { None };
         let keys = cache.as_deref_mut().map_or_else(|| batch.segments.clone(), |c| c.extend_segments(&batch.segments));
-        let bias = attention_bias(&batch.segments, &keys, offset, true);
-        let h = t.wte.forward(batch.tokens.clone()) + t.wpe.forward(batch.positions.clone().add_scalar(offset as i64));
+        let rows = self.row_prefixes();
+        let bias = hide_empty_prefix(attention_bias(&batch.segments, &keys, offset, true), rows.as_ref());
+        let positions = row_positions(batch.positions.clone(), rows.as_ref()).add_scalar(offset as i64);
+        let h = t.wte.forward(batch.tokens.clone()) + t.wpe.forward(positions);
         let h = self.decode(h, &bias, |i, attention, kv| {
             pass_keys_values(i, &attention.kv, projected.as_deref(), prompt.as_deref(), cache.as_deref_mut(), kv)
         });

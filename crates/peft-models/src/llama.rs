@@ -11,10 +11,10 @@ use peft_quant::backend::QuantLinearBackend;
 use peft_adapter::AdaptedResidual;
 use peft_core::{PeftError, Residual, ResidualAdd, Result, Tuned};
 use peft_lora::LoraEmbedding;
-use peft_ptuning::{AttentionKv, PrefixKv, ProjectedPrefix, PromptInput, projected_keys_values, virtual_tokens};
+use peft_ptuning::{AttentionKv, PrefixKv, ProjectedPrefix, PromptInput, RowPrefixes, projected_keys_values, row_prefixes, virtual_tokens};
 use serde::Deserialize;
 
-use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, attend, kv_site, linear, plain_weight, prefix_len, projected_len, projection_site, prompt_len, prompt_site, split_heads, with_prefixes, pass_keys_values};
+use crate::attention::{AdaptedLinear, LinearAdapter, LinearTuner, attend, hide_empty_prefix, kv_site, linear, plain_weight, prefix_len, row_positions, projected_len, projection_site, prompt_len, prompt_site, split_heads, with_prefixes, pass_keys_values};
 use crate::batch::{KvCache, TokenBatch, attention_bias};
 use crate::generate::{CausalLm, HeadInput};
 
@@ -255,7 +255,8 @@ pub struct Rope<B: Backend> {
 }
 
 impl<B: Backend> Rope<B> {
-    /// The tables for `positions [batch, seq]` moved by `offset`.
+    /// The tables for `positions [batch, seq]` moved by `offset` (a position may be negative
+    /// when the offset makes up for it).
     fn new(positions: &Tensor<B, 2, Int>, offset: usize, head_dim: usize, base: f64) -> Self {
         let [batch, seq] = positions.dims();
         let device = positions.device();
@@ -266,7 +267,7 @@ impl<B: Backend> Rope<B> {
         let mut sin = Vec::with_capacity(positions.len() * head_dim);
         for p in positions {
             for j in 0..head_dim {
-                let angle = (p as usize + offset) as f32 * inv_freq[j % half];
+                let angle = (p + offset as i64) as f32 * inv_freq[j % half];
                 cos.push(angle.cos());
                 sin.push(angle.sin());
             }
@@ -312,6 +313,11 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Llama<B, T> {
 
     fn kv_prefix_len(&self) -> usize {
         projected_len(&self.model.prefix_projection) + self.model.layers.first().map_or(0, |l| prefix_len(&l.self_attn.kv))
+    }
+
+    /// How the rows fill the prefix positions with per-example prefixes.
+    fn row_prefixes(&self) -> Option<RowPrefixes> {
+        self.model.layers.first().and_then(|l| row_prefixes(&l.self_attn.kv))
     }
 
     fn head_dim(&self) -> usize {
@@ -367,9 +373,10 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Llama<B, T> {
         let fresh = cache.as_ref().is_none_or(|c| c.is_empty());
         let projected = if fresh { projected_keys_values(&self.model.prefix_projection) } else { None };
         let prompt = if fresh { self.prompt_keys_values(projected.as_deref()) } else { None };
-        let rope = Rope::new(&batch.positions, offset, self.head_dim(), self.rope_base);
+        let rows = self.row_prefixes();
+        let rope = Rope::new(&row_positions(batch.positions.clone(), rows.as_ref()), offset, self.head_dim(), self.rope_base);
         let keys = cache.as_deref_mut().map_or_else(|| batch.segments.clone(), |c| c.extend_segments(&batch.segments));
-        let bias = attention_bias(&batch.segments, &keys, offset, true);
+        let bias = hide_empty_prefix(attention_bias(&batch.segments, &keys, offset, true), rows.as_ref());
         let h = self.model.embed_tokens.forward(batch.tokens.clone());
         let h = self.decode(h, &rope, &bias, |i, attention, kv| {
             pass_keys_values(i, &attention.kv, projected.as_deref(), prompt.as_deref(), cache.as_deref_mut(), kv)

@@ -57,6 +57,7 @@
 #![warn(missing_docs)]
 
 mod config;
+mod example_prefixes;
 mod kv_site;
 mod prefix;
 mod prefix_projection;
@@ -67,6 +68,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 pub use config::{MAX_LSTM_LAYERS, PrefixConfig, PrefixProjectionConfig, PromptEncoderConfig, PromptEncoderKind, PromptTuningConfig};
+pub use example_prefixes::{RowPrefixes, prepend_prefixes, row_prefixes};
 pub use kv_site::{AttentionKv, KvSite};
 pub use prefix::Prefix;
 pub use prefix_projection::{PrefixProjection, PrefixProjectionSite};

@@ -4,6 +4,7 @@ mod adapterhub;
 mod combination;
 mod decoding;
 mod example_adapters;
+mod example_prefixes;
 mod four_bit;
 mod hf_parity;
 mod hostile;
