@@ -173,11 +173,10 @@ impl<B: Backend, L: Module<B>, T: Module<B>> Tuned<B, L, T> {
     }
 
     /// With per-example adapters ([`set_example_adapters`](Self::set_example_adapters)), each
-    /// row's adapter (none: the base layer); `None` while the rows share the active adapters or
-    /// the adapters are disabled.
-    pub fn example_adapters(&self) -> Option<Vec<Option<&T>>> {
-        let rows = self.slots.rows.as_ref().filter(|_| !self.slots.disabled)?;
-        Some(rows.iter().map(|r| r.map(|i| &self.adapters[i])).collect())
+    /// row's adapter as an index into [`adapters`](Self::adapters) (none: the base layer); `None`
+    /// while the rows share the active adapters or the adapters are disabled.
+    pub fn example_adapters(&self) -> Option<&[Option<usize>]> {
+        self.slots.rows.as_deref().filter(|_| !self.slots.disabled)
     }
 
     /// Back to the active adapters for every example.

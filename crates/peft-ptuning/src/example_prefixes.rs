@@ -32,34 +32,36 @@ impl RowPrefixes {
 /// prefix, how the rows fill the prefix positions; `None` while every row shares the live
 /// prefixes, or no row has one.
 pub fn row_prefixes<B: Backend>(site: &PrefixKv<B>) -> Option<RowPrefixes> {
-    let filled: Vec<usize> = site.example_adapters()?.iter().map(|p| p.map_or(0, |p| p.len())).collect();
+    let filled: Vec<usize> = site.example_adapters()?.iter().map(|r| r.map_or(0, |i| site.adapters[i].len())).collect();
     let width = filled.iter().copied().max().unwrap_or(0);
     (width > 0).then_some(RowPrefixes { width, filled })
 }
 
 /// The keys and values `[batch, kv_heads, prefix + seq, head_dim]` of `kv` with the prefixes at
 /// `site` before them: the live prefixes in every row, or with per-example adapters each row's
-/// own, after zeros up to [`RowPrefixes::width`].
+/// own, after zeros up to [`RowPrefixes::width`]. Rows are taken on the prefix positions only;
+/// the tokens' keys and values join them once.
 pub fn prepend_prefixes<B: Backend>(site: &PrefixKv<B>, kv: AttentionKv<B>) -> (Tensor<B, 4>, Tensor<B, 4>) {
-    let Some(rows) = site.example_adapters() else {
+    let (Some(layout), Some(rows)) = (row_prefixes(site), site.example_adapters()) else {
         return site.forward(kv);
     };
-    let width = rows.iter().flatten().map(|p| p.len()).max().unwrap_or(0);
-    let pad = |t: Tensor<B, 4>| {
-        let [batch, heads, seq, head_dim] = t.dims();
-        let missing = width + kv.keys.dims()[2] - seq;
-        if missing == 0 { t } else { Tensor::cat(vec![Tensor::zeros([batch, heads, missing, head_dim], &t.device()), t], 2) }
+    let [batch, heads, _, head_dim] = kv.keys.dims();
+    let device = kv.keys.device();
+    // A prefix's own positions (the first `n` of what it returns), after zeros up to the width.
+    let own = |t: Tensor<B, 4>, n: usize| {
+        let t = t.narrow(2, 0, n);
+        if n == layout.width { t } else { Tensor::cat(vec![Tensor::zeros([batch, heads, layout.width - n, head_dim], &device), t], 2) }
     };
-    let mut out = (pad(kv.keys.clone()), pad(kv.values.clone()));
-    let mut done: Vec<*const crate::Prefix<B>> = Vec::new();
-    for prefix in rows.iter().flatten() {
-        if done.contains(&core::ptr::from_ref(*prefix)) {
-            continue;
-        }
-        done.push(core::ptr::from_ref(*prefix));
-        let mask: Vec<bool> = rows.iter().map(|r| r.is_some_and(|p| core::ptr::eq(p, *prefix))).collect();
+    let empty = || Tensor::zeros([batch, heads, layout.width, head_dim], &device);
+    let mut block = (empty(), empty());
+    let mut used: Vec<usize> = rows.iter().flatten().copied().collect();
+    used.sort_unstable();
+    used.dedup();
+    for i in used {
+        let prefix = &site.adapters[i];
         let (k, v) = prefix.post(&site.base, &kv, (kv.keys.clone(), kv.values.clone()));
-        out = out.take_rows((pad(k), pad(v)), &mask);
+        let mask: Vec<bool> = rows.iter().map(|r| *r == Some(i)).collect();
+        block = block.take_rows((own(k, prefix.len()), own(v, prefix.len())), &mask);
     }
-    out
+    (Tensor::cat(vec![block.0, kv.keys], 2), Tensor::cat(vec![block.1, kv.values], 2))
 }
