@@ -5,7 +5,7 @@
     /tmp/venv/bin/python crates/peft/benches/llama_step_torch.py make --out DIR [--vocab 32000]
     /tmp/venv/bin/python crates/peft/benches/llama_step_torch.py batch --out FILE --vocab V [--batch 8 --seq 128]
     /tmp/venv/bin/python crates/peft/benches/llama_step_torch.py step \
-        --model DIR --batch-file DIR/batch.txt --mode full|lora_qv|lora_all [--threads 2]
+        --model DIR --batch-file DIR/batch.txt --mode full|lora_qv|lora_all|qlora_qv|qlora_all [--threads 2]
 
 `make` saves a LlamaForCausalLM (hidden 256, 4 layers, 4 heads, intermediate 1024, untied head,
 seed 0, f32) with transformers as DIR/config.json + DIR/model.safetensors, and 8 rows of 128
@@ -13,7 +13,9 @@ token ids as DIR/batch.txt; `batch` writes only such a file (for a real checkpoi
 SmolLM2-135M: `--vocab 49152 --seq 256`). `step` runs the protocol of crates/peft/examples/llama_step.rs: one
 step = forward + next-token cross-entropy over every position + backward + AdamW (lr 1e-4),
 `lora_qv` = LoRA r 8, alpha 16 on q_proj, v_proj; `lora_all` = LoRA r 16, alpha 32 on every
-linear layer but the head; 5 warm-up steps, the median of 20, the first step's loss and the CPU
+linear layer but the head; `qlora_qv` / `qlora_all` the same adapters on a base loaded in 4 bits by
+bitsandbytes (NF4, blocks of 64, double quantization, f32 compute; `pip install bitsandbytes`,
+whose CPU path is torch operations); 5 warm-up steps, the median of 20, the first step's loss and the CPU
 time over the wall time of the timed steps. It prints one line in the Rust program's format.
 """
 import argparse
@@ -44,10 +46,16 @@ def make(args):
 
 def step(args):
     torch.set_num_threads(args.threads)
-    model = LlamaForCausalLM.from_pretrained(args.model, torch_dtype=torch.float32, attn_implementation=args.attention)
+    quantization = None
+    if args.mode.startswith("qlora"):
+        from transformers import BitsAndBytesConfig
+        quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                          bnb_4bit_compute_dtype=torch.float32, bnb_4bit_quant_storage=torch.uint8)
+    model = LlamaForCausalLM.from_pretrained(args.model, torch_dtype=torch.float32, attn_implementation=args.attention,
+                                             quantization_config=quantization, device_map="cpu" if quantization else None)
     if args.mode != "full":
         from peft import LoraConfig, get_peft_model
-        if args.mode == "lora_qv":
+        if args.mode.endswith("_qv"):
             config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
         else:
             config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0,
@@ -99,7 +107,7 @@ def main():
     s = sub.add_parser("step")
     s.add_argument("--model", required=True)
     s.add_argument("--batch-file", required=True)
-    s.add_argument("--mode", required=True, choices=["full", "lora_qv", "lora_all"])
+    s.add_argument("--mode", required=True, choices=["full", "lora_qv", "lora_all", "qlora_qv", "qlora_all"])
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--steps", type=int, default=20)
     s.add_argument("--warmup", type=int, default=5)

@@ -10,7 +10,9 @@
 //! `--model` is a folder with `config.json` and `model.safetensors`; `--batch-file` holds the
 //! token ids of one batch (rows on lines, ids separated by whitespace). Modes: `full` (every
 //! parameter), `lora_qv` (LoRA r 8, alpha 16 on q_proj and v_proj), `lora_all` (LoRA r 16,
-//! alpha 32 on every linear layer but the output head). One step = forward + next-token
+//! alpha 32 on every linear layer but the output head), `qlora_qv` and `qlora_all` (the same
+//! adapters on a base whose linear layers but the head are NF4, blocks of 64, double
+//! quantization: QLoRA's choice). One step = forward + next-token
 //! cross-entropy over every position + backward + AdamW (lr 1e-4, torch's defaults otherwise).
 //! Prints one line: `median_ms=` of 20 steps after 5 warm-up steps, `loss0=` (the first step's
 //! loss) and `cores=` (the process's CPU time over the wall time of the timed steps).
@@ -70,10 +72,10 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    let usage = "usage: llama_step --model DIR --batch-file FILE --mode full|lora_qv|lora_all";
+    let usage = "usage: llama_step --model DIR --batch-file FILE --mode full|lora_qv|lora_all|qlora_qv|qlora_all";
     let mode = mode.ok_or(usage)?;
-    if !["full", "lora_qv", "lora_all"].contains(&mode.as_str()) {
-        return Err(format!("--mode {mode}: expected full, lora_qv or lora_all"));
+    if !["full", "lora_qv", "lora_all", "qlora_qv", "qlora_all"].contains(&mode.as_str()) {
+        return Err(format!("--mode {mode}: expected full, lora_qv, lora_all, qlora_qv or qlora_all"));
     }
     if steps == 0 {
         return Err("--steps must be at least 1".into());
@@ -119,8 +121,11 @@ fn run(args: &Args) -> Result<String, String> {
     }
     let mode = match args.mode.as_str() {
         "full" => TrainMode::Full,
-        qv_or_all => {
-            let config = if qv_or_all == "lora_qv" {
+        adapters => {
+            if adapters.starts_with("qlora") {
+                model.quantize(QuantConfig::qlora()).map_err(|e| e.to_string())?;
+            }
+            let config = if adapters.ends_with("_qv") {
                 LoraConfig::new(Targeting::names(&["q_proj", "v_proj"])).with_r(8).with_alpha(16.0)
             } else {
                 LoraConfig::new(Targeting::new(TargetModules::AllLinear)).with_r(16).with_alpha(32.0)
