@@ -16,7 +16,8 @@ step = forward + next-token cross-entropy over every position + backward + AdamW
 linear layer but the head; `qlora_qv` / `qlora_all` the same adapters on a base loaded in 4 bits by
 bitsandbytes (NF4, blocks of 64, double quantization, f32 compute; `pip install bitsandbytes`,
 whose CPU path is torch operations); 5 warm-up steps, the median of 20, the first step's loss and the CPU
-time over the wall time of the timed steps. It prints one line in the Rust program's format.
+time over the wall time of the timed steps, and the medians of the phases (forward with the loss,
+backward, optimizer). It prints one line in the Rust program's format.
 """
 import argparse
 import pathlib
@@ -67,23 +68,29 @@ def step(args):
     optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
 
     def one():
+        t = time.perf_counter()
         loss = model(input_ids=ids, labels=ids).loss
+        forward = time.perf_counter()
         loss.backward()
+        backward = time.perf_counter()
         optim.step()
         optim.zero_grad(set_to_none=True)
-        return loss.item()
+        end = time.perf_counter()
+        return loss.item(), ((forward - t) * 1e3, (backward - forward) * 1e3, (end - backward) * 1e3)
 
-    loss0 = one()
+    loss0, _ = one()
     for _ in range(args.warmup - 1):
         one()
     wall, cpu = time.perf_counter(), time.process_time()
-    times = []
+    times, phases = [], []
     for _ in range(args.steps):
         t = time.perf_counter()
-        one()
+        phases.append(one()[1])
         times.append((time.perf_counter() - t) * 1e3)
     cores = (time.process_time() - cpu) / (time.perf_counter() - wall)
+    forward, backward, optimizer = (statistics.median(p[i] for p in phases) for i in range(3))
     print(f"mode={args.mode} batch={ids.shape[0]} seq={ids.shape[1]} median_ms={statistics.median(times):.1f} loss0={loss0:.6f} cores={cores:.2f} "
+          f"forward_ms={forward:.1f} backward_ms={backward:.1f} optimizer_ms={optimizer:.1f} "
           f"(torch {torch.__version__}, {args.threads} threads, attention {args.attention})")
 
 

@@ -15,7 +15,9 @@
 //! quantization: QLoRA's choice). One step = forward + next-token
 //! cross-entropy over every position + backward + AdamW (lr 1e-4, torch's defaults otherwise).
 //! Prints one line: `median_ms=` of 20 steps after 5 warm-up steps, `loss0=` (the first step's
-//! loss) and `cores=` (the process's CPU time over the wall time of the timed steps).
+//! loss) and `cores=` (the process's CPU time over the wall time of the timed steps), then the
+//! medians of the step's phases: `forward_ms=` (forward pass and loss; the fused loss computes the head's gradients here), `backward_ms=` (backward
+//! pass), `optimizer_ms=` (AdamW's update).
 //! `--steps N --warmup N` change the counts; `--loss logits` computes the loss from the whole
 //! logits instead of peft-train's fused, chunked head and loss (`lm_loss`).
 
@@ -141,29 +143,44 @@ fn run(args: &Args) -> Result<String, String> {
     let lm = LmBatch::<Train>::new(&rows.iter().map(|r| vec![r]).collect::<Vec<_>>(), 0, &device);
     let predictions = lm.target_count as f64;
 
-    let mut step = || -> Result<f64, String> {
+    // One step, and the milliseconds of its phases: forward with the loss, backward, optimizer.
+    let mut step = || -> Result<(f64, [f64; 3]), String> {
         let m = model.take().expect("put back after each step");
+        let t = Instant::now();
         let causal_lm = m.causal_lm().map_err(|e| e.to_string())?;
         let loss = if args.fused { lm_loss(causal_lm, &lm) } else { LmLoss::from_logits(causal_lm.logits(&lm.inputs, None), &lm) };
+        let forward = t.elapsed();
         let grads = GradientsParams::from_grads(loss.sum.div_scalar(predictions).backward(), &m);
+        let backward = t.elapsed();
         model = Some(optim.step(1e-4, m, grads));
-        Ok(loss.value / predictions)
+        let phases = [forward, backward - forward, t.elapsed() - backward].map(|d| d.as_secs_f64() * 1e3);
+        Ok((loss.value / predictions, phases))
     };
-    let loss0 = step()?;
+    let (loss0, _) = step()?;
     for _ in 1..args.warmup {
         step()?;
     }
     let (wall, cpu) = (Instant::now(), cpu_seconds());
-    let mut times = Vec::with_capacity(args.steps);
+    let (mut times, mut phases) = (Vec::with_capacity(args.steps), [(); 3].map(|_| Vec::with_capacity(args.steps)));
     for _ in 0..args.steps {
         let t = Instant::now();
-        step()?;
+        let (_, step_phases) = step()?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
+        for (all, one) in phases.iter_mut().zip(step_phases) {
+            all.push(one);
+        }
     }
     let cores = (cpu_seconds() - cpu) / wall.elapsed().as_secs_f64();
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
-    Ok(format!("mode={} batch={batch} seq={seq} median_ms={median:.1} loss0={loss0:.6} cores={cores:.2}", args.mode))
+    let [median, forward, backward, optimizer] = [times, phases[0].clone(), phases[1].clone(), phases[2].clone()].map(median);
+    Ok(format!(
+        "mode={} batch={batch} seq={seq} median_ms={median:.1} loss0={loss0:.6} cores={cores:.2} forward_ms={forward:.1} backward_ms={backward:.1} optimizer_ms={optimizer:.1}",
+        args.mode
+    ))
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 fn main() -> ExitCode {
