@@ -7,7 +7,9 @@
 #   crates/peft/benches/llama_step_compare.sh [ROUNDS] [VOCAB ...]
 #
 # PYTHON (default /tmp/venv/bin/python), WORK (default /tmp/llama-step) and MODES (default
-# "full lora_qv lora_all") can be set in the environment; EXTRA is passed to the Rust program.
+# "full lora_qv lora_all"; qlora_qv and qlora_all need bitsandbytes in PYTHON's environment) can
+# be set in the environment; EXTRA is passed to the Rust programs, TORCH_EXTRA to the torch script
+# (e.g. "--steps 5 --warmup 2").
 # TCH, the path of a llama_step built with `--features tch` (libtorch under Burn; see
 # docs/benchmarks.md for building it), adds a third line per round.
 set -euo pipefail
@@ -28,7 +30,7 @@ for vocab in $vocabs; do
       if [ -n "${TCH:-}" ]; then
         echo "vocab=$vocab tch   $("$TCH" --model "$dir" --batch-file "$dir/batch.txt" --mode "$mode" ${EXTRA:-})"
       fi
-      echo "vocab=$vocab torch $("$python" crates/peft/benches/llama_step_torch.py step --model "$dir" --batch-file "$dir/batch.txt" --mode "$mode" 2>/dev/null | tail -1)"
+      echo "vocab=$vocab torch $("$python" crates/peft/benches/llama_step_torch.py step --model "$dir" --batch-file "$dir/batch.txt" --mode "$mode" ${TORCH_EXTRA:-} 2>/dev/null | tail -1)"
     done
   done
 done
