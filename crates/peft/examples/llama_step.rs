@@ -16,8 +16,8 @@
 //! cross-entropy over every position + backward + AdamW (lr 1e-4, torch's defaults otherwise).
 //! Prints one line: `median_ms=` of 20 steps after 5 warm-up steps, `loss0=` (the first step's
 //! loss) and `cores=` (the process's CPU time over the wall time of the timed steps), then the
-//! medians of the step's phases: `forward_ms=` (forward pass and loss; the fused loss computes the head's gradients here), `backward_ms=` (backward
-//! pass), `optimizer_ms=` (AdamW's update).
+//! medians of the step's phases: `forward_ms=` (forward pass and loss; the fused loss computes
+//! the head's gradients here), `backward_ms=` (backward pass), `optimizer_ms=` (AdamW's update).
 //! `--steps N --warmup N` change the counts; `--loss logits` computes the loss from the whole
 //! logits instead of peft-train's fused, chunked head and loss (`lm_loss`).
 
@@ -44,10 +44,33 @@ type Train = Autodiff<Cpu>;
 #[global_allocator]
 static ALLOCATOR: peft_train::allocator::Allocator = peft_train::allocator::Allocator;
 
+/// What trains: every parameter, or LoRA on q_proj and v_proj or on every linear layer but the
+/// head, over the dense base or one quantized to NF4.
+#[derive(Clone, Copy)]
+enum Mode {
+    Full,
+    Lora { all_linear: bool, nf4_base: bool },
+}
+
+impl Mode {
+    fn parse(name: &str) -> Option<Self> {
+        let lora = |all_linear, nf4_base| Self::Lora { all_linear, nf4_base };
+        match name {
+            "full" => Some(Self::Full),
+            "lora_qv" => Some(lora(false, false)),
+            "lora_all" => Some(lora(true, false)),
+            "qlora_qv" => Some(lora(false, true)),
+            "qlora_all" => Some(lora(true, true)),
+            _ => None,
+        }
+    }
+}
+
 struct Args {
     model: PathBuf,
     batch_file: PathBuf,
-    mode: String,
+    mode_name: String,
+    mode: Mode,
     steps: usize,
     warmup: usize,
     fused: bool,
@@ -75,14 +98,12 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     let usage = "usage: llama_step --model DIR --batch-file FILE --mode full|lora_qv|lora_all|qlora_qv|qlora_all";
-    let mode = mode.ok_or(usage)?;
-    if !["full", "lora_qv", "lora_all", "qlora_qv", "qlora_all"].contains(&mode.as_str()) {
-        return Err(format!("--mode {mode}: expected full, lora_qv, lora_all, qlora_qv or qlora_all"));
-    }
+    let mode_name = mode.ok_or(usage)?;
+    let mode = Mode::parse(&mode_name).ok_or_else(|| format!("--mode {mode_name}: expected full, lora_qv, lora_all, qlora_qv or qlora_all"))?;
     if steps == 0 {
         return Err("--steps must be at least 1".into());
     }
-    Ok(Args { model: model.ok_or(usage)?, batch_file: batch_file.ok_or(usage)?, mode, steps, warmup, fused })
+    Ok(Args { model: model.ok_or(usage)?, batch_file: batch_file.ok_or(usage)?, mode_name, mode, steps, warmup, fused })
 }
 
 /// The rows of token ids in `path`, all of one length.
@@ -121,16 +142,16 @@ fn run(args: &Args) -> Result<String, String> {
     if let Some(bad) = rows.iter().flat_map(|r| &r.ids).find(|&&t| t as usize >= model.vocab_size()) {
         return Err(format!("token {bad} is outside the vocabulary ({})", model.vocab_size()));
     }
-    let mode = match args.mode.as_str() {
-        "full" => TrainMode::Full,
-        adapters => {
-            if adapters.starts_with("qlora") {
+    let mode = match args.mode {
+        Mode::Full => TrainMode::Full,
+        Mode::Lora { all_linear, nf4_base } => {
+            if nf4_base {
                 model.quantize(QuantConfig::qlora()).map_err(|e| e.to_string())?;
             }
-            let config = if adapters.ends_with("_qv") {
-                LoraConfig::new(Targeting::names(&["q_proj", "v_proj"])).with_r(8).with_alpha(16.0)
-            } else {
+            let config = if all_linear {
                 LoraConfig::new(Targeting::new(TargetModules::AllLinear)).with_r(16).with_alpha(32.0)
+            } else {
+                LoraConfig::new(Targeting::names(&["q_proj", "v_proj"])).with_r(8).with_alpha(16.0)
             };
             model.add_adapter("bench", &config).map_err(|e| e.to_string())?;
             TrainMode::adapters()
@@ -171,10 +192,11 @@ fn run(args: &Args) -> Result<String, String> {
         }
     }
     let cores = (cpu_seconds() - cpu) / wall.elapsed().as_secs_f64();
-    let [median, forward, backward, optimizer] = [times, phases[0].clone(), phases[1].clone(), phases[2].clone()].map(median);
+    let [forward, backward, optimizer] = phases;
+    let [median, forward, backward, optimizer] = [times, forward, backward, optimizer].map(median);
     Ok(format!(
         "mode={} batch={batch} seq={seq} median_ms={median:.1} loss0={loss0:.6} cores={cores:.2} forward_ms={forward:.1} backward_ms={backward:.1} optimizer_ms={optimizer:.1}",
-        args.mode
+        args.mode_name
     ))
 }
 
