@@ -5,7 +5,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::Tensor;
 use burn::tensor::activation::{gelu, relu, silu};
 use burn::tensor::backend::Backend;
-use peft_core::{Adaptable, Layer, PeftError, Residual, Result, Tuner, TunerForward};
+use peft_core::{Adaptable, Layer, PeftError, Residual, Result, Tuner, TunerForward, linear_forward};
 
 use crate::{AdapterActivation, AdapterPlacement, BottleneckConfig};
 
@@ -32,13 +32,13 @@ impl<B: Backend> Bottleneck<B> {
     /// `s·up(act(down(h)))`, times the gate when there is one: `[..., d] -> [..., d]`.
     pub fn delta<const D: usize>(&self, h: Tensor<B, D>) -> Tensor<B, D> {
         let gate = self.gate_value(&h);
-        let z = self.down.forward(h);
+        let z = linear_forward(&self.down, h);
         let z = match self.activation {
             AdapterActivation::Relu => relu(z),
             AdapterActivation::Swish => silu(z),
             AdapterActivation::Gelu => gelu(z),
         };
-        let z = self.up.forward(z).mul_scalar(self.scaling);
+        let z = linear_forward(&self.up, z).mul_scalar(self.scaling);
         match gate {
             Some(g) => z * g,
             None => z,

@@ -21,6 +21,6 @@ pub fn new_gate<B: Backend>(d: usize, device: &B::Device) -> Linear<B> {
 /// Every position of a sequence shares it, so in a decoder a gated method lets a position see
 /// later ones: gating is for encoders.
 pub fn gate_value<B: Backend, const D: usize>(gate: &Linear<B>, h: &Tensor<B, D>) -> Tensor<B, D> {
-    let g = sigmoid(gate.forward(h.clone()));
+    let g = sigmoid(crate::linear_forward(gate, h.clone()));
     if D >= 3 { g.mean_dim(1) } else { g }
 }

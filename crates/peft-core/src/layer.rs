@@ -39,9 +39,9 @@ pub trait Layer<B: Backend, I>: Module<B> + burn::module::ModuleDisplay {
 
 impl<B: Backend, const D: usize> Layer<B, Tensor<B, D>> for Linear<B> {
     type Output = Tensor<B, D>;
-    /// `[..., d_in] -> [..., d_out]`
+    /// `[..., d_in] -> [..., d_out]` ([`linear_forward`](crate::linear_forward)).
     fn forward_base(&self, input: Tensor<B, D>) -> Tensor<B, D> {
-        self.forward(input)
+        crate::linear_forward(self, input)
     }
 }
 

@@ -30,6 +30,7 @@ mod adapter_tensors;
 pub mod checkpoint;
 pub mod gate;
 mod error;
+mod flat_linear;
 mod layer;
 mod model;
 mod params;
@@ -47,6 +48,7 @@ pub mod weights;
 
 pub use adapter_tensors::AdapterTensors;
 pub use error::{PeftError, Result};
+pub use flat_linear::{flat_linear, linear_forward};
 pub use layer::{Layer, LayerKind, Residual, ResidualAdd};
 pub use model::{PeftModel, TunedLayerInfo};
 pub use rows::Rows;

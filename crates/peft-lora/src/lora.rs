@@ -99,9 +99,10 @@ impl<B: Backend> Lora<B> {
         }
     }
 
-    /// `s·h·B (+ bias)`: `[..., r] -> [..., d_out]`.
+    /// `s·h·B (+ bias)`: `[..., r] -> [..., d_out]`. The scaling multiplies `B` (`[r, d_out]`)
+    /// rather than the product (`[..., d_out]`).
     fn up<const D: usize>(&self, h: Tensor<B, D>) -> Tensor<B, D> {
-        let h = linear(h, self.b.val(), None).mul_scalar(self.scaling);
+        let h = linear(h, self.b.val().mul_scalar(self.scaling), None);
         match &self.bias {
             Some(bias) => h + broadcast_last(bias.val()),
             None => h,

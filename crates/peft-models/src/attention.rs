@@ -3,13 +3,13 @@
 
 use burn::module::Module;
 use burn::nn::{Initializer, LinearConfig};
-use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 use peft_core::{Tuned, Tuner, TunerForward};
 use peft_ptuning::{AttentionKv, KvSite, PrefixKv, PrefixProjectionSite, ProjectedPrefix, PromptInput, PromptSite, RowPrefixes, prepend_prefixes, row_prefixes};
 use peft_quant::BaseLinear;
 use peft_quant::backend::QuantLinearBackend;
+use peft_quant::fused::{FusedOps, fused_softmax};
 
 use crate::batch::KvCache;
 
@@ -147,7 +147,11 @@ pub fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
 /// (`total - seq` prefix positions first; each kv head serves `heads / kv_heads` query heads);
 /// `bias` (from [`crate::batch::attention_bias`], built once per forward pass) is added to the
 /// scores. Returns `[batch, seq, heads * hd]`.
-pub fn attend<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, bias: Option<&Tensor<B, 4>>) -> Tensor<B, 3> {
+///
+/// The scale `1/√hd` multiplies `q` (`seq·hd` values) rather than the scores (`seq·total`),
+/// the same result when `√hd` is a power of two (`hd` = 16, 64, 256); the softmax is
+/// [`fused_softmax`].
+pub fn attend<B: FusedOps>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, bias: Option<&Tensor<B, 4>>) -> Tensor<B, 3> {
     let [batch, heads, seq, hd] = q.dims();
     let [_, kv_heads, total, _] = k.dims();
     let repeat = |t: Tensor<B, 4>| {
@@ -158,9 +162,9 @@ pub fn attend<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, bia
         }
     };
     let (k, v) = (repeat(k), repeat(v));
-    let mut scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f64).sqrt());
+    let mut scores = q.div_scalar((hd as f64).sqrt()).matmul(k.swap_dims(2, 3));
     if let Some(bias) = bias {
         scores = scores + bias.clone();
     }
-    softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([batch, seq, heads * hd])
+    fused_softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([batch, seq, heads * hd])
 }

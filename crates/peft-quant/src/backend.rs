@@ -15,6 +15,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorPrimitive};
 
+use crate::fused::FusedOps;
+
 /// A packed 4-bit weight `[rows, cols]` (PyTorch layout: `[out, in]`) on a backend.
 ///
 /// `words` hold `nibbles_per_word` codes each, the first code in the highest nibble; `absmax` has
@@ -62,8 +64,9 @@ pub fn dequantize_weight<B: Backend>(w: &PackedWeight<B>) -> Tensor<B, 2> {
     peft_core::in_dtype(dense, dtype)
 }
 
-/// Backends that run the 4-bit linear product `x·Wᵀ`.
-pub trait QuantLinearBackend: Backend {
+/// Backends that run the 4-bit linear product `x·Wᵀ` (and the fused operations models train
+/// with, [`FusedOps`]).
+pub trait QuantLinearBackend: FusedOps {
     /// The dense weight `[rows, cols]`. Default: [`dequantize_weight`]'s tensor operations.
     fn dequantize_packed(w: &PackedWeight<Self>) -> Tensor<Self, 2> {
         dequantize_weight(w)

@@ -5,7 +5,7 @@ use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use peft_core::{Adaptable, Layer, LayerKind};
+use peft_core::{Adaptable, Layer, LayerKind, linear_forward};
 
 use crate::backend::QuantLinearBackend;
 use crate::{QLinear, QuantConfig, Result};
@@ -58,7 +58,7 @@ impl<B: QuantLinearBackend, const D: usize> Layer<B, Tensor<B, D>> for BaseLinea
     /// `[..., d_in] -> [..., d_out]`
     fn forward_base(&self, input: Tensor<B, D>) -> Tensor<B, D> {
         match self {
-            Self::Dense(l) => l.forward(input),
+            Self::Dense(l) => linear_forward(l, input),
             Self::Quantized(q) => q.forward(input),
         }
     }

@@ -31,6 +31,7 @@ mod dynamic_map;
 mod error;
 #[cfg(feature = "cubecl")]
 mod fusion;
+pub mod fused;
 #[cfg(feature = "ndarray")]
 mod host;
 #[cfg(feature = "cubecl")]

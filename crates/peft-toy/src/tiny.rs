@@ -13,6 +13,7 @@ use peft_lora::{LoraEmbedding, LoraLinear};
 use peft_models::TokenBatch;
 use peft_models::attention::{attend, split_heads};
 use peft_ptuning::{AttentionKv, KvSite, PrefixKv};
+use peft_quant::fused::FusedOps;
 
 /// Sizes of a [`TinyTransformer`].
 #[derive(Config, Debug)]
@@ -55,7 +56,7 @@ pub struct Attention<B: Backend> {
 }
 peft_core::adaptable!(Attention { q, k, v, o, kv });
 
-impl<B: Backend> Attention<B> {
+impl<B: FusedOps> Attention<B> {
     /// `[batch, seq, d_model] -> [batch, seq, d_model]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let heads = |t: Tensor<B, 3>| split_heads(t, self.n_heads);
@@ -143,7 +144,7 @@ impl TinyTransformerConfig {
     }
 }
 
-impl<B: Backend> TinyTransformer<B> {
+impl<B: FusedOps> TinyTransformer<B> {
     /// `tokens [batch, seq] -> logits [batch, n_classes]`.
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 2> {
         let positions = TokenBatch::single(tokens.clone(), 0).positions;

@@ -5,8 +5,9 @@ use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::ElementConversion;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::AutodiffBackend;
 use peft_core::{TrainMode, set_trainable};
+use peft_quant::fused::FusedOps;
 
 use crate::TinyTransformer;
 use crate::synthetic::{Example, Lcg, batch};
@@ -27,7 +28,7 @@ impl core::fmt::Display for Metrics {
 }
 
 /// Evaluates `model` on `data` (no gradients).
-pub fn evaluate<B: Backend>(model: &TinyTransformer<B>, data: &[Example]) -> Metrics {
+pub fn evaluate<B: FusedOps>(model: &TinyTransformer<B>, data: &[Example]) -> Metrics {
     let device = model.head.weight.device();
     let (mut loss, mut correct) = (0.0f64, 0usize);
     for chunk in data.chunks(256) {
@@ -55,7 +56,7 @@ pub struct FitConfig {
 
 /// Trains the parameters `mode` selects with Adam and cross-entropy; returns the model and the
 /// loss of every step.
-pub fn fit<B: AutodiffBackend>(model: TinyTransformer<B>, data: &[Example], mode: &TrainMode, config: FitConfig) -> (TinyTransformer<B>, Vec<f32>) {
+pub fn fit<B: AutodiffBackend + FusedOps>(model: TinyTransformer<B>, data: &[Example], mode: &TrainMode, config: FitConfig) -> (TinyTransformer<B>, Vec<f32>) {
     let device = model.head.weight.device();
     let mut model = set_trainable(model, mode);
     let mut optim = AdamConfig::new().init::<B, TinyTransformer<B>>();

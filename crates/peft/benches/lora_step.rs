@@ -39,7 +39,7 @@ fn inputs<B: burn::tensor::backend::Backend>(device: &B::Device) -> (Tensor<B, 2
 }
 
 /// Returns a closure running one optimizer step on the parameters `mode` trains.
-fn stepper<B: AutodiffBackend>(model: TinyTransformer<B>, mode: TrainMode, device: B::Device) -> impl FnMut() {
+fn stepper<B: AutodiffBackend + peft::quant::fused::FusedOps>(model: TinyTransformer<B>, mode: TrainMode, device: B::Device) -> impl FnMut() {
     let mut model = Some(set_trainable(model, &mode));
     let mut optim = AdamConfig::new().init::<B, TinyTransformer<B>>();
     let (tokens, labels) = inputs::<B>(&device);
