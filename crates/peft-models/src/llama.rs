@@ -3,11 +3,11 @@
 
 use burn::module::Module;
 use burn::nn::{EmbeddingConfig, Initializer, Linear, RmsNorm, RmsNormConfig};
-use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use peft_hf::{HfCheckpoint, WeightMap};
 use peft_quant::backend::QuantLinearBackend;
+use peft_quant::fused::{fused_rms_norm, fused_swiglu};
 use peft_adapter::AdaptedResidual;
 use peft_core::{PeftError, Residual, ResidualAdd, Result, Tuned};
 use peft_lora::LoraEmbedding;
@@ -335,11 +335,11 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Llama<B, T> {
     fn decode(&self, mut h: Tensor<B, 3>, rope: &Rope<B>, bias: &Tensor<B, 4>, mut keys_values: impl FnMut(usize, &LlamaAttention<B, T>, AttentionKv<B>) -> (Tensor<B, 4>, Tensor<B, 4>)) -> Tensor<B, 3> {
         for (i, layer) in self.model.layers.iter().enumerate() {
             let attention = &layer.self_attn;
-            let attended = attention.forward(layer.input_layernorm.forward(h.clone()), rope, bias, |kv| keys_values(i, attention, kv));
+            let attended = attention.forward(fused_rms_norm(&layer.input_layernorm, h.clone()), rope, bias, |kv| keys_values(i, attention, kv));
             h = layer.attention_adapters.forward(Residual { hidden: attended, residual: h });
-            let x = layer.post_attention_layernorm.forward(h.clone());
+            let x = fused_rms_norm(&layer.post_attention_layernorm, h.clone());
             let mlp = &layer.mlp;
-            let fed = mlp.down_proj.forward(silu(mlp.gate_proj.forward(x.clone())) * mlp.up_proj.forward(x));
+            let fed = mlp.down_proj.forward(fused_swiglu(mlp.gate_proj.forward(x.clone()), mlp.up_proj.forward(x)));
             h = layer.output_adapters.forward(Residual { hidden: fed, residual: h });
         }
         h
@@ -381,7 +381,7 @@ impl<B: QuantLinearBackend, T: LinearAdapter<B>> Llama<B, T> {
         let h = self.decode(h, &rope, &bias, |i, attention, kv| {
             pass_keys_values(i, &attention.kv, projected.as_deref(), prompt.as_deref(), cache.as_deref_mut(), kv)
         });
-        self.model.norm.forward(h)
+        fused_rms_norm(&self.model.norm, h)
     }
 
     /// Logits `[batch, seq, vocab]` of `batch` (see [`hidden_states`](Self::hidden_states)).
