@@ -35,8 +35,8 @@ pub trait FusedOps: Backend {
         Self::float_mul(Self::float_mul(gate.clone(), Self::sigmoid(gate)), up)
     }
 
-    /// RMSNorm over the last dimension of a rank-`D` tensor with weight `gamma [d]`. Default:
-    /// [`rms_norm_parts`].
+    /// RMSNorm over the last dimension of a rank-`D` tensor with weight `gamma [d]`: `x·r·γ`,
+    /// `r = 1/√(mean(x²) + ε)`, the mean taken in f32. Default: Burn tensor operations.
     fn fused_rms_norm<const D: usize>(x: FloatTensor<Self>, gamma: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
         rms_norm_parts::<Self, D>(float(x), float(gamma), epsilon).0.into_primitive().tensor()
     }
@@ -48,7 +48,7 @@ fn float<B: Backend, const D: usize>(x: FloatTensor<B>) -> Tensor<B, D> {
 
 /// RMSNorm's output `x̂·γ`, `x̂ = x·r` and `r = 1/√(mean(x²) + ε)` `[..., 1]`, the mean taken in
 /// f32 as burn-nn's `RmsNorm` does (and multiplying by `r` as transformers' `LlamaRMSNorm` does).
-pub fn rms_norm_parts<B: Backend, const D: usize>(x: Tensor<B, D>, gamma: Tensor<B, 1>, epsilon: f64) -> (Tensor<B, D>, Tensor<B, D>, Tensor<B, D>) {
+fn rms_norm_parts<B: Backend, const D: usize>(x: Tensor<B, D>, gamma: Tensor<B, 1>, epsilon: f64) -> (Tensor<B, D>, Tensor<B, D>, Tensor<B, D>) {
     let dtype = x.dtype();
     let r = (x.clone().cast(DType::F32).square().mean_dim(D - 1) + epsilon).sqrt().recip().cast(dtype);
     let normed = x * r.clone();
