@@ -5,7 +5,7 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{embedding, linear};
 use burn::tensor::{Int, Tensor};
-use peft_core::{Combination, PeftError, Result, Tuner, TunerForward, frozen_like, trainable, upcast_half};
+use peft_core::{Combination, PeftError, Result, Tuner, TunerForward, flat_linear, frozen_like, trainable, upcast_half};
 
 use crate::init::{check_rank, init_a, normal, pissa};
 use crate::{LoraConfig, LoraInit};
@@ -76,9 +76,10 @@ impl<B: Backend> Lora<B> {
         self.a.val().matmul(self.b.val()).mul_scalar(self.scaling)
     }
 
-    /// `s·(x·A)·B (+ bias)` computed on the activation side: `[..., d_in] -> [..., d_out]`.
+    /// `s·(x·A)·B (+ bias)` computed on the activation side: `[..., d_in] -> [..., d_out]`,
+    /// over the tokens flattened into rows (one product for each factor's gradient).
     pub(crate) fn low_rank<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        self.up(linear(x, self.a.val(), None))
+        self.up(flat_linear(x, self.a.val(), None))
     }
 
     /// The update for layer input `input` (`x`: the input after dropout): `s·(x·A)·B (+ bias)`,
@@ -102,7 +103,7 @@ impl<B: Backend> Lora<B> {
     /// `s·h·B (+ bias)`: `[..., r] -> [..., d_out]`. The scaling multiplies `B` (`[r, d_out]`)
     /// rather than the product (`[..., d_out]`).
     fn up<const D: usize>(&self, h: Tensor<B, D>) -> Tensor<B, D> {
-        let h = linear(h, self.b.val().mul_scalar(self.scaling), None);
+        let h = flat_linear(h, self.b.val().mul_scalar(self.scaling), None);
         match &self.bias {
             Some(bias) => h + broadcast_last(bias.val()),
             None => h,

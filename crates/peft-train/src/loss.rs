@@ -111,7 +111,7 @@ fn fused_lm_loss_in_chunks<B: AutodiffBackend>(head: HeadInput<B>, targets: Tens
         let picked = logits.gather(1, target.clone());
         let loss = (max + total.clone().log() - picked) * weight.clone();
         losses.extend(loss.into_data().convert::<f64>().into_vec::<f64>().unwrap_or_default());
-        let grad_logits = (exp / total * weight.clone()).scatter(1, target, weight.neg(), IndexingUpdateOp::Add);
+        let grad_logits = (exp * (weight.clone() / total)).scatter(1, target, weight.neg(), IndexingUpdateOp::Add);
         grad_hidden.push(grad_logits.clone().matmul(w_t.clone()));
         if want_head {
             let part = h.transpose().matmul(grad_logits);
