@@ -25,8 +25,8 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// Tells mimalloc never to return freed pages to the system (`purge_delay = -1`), and on glibc
 /// tells the C allocator the same (the allocations of C and C++ libraries in the process, such
 /// as libtorch's tensors under burn-tch, do not go through Rust's global allocator), so a
-/// training loop reuses its buffers; memory stays at the loop's high-water mark. mimalloc's part has no
-/// effect unless [`Allocator`] is the global allocator.
+/// training loop reuses its buffers; memory stays at the loop's high-water mark. mimalloc's part
+/// has no effect unless [`Allocator`] is the global allocator.
 pub fn keep_freed_memory() {
     // SAFETY: sets one of mimalloc's documented options; any value is valid at any time.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
@@ -49,7 +49,6 @@ fn keep_freed_c_memory() {
     }
 }
 
-/// Other C libraries keep their own defaults.
+/// Without glibc, the C allocator keeps its own defaults.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn keep_freed_c_memory() {}
-
