@@ -9,7 +9,7 @@ use peft_core::{Tuned, Tuner, TunerForward};
 use peft_ptuning::{AttentionKv, KvSite, PrefixKv, PrefixProjectionSite, ProjectedPrefix, PromptInput, PromptSite, RowPrefixes, prepend_prefixes, row_prefixes};
 use peft_quant::BaseLinear;
 use peft_quant::backend::QuantLinearBackend;
-use peft_quant::fused::{FusedOps, fused_softmax};
+use peft_quant::fused::{FusedOps, fused_attention};
 
 use crate::batch::KvCache;
 
@@ -146,25 +146,9 @@ pub fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
 /// Scaled dot-product attention. `q [batch, heads, seq, hd]`, `k`/`v [batch, kv_heads, total, hd]`
 /// (`total - seq` prefix positions first; each kv head serves `heads / kv_heads` query heads);
 /// `bias` (from [`crate::batch::attention_bias`], built once per forward pass) is added to the
-/// scores. Returns `[batch, seq, heads * hd]`.
-///
-/// The scale `1/√hd` multiplies `q` (`seq·hd` values) rather than the scores (`seq·total`),
-/// the same result when `√hd` is a power of two (`hd` = 16, 64, 256); the softmax is
-/// [`fused_softmax`].
+/// scores. Returns `[batch, seq, heads * hd]`. The core is [`fused_attention`] (one backward
+/// node that recomputes the probabilities rather than keeping them).
 pub fn attend<B: FusedOps>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, bias: Option<&Tensor<B, 4>>) -> Tensor<B, 3> {
     let [batch, heads, seq, hd] = q.dims();
-    let [_, kv_heads, total, _] = k.dims();
-    let repeat = |t: Tensor<B, 4>| {
-        if kv_heads == heads {
-            t
-        } else {
-            t.unsqueeze_dim::<5>(2).expand([batch, kv_heads, heads / kv_heads, total, hd]).reshape([batch, heads, total, hd])
-        }
-    };
-    let (k, v) = (repeat(k), repeat(v));
-    let mut scores = q.div_scalar((hd as f64).sqrt()).matmul(k.swap_dims(2, 3));
-    if let Some(bias) = bias {
-        scores = scores + bias.clone();
-    }
-    fused_softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([batch, seq, heads * hd])
+    fused_attention(q, k, v, bias.cloned()).swap_dims(1, 2).reshape([batch, seq, heads * hd])
 }

@@ -4,13 +4,15 @@
 //! allocator returns every buffer over 32 MiB to the system when it is freed, so the next step
 //! faults fresh zeroed pages in; at a vocabulary of 32,000 that was a third of the step. mimalloc
 //! told to keep freed memory reuses it, and glibc told the same keeps the buffers of C and C++
-//! libraries (libtorch's, under burn-tch). A program opts in with two lines:
+//! libraries (libtorch's, under burn-tch). A program opts in with two lines, the call placed
+//! after the model is loaded:
 //!
 //! ```
 //! #[global_allocator]
 //! static ALLOCATOR: peft_train::allocator::Allocator = peft_train::allocator::Allocator;
 //!
 //! fn main() {
+//!     // ... load the model
 //!     peft_train::allocator::keep_freed_memory();
 //!     // ... train
 //! }
@@ -27,9 +29,18 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// as libtorch's tensors under burn-tch, do not go through Rust's global allocator), so a
 /// training loop reuses its buffers; memory stays at the loop's high-water mark. mimalloc's part
 /// has no effect unless [`Allocator`] is the global allocator.
+///
+/// Call it once the model is loaded: what mimalloc holds freed at the call (a loader's file
+/// buffers) goes back to the system first. Where the tensors are not Rust allocations (burn-tch,
+/// the GPU backends) that memory would never be reused: on SmolLM2-135M under burn-tch, calling
+/// it before loading kept 0.8 GB resident for the whole run (docs/benchmarks.md). Under
+/// burn-ndarray the tensors reuse it, and calling it first costs nothing.
 pub fn keep_freed_memory() {
-    // SAFETY: sets one of mimalloc's documented options; any value is valid at any time.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    // SAFETY: mi_collect and mi_option_set take any value at any time.
+    unsafe {
+        libmimalloc_sys::mi_collect(true);
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
+    }
     keep_freed_c_memory();
 }
 

@@ -158,6 +158,7 @@ fn run(args: &Args) -> Result<String, String> {
         }
     };
     let mut model = Some(set_trainable(model, &mode));
+    peft_train::allocator::keep_freed_memory();
     let mut optim = AdamWConfig::new().with_beta_1(0.9).with_beta_2(0.999).with_epsilon(1e-8).with_weight_decay(0.01).init::<Train, HfModel<Train>>();
 
     // transformers' causal-LM loss: the logits of positions 0..seq-1 predict tokens 1..seq.
@@ -206,7 +207,6 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 fn main() -> ExitCode {
-    peft_train::allocator::keep_freed_memory();
     match parse_args().and_then(|args| run(&args)) {
         Ok(line) => {
             println!("{line}");
