@@ -207,11 +207,15 @@ impl<B: Backend> Backward<B, 1> for SoftmaxBackward {
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let (y, dim) = ops.state;
-        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-            let dot = B::float_sum_dim(B::float_mul(grad.clone(), y.clone()), dim);
-            B::float_mul(y, B::float_sub(grad, dot))
-        });
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| softmax_input_grad::<B>(y, grad, dim));
     }
+}
+
+/// Softmax's backward pass from its output `y` and the output's gradient: `∂x = y·(∂y − Σ ∂y·y)`,
+/// the sum over `dim`.
+fn softmax_input_grad<B: Backend>(y: FloatTensor<B>, grad: FloatTensor<B>, dim: usize) -> FloatTensor<B> {
+    let dot = B::float_sum_dim(B::float_mul(grad.clone(), y.clone()), dim);
+    B::float_mul(y, B::float_sub(grad, dot))
 }
 
 #[derive(Debug)]
@@ -290,9 +294,8 @@ impl<B: FusedOps> Backward<B, 3> for AttentionBackward {
         if node_q.is_none() && node_k.is_none() {
             return;
         }
-        // Softmax's backward: ∂s = p·(∂p − Σ ∂p·p).
         let dp = grad.matmul(repeat_kv(v, heads).swap_dims(2, 3));
-        let ds = p.clone() * (dp.clone() - (dp * p).sum_dim(3));
+        let ds = float::<B, 4>(softmax_input_grad::<B>(p.into_primitive().tensor(), dp.into_primitive().tensor(), 3));
         if let Some(node) = node_k {
             let dk = sum_kv_groups(ds.clone().swap_dims(2, 3).matmul(q), kv_heads);
             grads.register::<B>(node.id, dk.into_primitive().tensor());
