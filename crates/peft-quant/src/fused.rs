@@ -22,23 +22,42 @@ use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary, unary};
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::nn::RmsNorm;
-use burn::tensor::backend::Backend;
-use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Tensor, TensorPrimitive};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::{DType, IndexingUpdateOp, Int, Tensor, TensorPrimitive};
 
-/// Backends with the operations of this module. Every backend has them through the defaults;
-/// [`Autodiff`] overrides them with one backward node each.
+/// Backends with the operations of this module. Every backend has them through the defaults
+/// (Burn tensor operations); [`Autodiff`] overrides the forward operations with one backward
+/// node each, which calls the `*_saving` and `*_backward` methods of the backend underneath;
+/// burn-ndarray overrides all of them with multi-threaded one-pass kernels (`on_ndarray.rs`).
 pub trait FusedOps: Backend {
     /// Softmax over `dim`. Default: the backend's own softmax.
     fn fused_softmax(x: FloatTensor<Self>, dim: usize) -> FloatTensor<Self> {
-        Self::softmax(x, dim)
+        default_softmax::<Self>(x, dim)
+    }
+
+    /// Softmax's backward pass from its output `y` and the output's gradient: `∂x = y·(∂y −
+    /// Σ ∂y·y)`, the sum over `dim`.
+    fn fused_softmax_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>, dim: usize) -> FloatTensor<Self> {
+        softmax_input_grad::<Self>(y, grad, dim)
     }
 
     /// `silu(gate)·up` elementwise. Default: `gate·sigmoid(gate)·up`.
     fn fused_swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::float_mul(Self::float_mul(gate.clone(), Self::sigmoid(gate)), up)
+    }
+
+    /// `silu(gate)·up` with what its backward pass needs: `[output, σ(gate), silu(gate)]`.
+    fn fused_swiglu_saving(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> [FloatTensor<Self>; 3] {
+        default_swiglu_saving::<Self>(gate, up)
+    }
+
+    /// The gradients `[∂gate, ∂up]` of `silu(gate)·up` (those `wanted`) from the output's
+    /// gradient and `[up, σ(gate), silu(gate)]`.
+    fn fused_swiglu_backward(grad: FloatTensor<Self>, saved: [FloatTensor<Self>; 3], wanted: [bool; 2]) -> [Option<FloatTensor<Self>>; 2] {
+        default_swiglu_backward::<Self>(grad, saved, wanted)
     }
 
     /// RMSNorm over the last dimension of a rank-`D` tensor with weight `gamma [d]`: `x·r·γ`,
@@ -47,12 +66,31 @@ pub trait FusedOps: Backend {
         rms_norm_parts::<Self, D>(float(x), float(gamma), epsilon).0.into_primitive().tensor()
     }
 
+    /// RMSNorm with what its backward pass needs: `[output, x̂ = x·r, r [..., 1]]`.
+    fn fused_rms_norm_saving<const D: usize>(x: FloatTensor<Self>, gamma: FloatTensor<Self>, epsilon: f64) -> [FloatTensor<Self>; 3] {
+        default_rms_norm_saving::<Self, D>(x, gamma, epsilon)
+    }
+
+    /// The gradients `[∂x, ∂γ]` of RMSNorm (those `wanted`) from the output's gradient and
+    /// `[x̂, r, γ]`: `∂x = r·(g − x̂·mean(g·x̂))` with `g = ∂y·γ`, `∂γ = Σ ∂y·x̂` over the rows.
+    fn fused_rms_norm_backward<const D: usize>(grad: FloatTensor<Self>, saved: [FloatTensor<Self>; 3], wanted: [bool; 2]) -> [Option<FloatTensor<Self>>; 2] {
+        default_rms_norm_backward::<Self, D>(grad, saved, wanted)
+    }
+
     /// Scaled dot-product attention `softmax(q·kᵀ/√hd + bias)·v`. `q [batch, heads, seq, hd]`,
     /// `k`, `v [batch, kv_heads, total, hd]` (each kv head serves `heads / kv_heads` query heads),
     /// `bias` broadcast to the scores `[batch, heads, seq, total]`; returns `[batch, heads, seq,
     /// hd]`. Default: those operations, the softmax being [`FusedOps::fused_softmax`].
     fn fused_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: Option<FloatTensor<Self>>) -> FloatTensor<Self> {
         attention_output::<Self>(float(q), float(k), float(v), bias.map(float)).into_primitive().tensor()
+    }
+
+    /// Weighted cross-entropy of `logits [tokens, vocab]` against `targets [tokens, 1]` with
+    /// `weights [tokens, 1]`, and its gradient: `[loss [tokens, 1], ∂logits [tokens, vocab]]`,
+    /// `loss = w·(logsumexp(logits) − logits[target])`, `∂logits = w·(softmax(logits) −
+    /// onehot(target))`. Not recorded by autodiff (the caller routes the gradient).
+    fn fused_cross_entropy(logits: FloatTensor<Self>, targets: IntTensor<Self>, weights: FloatTensor<Self>) -> [FloatTensor<Self>; 2] {
+        default_cross_entropy::<Self>(logits, targets, weights)
     }
 }
 
@@ -198,16 +236,42 @@ pub fn fused_attention<B: FusedOps>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<
     float(B::fused_attention(primitive(q), primitive(k), primitive(v), bias.map(primitive)))
 }
 
+/// Weighted cross-entropy of `logits [tokens, vocab]` against `targets [tokens, 1]` with
+/// `weights [tokens, 1]`, and its gradient, in one pass over the logits where the backend has a
+/// kernel for it (burn-ndarray): `(loss [tokens, 1], ∂logits [tokens, vocab])` with `loss =
+/// w·(logsumexp(logits) − logits[target])` and `∂logits = w·(softmax(logits) −
+/// onehot(target))`. Neither is recorded by autodiff: the caller hands the gradient on (as
+/// peft-train's fused head and loss do).
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use burn::tensor::{Int, Tensor};
+/// use peft_quant::fused::fused_cross_entropy;
+///
+/// let device = Default::default();
+/// let logits = Tensor::<NdArray, 2>::from_floats([[0.0, 0.0]], &device);
+/// let targets = Tensor::<NdArray, 2, Int>::from_ints([[1]], &device);
+/// let weights = Tensor::<NdArray, 2>::from_floats([[2.0]], &device);
+/// let (loss, grad) = fused_cross_entropy(logits, targets, weights);
+/// // Two equal logits: −log p(target) = ln 2, and w·(softmax − onehot) = 2·([½, ½] − [0, 1]).
+/// assert!((loss.into_scalar() - 2.0 * 2.0f32.ln()).abs() < 1e-6);
+/// grad.into_data().assert_approx_eq::<f32>(&Tensor::<NdArray, 2>::from_floats([[1.0, -1.0]], &device).into_data(), Default::default());
+/// ```
+pub fn fused_cross_entropy<B: FusedOps>(logits: Tensor<B, 2>, targets: Tensor<B, 2, Int>, weights: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let [loss, grad] = B::fused_cross_entropy(logits.into_primitive().tensor(), targets.into_primitive(), weights.into_primitive().tensor());
+    (float(loss), float(grad))
+}
+
 #[derive(Debug)]
 struct SoftmaxBackward;
 
-impl<B: Backend> Backward<B, 1> for SoftmaxBackward {
+impl<B: FusedOps> Backward<B, 1> for SoftmaxBackward {
     /// The output and the dimension.
     type State = (FloatTensor<B>, usize);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let (y, dim) = ops.state;
-        unary::<B, _>(ops.parents, ops.node, grads, |grad| softmax_input_grad::<B>(y, grad, dim));
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| B::fused_softmax_backward(y, grad, dim));
     }
 }
 
@@ -218,57 +282,100 @@ fn softmax_input_grad<B: Backend>(y: FloatTensor<B>, grad: FloatTensor<B>, dim: 
     B::float_mul(y, B::float_sub(grad, dot))
 }
 
+fn default_softmax<B: Backend>(x: FloatTensor<B>, dim: usize) -> FloatTensor<B> {
+    B::softmax(x, dim)
+}
+
+fn default_swiglu_saving<B: Backend>(gate: FloatTensor<B>, up: FloatTensor<B>) -> [FloatTensor<B>; 3] {
+    let sigmoid = B::sigmoid(gate.clone());
+    let silu = B::float_mul(gate, sigmoid.clone());
+    [B::float_mul(silu.clone(), up), sigmoid, silu]
+}
+
+fn default_swiglu_backward<B: Backend>(grad: FloatTensor<B>, saved: [FloatTensor<B>; 3], wanted: [bool; 2]) -> [Option<FloatTensor<B>>; 2] {
+    let [up, sigmoid, silu] = saved;
+    let d_up = wanted[1].then(|| B::float_mul(grad.clone(), silu.clone()));
+    // silu'(g) = σ(g)·(1 + g·(1 − σ(g))) = σ + silu − silu·σ
+    let d_gate = wanted[0].then(|| {
+        let slope = B::float_sub(B::float_add(sigmoid.clone(), silu.clone()), B::float_mul(silu, sigmoid));
+        B::float_mul(B::float_mul(grad, up), slope)
+    });
+    [d_gate, d_up]
+}
+
+fn default_rms_norm_saving<B: Backend, const D: usize>(x: FloatTensor<B>, gamma: FloatTensor<B>, epsilon: f64) -> [FloatTensor<B>; 3] {
+    let (y, normed, r) = rms_norm_parts::<B, D>(float(x), float(gamma), epsilon);
+    [y, normed, r].map(|t| t.into_primitive().tensor())
+}
+
+fn default_rms_norm_backward<B: Backend, const D: usize>(grad: FloatTensor<B>, saved: [FloatTensor<B>; 3], wanted: [bool; 2]) -> [Option<FloatTensor<B>>; 2] {
+    let [normed, r, gamma] = saved;
+    let (grad, normed, r, gamma) = (float::<B, D>(grad), float::<B, D>(normed), float::<B, D>(r), float::<B, 1>(gamma));
+    let d_gamma = wanted[1].then(|| {
+        let dims = normed.dims();
+        let d = dims[D - 1];
+        let rows = dims[..D - 1].iter().product::<usize>();
+        (grad.clone() * normed.clone()).reshape([rows, d]).sum_dim(0).reshape([d]).into_primitive().tensor()
+    });
+    let d_x = wanted[0].then(|| {
+        let g = grad * gamma.unsqueeze::<D>();
+        let dot = (g.clone() * normed.clone()).mean_dim(D - 1);
+        ((g - normed * dot) * r).into_primitive().tensor()
+    });
+    [d_x, d_gamma]
+}
+
+fn default_cross_entropy<B: Backend>(logits: FloatTensor<B>, targets: IntTensor<B>, weights: FloatTensor<B>) -> [FloatTensor<B>; 2] {
+    let (logits, weight) = (float::<B, 2>(logits), float::<B, 2>(weights));
+    let targets = Tensor::<B, 2, Int>::from_primitive(targets);
+    let max = logits.clone().max_dim(1);
+    let exp = (logits.clone() - max.clone()).exp();
+    let total = exp.clone().sum_dim(1);
+    let picked = logits.gather(1, targets.clone());
+    let loss = (max + total.clone().log() - picked) * weight.clone();
+    let grad = (exp * (weight.clone() / total)).scatter(1, targets, weight.neg(), IndexingUpdateOp::Add);
+    [loss, grad].map(|t| t.into_primitive().tensor())
+}
+
 #[derive(Debug)]
 struct SwigluBackward;
 
-impl<B: Backend> Backward<B, 2> for SwigluBackward {
+impl<B: FusedOps> Backward<B, 2> for SwigluBackward {
     /// `up`, `sigmoid(gate)` and `silu(gate)`.
-    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+    type State = [FloatTensor<B>; 3];
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let (up, sigmoid, silu) = ops.state;
-        let silu_for_up = silu.clone();
-        binary::<B, _, _>(
-            ops.parents,
-            ops.node,
-            grads,
-            // silu'(g) = σ(g)·(1 + g·(1 − σ(g))) = σ + silu − silu·σ
-            |grad| {
-                let slope = B::float_sub(B::float_add(sigmoid.clone(), silu.clone()), B::float_mul(silu, sigmoid));
-                B::float_mul(B::float_mul(grad, up), slope)
-            },
-            |grad| B::float_mul(grad, silu_for_up),
-        );
+        let grad = grads.consume::<B>(&ops.node);
+        let gradients = B::fused_swiglu_backward(grad, ops.state, wanted(&ops.parents));
+        register_pair(ops.parents, gradients, |node, gradient| grads.register::<B>(node.id, gradient));
+    }
+}
+
+/// Which of a node's two parents take a gradient.
+fn wanted<N>(parents: &[Option<N>; 2]) -> [bool; 2] {
+    parents.each_ref().map(Option::is_some)
+}
+
+/// Hands each parent that takes a gradient its gradient.
+fn register_pair<N, G>(parents: [Option<N>; 2], gradients: [Option<G>; 2], mut register: impl FnMut(N, G)) {
+    for (node, gradient) in parents.into_iter().zip(gradients) {
+        if let (Some(node), Some(gradient)) = (node, gradient) {
+            register(node, gradient);
+        }
     }
 }
 
 #[derive(Debug)]
 struct RmsNormBackward<const D: usize>;
 
-impl<B: Backend, const D: usize> Backward<B, 2> for RmsNormBackward<D> {
-    /// `x̂`, `r` and `γ` ([`rms_norm_parts`]).
-    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+impl<B: FusedOps, const D: usize> Backward<B, 2> for RmsNormBackward<D> {
+    /// `x̂`, `r` and `γ` ([`FusedOps::fused_rms_norm_saving`]).
+    type State = [FloatTensor<B>; 3];
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let (normed, r, gamma) = ops.state;
-        let (normed, r, gamma) = (float::<B, D>(normed), float::<B, D>(r), float::<B, 1>(gamma));
-        let normed_for_gamma = normed.clone();
-        binary::<B, _, _>(
-            ops.parents,
-            ops.node,
-            grads,
-            |grad| {
-                let g = float::<B, D>(grad) * gamma.unsqueeze::<D>();
-                let dot = (g.clone() * normed.clone()).mean_dim(D - 1);
-                ((g - normed * dot) * r).into_primitive().tensor()
-            },
-            |grad| {
-                let dims = normed_for_gamma.dims();
-                let d = dims[D - 1];
-                let rows = dims[..D - 1].iter().product::<usize>();
-                (float::<B, D>(grad) * normed_for_gamma).reshape([rows, d]).sum_dim(0).reshape([d]).into_primitive().tensor()
-            },
-        );
+        let grad = grads.consume::<B>(&ops.node);
+        let gradients = B::fused_rms_norm_backward::<D>(grad, ops.state, wanted(&ops.parents));
+        register_pair(ops.parents, gradients, |node, gradient| grads.register::<B>(node.id, gradient));
     }
 }
 
@@ -295,7 +402,7 @@ impl<B: FusedOps> Backward<B, 3> for AttentionBackward {
             return;
         }
         let dp = grad.matmul(repeat_kv(v, heads).swap_dims(2, 3));
-        let ds = float::<B, 4>(softmax_input_grad::<B>(p.into_primitive().tensor(), dp.into_primitive().tensor(), 3));
+        let ds = float::<B, 4>(B::fused_softmax_backward(p.into_primitive().tensor(), dp.into_primitive().tensor(), 3));
         if let Some(node) = node_k {
             let dk = sum_kv_groups(ds.clone().swap_dims(2, 3).matmul(q), kv_heads);
             grads.register::<B>(node.id, dk.into_primitive().tensor());
@@ -320,10 +427,8 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn fused_swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
         match SwigluBackward.prepare::<C>([gate.node.clone(), up.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let sigmoid = B::sigmoid(gate.primitive.clone());
-                let silu = B::float_mul(gate.primitive, sigmoid.clone());
-                let y = B::float_mul(silu.clone(), up.primitive.clone());
-                prep.finish((up.primitive, sigmoid, silu), y)
+                let [y, sigmoid, silu] = B::fused_swiglu_saving(gate.primitive, up.primitive.clone());
+                prep.finish([up.primitive, sigmoid, silu], y)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::fused_swiglu(gate.primitive, up.primitive)),
         }
@@ -332,8 +437,8 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn fused_rms_norm<const D: usize>(x: FloatTensor<Self>, gamma: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
         match RmsNormBackward::<D>.prepare::<C>([x.node.clone(), gamma.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let (y, normed, r) = rms_norm_parts::<B, D>(float(x.primitive), float(gamma.primitive.clone()), epsilon);
-                prep.finish((normed.into_primitive().tensor(), r.into_primitive().tensor(), gamma.primitive), y.into_primitive().tensor())
+                let [y, normed, r] = B::fused_rms_norm_saving::<D>(x.primitive, gamma.primitive.clone(), epsilon);
+                prep.finish([normed, r, gamma.primitive], y)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::fused_rms_norm::<D>(x.primitive, gamma.primitive, epsilon)),
         }
@@ -352,10 +457,14 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => prep.finish(B::fused_attention(q.primitive, k.primitive, v.primitive, bias)),
         }
     }
+
+    fn fused_cross_entropy(logits: FloatTensor<Self>, targets: IntTensor<Self>, weights: FloatTensor<Self>) -> [FloatTensor<Self>; 2] {
+        B::fused_cross_entropy(logits.primitive, targets, weights.primitive).map(Self::from_inner)
+    }
 }
 
 #[cfg(feature = "ndarray")]
-impl FusedOps for burn::backend::NdArray<f32> {}
+mod on_ndarray;
 
 #[cfg(feature = "flex")]
 impl FusedOps for burn::backend::Flex {}

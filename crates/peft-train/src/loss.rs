@@ -3,9 +3,10 @@
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{IndexingUpdateOp, Int, Tensor};
+use burn::tensor::{Int, Tensor};
 use peft_core::Result;
 use peft_models::{CausalLm, HeadInput, HfModel};
+use peft_quant::fused::{FusedOps, fused_cross_entropy};
 
 use crate::{ClsBatch, LmBatch};
 
@@ -58,7 +59,7 @@ pub struct LmLoss<B: AutodiffBackend> {
 /// gradients of the hidden states and of the head (when it trains) with them, so the full
 /// `[tokens, vocab]` logits and their gradient never exist at once (the idea of Liger-Kernel's
 /// fused linear cross-entropy); otherwise the model's logits go through [`lm_loss_rows`].
-pub fn lm_loss<B: AutodiffBackend>(model: &dyn CausalLm<B>, batch: &LmBatch<B>) -> LmLoss<B> {
+pub fn lm_loss<B: AutodiffBackend + FusedOps>(model: &dyn CausalLm<B>, batch: &LmBatch<B>) -> LmLoss<B> {
     match model.hidden_and_head(&batch.inputs) {
         Some(head) => fused_lm_loss(head, batch.targets.clone(), batch.weights.clone()),
         None => LmLoss::from_logits(model.logits(&batch.inputs, None), batch),
@@ -79,13 +80,13 @@ impl<B: AutodiffBackend> LmLoss<B> {
 /// gradient (`∂/∂logits = w·(softmax − onehot(target))`, then through the head's product) are
 /// computed without autodiff; the returned sum is that value plus `Σ h·∂h − detach(Σ h·∂h)` (and
 /// the same for the head), which is zero but gives autodiff exactly those gradients.
-pub fn fused_lm_loss<B: AutodiffBackend>(head: HeadInput<B>, targets: Tensor<B, 2, Int>, weights: Tensor<B, 2>) -> LmLoss<B> {
+pub fn fused_lm_loss<B: AutodiffBackend + FusedOps>(head: HeadInput<B>, targets: Tensor<B, 2, Int>, weights: Tensor<B, 2>) -> LmLoss<B> {
     let chunk = CHUNK_LOGITS / head.weight.dims()[1].max(1);
     fused_lm_loss_in_chunks(head, targets, weights, chunk)
 }
 
 /// [`fused_lm_loss`], `chunk` tokens at a time.
-fn fused_lm_loss_in_chunks<B: AutodiffBackend>(head: HeadInput<B>, targets: Tensor<B, 2, Int>, weights: Tensor<B, 2>, chunk: usize) -> LmLoss<B> {
+fn fused_lm_loss_in_chunks<B: AutodiffBackend + FusedOps>(head: HeadInput<B>, targets: Tensor<B, 2, Int>, weights: Tensor<B, 2>, chunk: usize) -> LmLoss<B> {
     let HeadInput { hidden, weight: head, weight_trains: want_head } = head;
     let [batch, seq, width] = hidden.dims();
     let vocab = head.dims()[1];
@@ -104,14 +105,10 @@ fn fused_lm_loss_in_chunks<B: AutodiffBackend>(head: HeadInput<B>, targets: Tens
         let len = chunk.min(tokens - start);
         let h = h.clone().narrow(0, start, len);
         let (target, weight) = (targets.clone().narrow(0, start, len), weights.clone().narrow(0, start, len));
-        let logits = h.clone().matmul(w.clone());
-        let max = logits.clone().max_dim(1);
-        let exp = (logits.clone() - max.clone()).exp();
-        let total = exp.clone().sum_dim(1);
-        let picked = logits.gather(1, target.clone());
-        let loss = (max + total.clone().log() - picked) * weight.clone();
-        losses.extend(loss.into_data().convert::<f64>().into_vec::<f64>().unwrap_or_default());
-        let grad_logits = (exp * (weight.clone() / total)).scatter(1, target, weight.neg(), IndexingUpdateOp::Add);
+        let logits = Tensor::<B, 2>::from_inner(h.clone().matmul(w.clone()));
+        let (loss, grad_logits) = fused_cross_entropy(logits, Tensor::from_inner(target), Tensor::from_inner(weight));
+        losses.extend(loss.inner().into_data().convert::<f64>().into_vec::<f64>().unwrap_or_default());
+        let grad_logits = grad_logits.inner();
         grad_hidden.push(grad_logits.clone().matmul(w_t.clone()));
         if want_head {
             let part = h.transpose().matmul(grad_logits);
