@@ -31,7 +31,8 @@ use burn::tensor::{DType, IndexingUpdateOp, Int, Tensor, TensorPrimitive};
 /// Backends with the operations of this module. Every backend has them through the defaults
 /// (Burn tensor operations); [`Autodiff`] overrides the forward operations with one backward
 /// node each, which calls the `*_saving` and `*_backward` methods of the backend underneath;
-/// burn-ndarray overrides all of them with multi-threaded one-pass kernels (`on_ndarray.rs`).
+/// burn-ndarray overrides all but `fused_attention` with multi-threaded one-pass kernels
+/// (`on_ndarray.rs`); its attention is the default, whose softmax is that kernel.
 pub trait FusedOps: Backend {
     /// Softmax over `dim`. Default: the backend's own softmax.
     fn fused_softmax(x: FloatTensor<Self>, dim: usize) -> FloatTensor<Self> {
@@ -46,7 +47,7 @@ pub trait FusedOps: Backend {
 
     /// `silu(gate)·up` elementwise. Default: `gate·sigmoid(gate)·up`.
     fn fused_swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
-        Self::float_mul(Self::float_mul(gate.clone(), Self::sigmoid(gate)), up)
+        default_swiglu::<Self>(gate, up)
     }
 
     /// `silu(gate)·up` with what its backward pass needs: `[output, σ(gate), silu(gate)]`.
@@ -63,7 +64,7 @@ pub trait FusedOps: Backend {
     /// RMSNorm over the last dimension of a rank-`D` tensor with weight `gamma [d]`: `x·r·γ`,
     /// `r = 1/√(mean(x²) + ε)`, the mean taken in f32. Default: Burn tensor operations.
     fn fused_rms_norm<const D: usize>(x: FloatTensor<Self>, gamma: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
-        rms_norm_parts::<Self, D>(float(x), float(gamma), epsilon).0.into_primitive().tensor()
+        default_rms_norm::<Self, D>(x, gamma, epsilon)
     }
 
     /// RMSNorm with what its backward pass needs: `[output, x̂ = x·r, r [..., 1]]`.
@@ -286,6 +287,10 @@ fn default_softmax<B: Backend>(x: FloatTensor<B>, dim: usize) -> FloatTensor<B> 
     B::softmax(x, dim)
 }
 
+fn default_swiglu<B: Backend>(gate: FloatTensor<B>, up: FloatTensor<B>) -> FloatTensor<B> {
+    B::float_mul(B::float_mul(gate.clone(), B::sigmoid(gate)), up)
+}
+
 fn default_swiglu_saving<B: Backend>(gate: FloatTensor<B>, up: FloatTensor<B>) -> [FloatTensor<B>; 3] {
     let sigmoid = B::sigmoid(gate.clone());
     let silu = B::float_mul(gate, sigmoid.clone());
@@ -301,6 +306,10 @@ fn default_swiglu_backward<B: Backend>(grad: FloatTensor<B>, saved: [FloatTensor
         B::float_mul(B::float_mul(grad, up), slope)
     });
     [d_gate, d_up]
+}
+
+fn default_rms_norm<B: Backend, const D: usize>(x: FloatTensor<B>, gamma: FloatTensor<B>, epsilon: f64) -> FloatTensor<B> {
+    rms_norm_parts::<B, D>(float(x), float(gamma), epsilon).0.into_primitive().tensor()
 }
 
 fn default_rms_norm_saving<B: Backend, const D: usize>(x: FloatTensor<B>, gamma: FloatTensor<B>, epsilon: f64) -> [FloatTensor<B>; 3] {
