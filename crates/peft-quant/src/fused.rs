@@ -17,6 +17,10 @@
 //!   `v` repeated per query head. One node keeps `q`, `k`, `v` as they came and recomputes the
 //!   probabilities in its backward pass (one product and one softmax more), as flash attention
 //!   does.
+//! - The fused loss's chunks ([`fused_cross_entropy`], [`strided_matmul`]): the loss and
+//!   `∂logits` in one pass over a chunk's logits, outside autodiff (the caller routes the
+//!   gradient), and the head's products reading transposed and narrowed operands where they lie
+//!   (burn-ndarray's own matmul copies both operands first).
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -25,7 +29,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::nn::RmsNorm;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::ops::{FloatTensor, FloatTensorOps, IntTensor};
 use burn::tensor::{DType, IndexingUpdateOp, Int, Tensor, TensorPrimitive};
 
 /// Backends with the operations of this module. Every backend has them through the defaults
@@ -92,6 +96,12 @@ pub trait FusedOps: Backend {
     /// onehot(target))`. Not recorded by autodiff (the caller routes the gradient).
     fn fused_cross_entropy(logits: FloatTensor<Self>, targets: IntTensor<Self>, weights: FloatTensor<Self>) -> [FloatTensor<Self>; 2] {
         default_cross_entropy::<Self>(logits, targets, weights)
+    }
+
+    /// `lhs [m, k]·rhs [k, n]`, either operand possibly a transposed or narrowed view, which a
+    /// backend with a strided product reads where it lies. Default: the backend's matmul.
+    fn strided_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_matmul(lhs, rhs)
     }
 }
 
@@ -261,6 +271,27 @@ pub fn fused_attention<B: FusedOps>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<
 pub fn fused_cross_entropy<B: FusedOps>(logits: Tensor<B, 2>, targets: Tensor<B, 2, Int>, weights: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 2>) {
     let [loss, grad] = B::fused_cross_entropy(logits.into_primitive().tensor(), targets.into_primitive(), weights.into_primitive().tensor());
     (float(loss), float(grad))
+}
+
+/// `lhs [m, k]·rhs [k, n]`, the same value as [`Tensor::matmul`]. On burn-ndarray a transposed
+/// or narrowed operand is read where it lies (burn-ndarray's matmul copies both operands) by
+/// the `gemm` crate's SGEMM; on [`Autodiff`] a product with a tracked operand is Burn's own,
+/// so gradients are unchanged.
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use burn::tensor::Tensor;
+/// use peft_quant::fused::strided_matmul;
+///
+/// let device = Default::default();
+/// let a = Tensor::<NdArray, 2>::from_floats([[1.0, 2.0], [3.0, 4.0]], &device);
+/// let b = Tensor::<NdArray, 2>::from_floats([[5.0, 6.0], [7.0, 8.0]], &device);
+/// // aᵀ·b without copying aᵀ.
+/// let product = strided_matmul(a.transpose(), b);
+/// product.into_data().assert_eq(&Tensor::<NdArray, 2>::from_floats([[26.0, 30.0], [38.0, 44.0]], &device).into_data(), true);
+/// ```
+pub fn strided_matmul<B: FusedOps>(lhs: Tensor<B, 2>, rhs: Tensor<B, 2>) -> Tensor<B, 2> {
+    float(B::strided_matmul(lhs.into_primitive().tensor(), rhs.into_primitive().tensor()))
 }
 
 #[derive(Debug)]
@@ -470,6 +501,14 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn fused_cross_entropy(logits: FloatTensor<Self>, targets: IntTensor<Self>, weights: FloatTensor<Self>) -> [FloatTensor<Self>; 2] {
         B::fused_cross_entropy(logits.primitive, targets, weights.primitive).map(Self::from_inner)
     }
+
+    fn strided_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        if lhs.node.requirement.is_none() && rhs.node.requirement.is_none() {
+            Self::from_inner(B::strided_matmul(lhs.primitive, rhs.primitive))
+        } else {
+            Self::float_matmul(lhs, rhs)
+        }
+    }
 }
 
 #[cfg(feature = "ndarray")]
@@ -498,9 +537,24 @@ mod tests {
     use burn::tensor::activation::{silu, softmax};
     use burn::tensor::{Distribution, Tensor, Tolerance};
 
-    use super::{fused_attention, fused_rms_norm, fused_softmax, fused_swiglu};
+    use super::{fused_attention, fused_rms_norm, fused_softmax, fused_swiglu, strided_matmul};
 
     type Ad = Autodiff<NdArray>;
+
+    /// The product equals Burn's, untracked (the inner backend's kernel) and tracked (Burn's
+    /// own product, gradients included).
+    #[test]
+    fn strided_matmul_matches_matmul_and_keeps_gradients() {
+        let device = Default::default();
+        let a = Tensor::<Ad, 2>::random([7, 5], Distribution::Normal(0.0, 1.0), &device);
+        let b = Tensor::<Ad, 2>::random([7, 3], Distribution::Normal(0.0, 1.0), &device);
+        let expected = a.clone().transpose().matmul(b.clone());
+        strided_matmul(a.clone().transpose(), b.clone()).into_data().assert_approx_eq::<f32>(&expected.clone().into_data(), Tolerance::rel_abs(1e-5, 1e-6));
+        let (tracked, reference) = (a.clone().require_grad(), a.require_grad());
+        let grads = strided_matmul(tracked.clone().transpose(), b.clone()).sum().backward();
+        let reference_grads = reference.clone().transpose().matmul(b).sum().backward();
+        tracked.grad(&grads).unwrap().into_data().assert_approx_eq::<f32>(&reference.grad(&reference_grads).unwrap().into_data(), Tolerance::absolute(1e-6));
+    }
 
     /// Values and gradients equal Burn's decomposed softmax, for a weighted sum (so that the
     /// gradient is not trivially zero) over every dimension of a 3-D tensor.

@@ -6,7 +6,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor};
 use peft_core::Result;
 use peft_models::{CausalLm, HeadInput, HfModel};
-use peft_quant::fused::{FusedOps, fused_cross_entropy};
+use peft_quant::fused::{FusedOps, fused_cross_entropy, strided_matmul};
 
 use crate::{ClsBatch, LmBatch};
 
@@ -105,13 +105,15 @@ fn fused_lm_loss_in_chunks<B: AutodiffBackend + FusedOps>(head: HeadInput<B>, ta
         let len = chunk.min(tokens - start);
         let h = h.clone().narrow(0, start, len);
         let (target, weight) = (targets.clone().narrow(0, start, len), weights.clone().narrow(0, start, len));
-        let logits = Tensor::<B, 2>::from_inner(h.clone().matmul(w.clone()));
+        // Products on untracked tensors of `B`: `strided_matmul` reads the narrowed and
+        // transposed operands in place where the backend can.
+        let h = Tensor::<B, 2>::from_inner(h);
+        let logits = strided_matmul(h.clone(), Tensor::from_inner(w.clone()));
         let (loss, grad_logits) = fused_cross_entropy(logits, Tensor::from_inner(target), Tensor::from_inner(weight));
         losses.extend(loss.inner().into_data().convert::<f64>().into_vec::<f64>().unwrap_or_default());
-        let grad_logits = grad_logits.inner();
-        grad_hidden.push(grad_logits.clone().matmul(w_t.clone()));
+        grad_hidden.push(strided_matmul(grad_logits.clone(), Tensor::from_inner(w_t.clone())).inner());
         if want_head {
-            let part = h.transpose().matmul(grad_logits);
+            let part = strided_matmul(h.transpose(), grad_logits).inner();
             grad_head = Some(match grad_head {
                 Some(sum) => sum + part,
                 None => part,

@@ -7,7 +7,7 @@
 
 use burn::backend::NdArray;
 use burn::backend::ndarray::{NdArrayTensor, SharedArray};
-use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::ops::{FloatTensor, FloatTensorOps, IntTensor};
 use ndarray::IxDyn;
 use rayon::prelude::*;
 
@@ -235,6 +235,51 @@ impl FusedOps for Nd {
             });
         [tensor(&[tokens, 1], loss), tensor(logits.shape(), grad)]
     }
+
+    fn strided_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (Some(&[m, k]), Some(&[k_rhs, n])) = (f32_shape(&lhs), f32_shape(&rhs)) else {
+            return Self::float_matmul(lhs, rhs);
+        };
+        let mut out = zeros(m * n);
+        if k == k_rhs && m * n * k == 0 {
+            // An empty sum is zero (burn-ndarray's own matmul divides by `k` there).
+            return tensor(&[m, n], out);
+        }
+        let (Some(lhs_view), Some(rhs_view), true) = (matrix(&lhs), matrix(&rhs), k == k_rhs) else {
+            return Self::float_matmul(lhs, rhs);
+        };
+        let threads = gemm::Parallelism::Rayon(rayon::current_num_threads());
+        // SAFETY: both views lie inside their arrays, which live to the end of this function
+        // (`matrix`); `out` holds `m·n` values in rows of `n`; gemm reads `lhs` and `rhs` and
+        // writes `out` only (`read_dst: false`: `out = lhs·rhs`, alpha unused).
+        unsafe {
+            gemm::gemm(
+                m, n, k,
+                out.as_mut_ptr(), 1, n as isize, false,
+                lhs_view.start, lhs_view.strides[1], lhs_view.strides[0],
+                rhs_view.start, rhs_view.strides[1], rhs_view.strides[0],
+                0.0f32, 1.0f32, false, false, false, threads,
+            );
+        }
+        tensor(&[m, n], out)
+    }
+}
+
+/// A 2-D `f32` array as gemm reads it: where its first value lies and its strides (in values,
+/// positive, so that every value read lies inside the array).
+struct Matrix {
+    start: *const f32,
+    strides: [isize; 2],
+}
+
+/// `x` as a [`Matrix`], or `None` when it is not 2-D `f32` or its strides are zero or negative
+/// (broadcast or flipped views, which burn-ndarray's own matmul takes).
+fn matrix(x: &FloatTensor<Nd>) -> Option<Matrix> {
+    let NdArrayTensor::F32(storage) = x else { return None };
+    let array = storage.view();
+    let (&[rows, cols], &[row_stride, col_stride]) = (array.shape(), array.strides()) else { return None };
+    let fits = |len: usize, stride: isize| len <= 1 || stride > 0;
+    (fits(rows, row_stride) && fits(cols, col_stride)).then(|| Matrix { start: array.as_ptr(), strides: [row_stride.max(1), col_stride.max(1)] })
 }
 
 /// `x` as a contiguous `f32` array (copied only when its layout is not row-major), or `x` itself
@@ -460,8 +505,38 @@ fn dot3(a: &[f32], b: &[f32], c: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + rest
 }
 
-/// `out = exp(x − shift)`, returning `Σ out`.
+/// `out = exp(x − shift)`, returning `Σ out`: in AVX-512 or AVX2 instructions where the CPU has
+/// them (the crates are built for baseline x86-64, whose vectors hold four values), the same
+/// operations in the same order on every path, so the same bits.
 fn exp_shifted(x: &[f32], shift: f32, out: &mut [f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has the feature the function is compiled for.
+            return unsafe { exp_shifted_avx512(x, shift, out) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: as above.
+            return unsafe { exp_shifted_avx2(x, shift, out) };
+        }
+    }
+    exp_shifted_values(x, shift, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn exp_shifted_avx512(x: &[f32], shift: f32, out: &mut [f32]) -> f32 {
+    exp_shifted_values(x, shift, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn exp_shifted_avx2(x: &[f32], shift: f32, out: &mut [f32]) -> f32 {
+    exp_shifted_values(x, shift, out)
+}
+
+#[inline(always)]
+fn exp_shifted_values(x: &[f32], shift: f32, out: &mut [f32]) -> f32 {
     for (out, x) in out.iter_mut().zip(x) {
         *out = exp(x - shift);
     }
@@ -576,6 +651,42 @@ mod tests {
             // Losses reach ~60, where an ulp is 4e-6: relative as well as absolute.
             a.into_data().assert_approx_eq::<f32>(&b.into_data(), Tolerance::rel_abs(1e-5, 1e-5));
         }
+    }
+
+    /// Contiguous, transposed, narrowed (an offset into the array) and broadcast operands against
+    /// burn-ndarray's own product, and an empty inner dimension.
+    #[test]
+    fn strided_matmul_reads_views_in_place_and_matches_matmul() {
+        let device = Default::default();
+        let matrix = |rows, cols| Tensor::<Nd, 2>::random([rows, cols], Distribution::Normal(0.0, 1.0), &device);
+        let (a, b, wide) = (matrix(70, 40), matrix(40, 90), matrix(90, 70));
+        let cases = [
+            (a.clone(), b.clone()),
+            (b.clone().transpose(), a.clone().transpose()),
+            (a.clone().narrow(0, 13, 30), wide.clone().narrow(1, 5, 60).transpose().narrow(0, 7, 40)),
+            (a.clone().narrow(1, 3, 20), b.clone().narrow(0, 11, 20)),
+            (Tensor::<Nd, 2>::ones([1, 40], &device).expand([6, 40]), b.clone()),
+        ];
+        let product = |lhs: Tensor<Nd, 2>, rhs: Tensor<Nd, 2>| Tensor::<Nd, 2>::from_primitive(TensorPrimitive::Float(Nd::strided_matmul(lhs.into_primitive().tensor(), rhs.into_primitive().tensor())));
+        for (lhs, rhs) in cases {
+            let expected = lhs.clone().matmul(rhs.clone());
+            let got = product(lhs, rhs);
+            assert_eq!(got.dims(), expected.dims());
+            got.into_data().assert_approx_eq::<f32>(&expected.into_data(), Tolerance::rel_abs(1e-5, 1e-5));
+        }
+        // An empty sum is zero (burn-ndarray's own matmul divides by k there).
+        let empty = product(Tensor::zeros([4, 0], &device), Tensor::zeros([0, 3], &device));
+        empty.into_data().assert_eq(&Tensor::<Nd, 2>::zeros([4, 3], &device).into_data(), true);
+    }
+
+    /// The vector-instruction paths give the portable path's bits, sum included.
+    #[test]
+    fn exp_shifted_is_the_same_on_every_path() {
+        let x: Vec<f32> = (0..1003).map(|i| (i as f32 * 0.37).sin() * 40.0).chain([f32::NEG_INFINITY, f32::NAN, -100.0]).collect();
+        let (mut dispatched, mut portable) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+        let (a, b) = (exp_shifted(&x, 3.0, &mut dispatched), exp_shifted_values(&x, 3.0, &mut portable));
+        assert_eq!(a.to_bits(), b.to_bits());
+        assert!(dispatched.iter().zip(&portable).all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 
     /// `exp` against `f64`'s over the whole range it resolves, and at its ends.
