@@ -240,14 +240,14 @@ impl FusedOps for Nd {
         let (Some(&[m, k]), Some(&[k_rhs, n])) = (f32_shape(&lhs), f32_shape(&rhs)) else {
             return Self::float_matmul(lhs, rhs);
         };
-        let mut out = zeros(m * n);
         if k == k_rhs && m * n * k == 0 {
             // An empty sum is zero (burn-ndarray's own matmul divides by `k` there).
-            return tensor(&[m, n], out);
+            return tensor(&[m, n], zeros(m * n));
         }
         let (Some(lhs_view), Some(rhs_view), true) = (matrix(&lhs), matrix(&rhs), k == k_rhs) else {
             return Self::float_matmul(lhs, rhs);
         };
+        let mut out = zeros(m * n);
         let threads = gemm::Parallelism::Rayon(rayon::current_num_threads());
         // SAFETY: both views lie inside their arrays, which live to the end of this function
         // (`matrix`); `out` holds `m·n` values in rows of `n`; gemm reads `lhs` and `rhs` and
@@ -320,7 +320,7 @@ fn is_last_dim(x: &FloatTensor<Nd>, dim: usize) -> bool {
 
 /// `x` holds `f32` rows of at least one value and `gamma` one `f32` per value of a row.
 fn rms_norm_shapes_fit(x: &FloatTensor<Nd>, gamma: &FloatTensor<Nd>) -> bool {
-    last_dim_of(x) > 0 && f32_shape(gamma).is_some() && numel(gamma) == last_dim_of(x)
+    f32_shape(x).is_some() && f32_shape(gamma).is_some() && last_dim_of(x) > 0 && numel(gamma) == last_dim_of(x)
 }
 
 /// Values in `x` (0 when it does not hold `f32`).
